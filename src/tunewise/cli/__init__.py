@@ -1,0 +1,32 @@
+"""The ``tunewise`` command: a thin skin over the library (parse, call, print).
+
+One module per command group; nothing else in the package imports this one.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .advise import advise_cmd
+from .init import init_cmd
+from .run import run_cmd
+from .runs import runs_group
+
+__all__ = ["main", "cli"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tunewise")
+def cli() -> None:
+    """Should we prompt-engineer or fine-tune? Measure it on one frozen split."""
+
+
+cli.add_command(run_cmd)
+cli.add_command(init_cmd)
+cli.add_command(advise_cmd)
+cli.add_command(runs_group)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,43 @@
+"""``tunewise run TASK``: score the ladder's rungs on the frozen split and say where the results are."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..run import run_task
+from ..task import load_task
+from ._common import user_errors
+from .progress import ProgressBars
+
+
+@click.command("run")
+@click.argument("task", type=click.Path(path_type=Path))
+@click.option("--rungs", help="Comma-separated rung names to run instead of the default ladder.")
+@click.option("--limit", type=int, help="Score a stratified subset of N test examples (quick runs).")
+@click.option("--model", help="Override the task's model, e.g. local:smollm2-135m, hf:/path/to/model, fake:random.")
+@click.option("--store", type=click.Path(path_type=Path), help="Run-store directory (default: .tunewise/ beside TASK).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None, store: Path | None,
+            quiet: bool) -> None:
+    """Run (or resume) TASK: baselines and prompt rungs, each with 95% CIs, tokens and latency."""
+    with user_errors():
+        spec = load_task(task)
+        updates = {k: v for k, v in {"model": model, "store": store.resolve() if store else None}.items() if v}
+        spec = spec.model_copy(update=updates) if updates else spec
+        names = [r.strip() for r in rungs.split(",") if r.strip()] if rungs else None
+        with ProgressBars(enabled=not quiet and sys.stderr.isatty()) as bars:
+            outcome = run_task(spec, rungs=names, limit=limit, progress=bars, task_path=task.resolve())
+    for r in outcome.results.rungs:
+        if r.status == "finished" and r.primary is not None:
+            m = r.primary
+            click.echo(f"{r.name:<22} {r.primary_metric} {100 * m.value:5.1f}% [{100 * m.low:.1f}, {100 * m.high:.1f}]"
+                       f"{'  (reused)' if r.name in outcome.reused else ''}")
+        else:
+            click.echo(f"{r.name:<22} {r.status}: {r.error or r.reason}", err=True)
+    click.echo(f"results: {outcome.results_path}")
+    click.echo(f"summary: {outcome.summary_path}")
+    if outcome.results.status != "finished":
+        sys.exit(1)

@@ -1,0 +1,71 @@
+"""Run a candidate over the frozen test split in chunks, with progress, timing and usage.
+
+The candidate does the model calls (through the cached backend, so an interrupted evaluation
+resumes without repeating a finished call); this module only feeds it chunks, times it and
+summarises tokens and latency. Throughput is computed from the per-request model time recorded
+with each call, so it stays truthful when calls are replayed from the cache after a resume.
+
+Out of scope: metrics (``scoring.py``), which rungs to run (``ladder.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .records import Prediction
+from .stats import summarize
+
+__all__ = ["Evaluation", "evaluate", "usage_summary"]
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    predictions: tuple[Prediction, ...]
+    wall_s: float  # wall time of this evaluation in this process (cache replays are fast)
+
+
+def evaluate(
+    candidate: Any,
+    examples: Sequence[Any],
+    *,
+    backend: Any = None,
+    chunk_size: int = 16,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Predict every example; chunks keep progress moving and bound what a kill can lose."""
+    size = chunk_size if candidate.uses_llm else max(chunk_size, 256)
+    start = time.perf_counter()
+    preds: list[Prediction] = []
+    for i in range(0, len(examples), size):
+        chunk = examples[i: i + size]
+        out = candidate.predict(chunk, backend=backend if candidate.uses_llm else None)
+        if len(out) != len(chunk):
+            raise RuntimeError(f"candidate {candidate.rung} returned {len(out)} predictions for {len(chunk)} examples")
+        preds.extend(out)
+        if progress:
+            progress(len(preds), len(examples))
+    return Evaluation(predictions=tuple(preds), wall_s=time.perf_counter() - start)
+
+
+def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[str, Any]:
+    """Tokens and latency per request (mean, p50, p95, max) and examples per second."""
+    model_s = sum(p.latency_s for p in predictions)
+    n = len(predictions)
+    return {
+        "requests": n,
+        "prompt_tokens": summarize([p.prompt_tokens for p in predictions]),
+        "completion_tokens": summarize([p.completion_tokens for p in predictions]),
+        "cached_prompt_tokens": summarize([p.cached_tokens for p in predictions]),
+        "latency_s": summarize([p.latency_s for p in predictions]),
+        "model_seconds": model_s,
+        "examples_per_s": n / model_s if model_s > 0 else None,
+        "wall_s": wall_s,
+        "basis": "latency is model time per request as measured when the call was made "
+        "(batched calls share their wall time evenly); examples/s = requests / total model time",
+        "errors": sum(p.error is not None for p in predictions),
+    }

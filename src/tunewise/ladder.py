@@ -1,0 +1,71 @@
+"""The rungs tunewise knows and the order it climbs them: cheapest first.
+
+Each built-in rung is a named configuration of a strategy. The default ladder for a task kind
+runs the LLM-free baselines first (classification only), then the prompt rungs from zero-shot to
+chain-of-thought. Users can name rungs (``--rungs``), list them in ``task.yaml``, or define their
+own ``{name, strategy, params}`` entries.
+
+Out of scope for now: the escalation policy (stop when the target is met, escalate to
+fine-tuning when prompting plateaus, budgets) which builds on this list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .errors import TaskSpecError
+from .task import RungSpec, TaskSpec
+
+__all__ = ["BUILTIN_RUNGS", "DEFAULT_LADDER", "LLM_FREE_STRATEGIES", "resolve_rungs", "needs_llm"]
+
+
+def _prompt(name: str, **params: object) -> RungSpec:
+    return RungSpec(name=name, strategy="prompt", params=params)
+
+
+BUILTIN_RUNGS: dict[str, RungSpec] = {
+    r.name: r
+    for r in (
+        RungSpec(name="knn", strategy="knn", params={"k": 1}),
+        RungSpec(name="probe", strategy="probe"),
+        _prompt("zero_shot", mode="score", calibrate=True),
+        _prompt("zero_shot_generate", mode="generate"),
+        _prompt("role", mode="score", calibrate=True, role="expert"),
+        _prompt("few_shot_random", mode="score", k=8, selection="random"),
+        _prompt("few_shot_balanced", mode="score", k=8, selection="balanced"),
+        _prompt("few_shot_retrieved", mode="score", k=8, selection="retrieved", choices="demos"),
+        _prompt("cot", mode="cot"),
+    )
+}
+
+DEFAULT_LADDER: dict[str, tuple[str, ...]] = {
+    "classification": ("knn", "probe", "zero_shot", "zero_shot_generate", "role", "few_shot_random",
+                       "few_shot_balanced", "few_shot_retrieved", "cot"),
+    "extraction": ("zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
+    "generation": ("zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
+}
+
+LLM_FREE_STRATEGIES = frozenset({"knn", "probe"})
+
+
+def needs_llm(rung: RungSpec) -> bool:
+    return rung.strategy not in LLM_FREE_STRATEGIES
+
+
+def resolve_rungs(spec: TaskSpec, names: Sequence[str] | None = None) -> list[RungSpec]:
+    """Rungs to run: ``names`` (e.g. from ``--rungs``), else the task's ``rungs``, else the default ladder."""
+    custom = {r.name: r for r in (spec.rungs or []) if isinstance(r, RungSpec)}
+    wanted = list(names) if names else [r if isinstance(r, str) else r.name for r in (spec.rungs or [])]
+    wanted = wanted or list(DEFAULT_LADDER[spec.kind])
+    rungs: list[RungSpec] = []
+    for name in wanted:
+        rung = custom.get(name) or BUILTIN_RUNGS.get(name)
+        if rung is None:
+            known = ", ".join([*BUILTIN_RUNGS, *custom])
+            raise TaskSpecError(f"unknown rung '{name}' (known: {known}).")
+        if spec.kind != "classification" and rung.strategy in LLM_FREE_STRATEGIES:
+            raise TaskSpecError(f"rung '{name}' only applies to classification tasks, not {spec.kind}.")
+        rungs.append(rung)
+    if len({r.name for r in rungs}) != len(rungs):
+        raise TaskSpecError("each rung may appear only once in a run.")
+    return rungs

@@ -1,0 +1,130 @@
+"""Baselines without an LLM: nearest neighbours and a logistic probe on sentence embeddings.
+
+They answer "does this task need an LLM at all?" and stay in every classification ladder. Both
+use the same cached embeddings of the training set (all-MiniLM-L6-v2 by default).
+
+Out of scope: generation and extraction tasks (these baselines only classify).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import TaskSpecError
+from ..evaluation.records import Prediction
+from .base import Candidate, PrepareContext, register
+
+__all__ = ["EmbeddingKNN", "EmbeddingProbe", "prepare_knn", "prepare_probe"]
+
+EmbedFn = Callable[[Sequence[str]], np.ndarray]
+
+
+def _require_classification(rung: Any, ctx: PrepareContext) -> None:
+    if ctx.spec.kind != "classification":
+        raise TaskSpecError(f"rung '{rung.name}': embedding baselines only apply to classification tasks.")
+    if ctx.embed is None:
+        raise TaskSpecError(f"rung '{rung.name}': no embedder is available in this run.")
+
+
+def _timed_embed(embed: EmbedFn, examples: Sequence[Any]) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    vectors = embed([e.text for e in examples])
+    return vectors, time.perf_counter() - start
+
+
+def _predictions(examples: Sequence[Any], labels: list[str], probs: np.ndarray, seconds: float) -> list[Prediction]:
+    # latency is the batch's embedding + scoring time shared evenly: these baselines serve in batches
+    per = seconds / max(1, len(examples))
+    best = probs.argmax(axis=1)
+    return [
+        Prediction(example_id=e.id, output=labels[j], raw=labels[j], confidence=float(probs[i, j]), latency_s=per)
+        for i, (e, j) in enumerate(zip(examples, best))
+    ]
+
+
+@dataclass
+class EmbeddingKNN(Candidate):
+    """k nearest training neighbours by cosine similarity, similarity-weighted vote."""
+
+    rung: str
+    config: dict[str, Any]
+    embed: EmbedFn
+    train_vectors: np.ndarray
+    train_labels: list[str]
+    labels: list[str]
+    k: int = 1
+    uses_llm: bool = False
+
+    def predict(self, examples: Sequence[Any], *, backend: Any = None) -> list[Prediction]:
+        start = time.perf_counter()
+        queries = self.embed([e.text for e in examples])
+        sims = queries @ self.train_vectors.T  # (n_queries, n_train), rows are unit vectors
+        k = min(self.k, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        index = {label: i for i, label in enumerate(self.labels)}
+        votes = np.zeros((len(examples), len(self.labels)))
+        for row, neighbours in enumerate(top):
+            for n in neighbours:
+                votes[row, index[self.train_labels[n]]] += max(float(sims[row, n]), 1e-6)
+        probs = votes / votes.sum(axis=1, keepdims=True)
+        return _predictions(examples, self.labels, probs, time.perf_counter() - start)
+
+
+@dataclass
+class EmbeddingProbe(Candidate):
+    """Multinomial logistic regression on embeddings; C chosen on the dev split."""
+
+    rung: str
+    config: dict[str, Any]
+    embed: EmbedFn
+    model: Any  # fitted sklearn LogisticRegression
+    uses_llm: bool = False
+
+    def predict(self, examples: Sequence[Any], *, backend: Any = None) -> list[Prediction]:
+        start = time.perf_counter()
+        probs = self.model.predict_proba(self.embed([e.text for e in examples]))
+        return _predictions(examples, list(self.model.classes_), probs, time.perf_counter() - start)
+
+
+@register("knn")
+def prepare_knn(rung: Any, ctx: PrepareContext) -> EmbeddingKNN:
+    _require_classification(rung, ctx)
+    k = int(rung.params.get("k", 1))
+    vectors, seconds = _timed_embed(ctx.embed, ctx.splits.train)
+    config = {"strategy": "knn", "k": k, "embedder": rung.params.get("embedder", "minilm-l6-v2"),
+              "train_examples": len(ctx.splits.train), "index_seconds": round(seconds, 2)}
+    return EmbeddingKNN(rung=rung.name, config=config, embed=ctx.embed, train_vectors=vectors,
+                        train_labels=[e.target for e in ctx.splits.train], labels=list(ctx.splits.labels or ()), k=k)
+
+
+def _fit_probe(x: np.ndarray, y: list[str], c: float, seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, y)
+
+
+@register("probe")
+def prepare_probe(rung: Any, ctx: PrepareContext) -> EmbeddingProbe:
+    """Fit on train for each C in the grid, keep the best on dev (never test), refit is unnecessary."""
+    _require_classification(rung, ctx)
+    grid = [float(c) for c in rung.params.get("C", [0.1, 1.0, 10.0, 100.0])]
+    start = time.perf_counter()
+    x_train, _ = _timed_embed(ctx.embed, ctx.splits.train)
+    y_train = [e.target for e in ctx.splits.train]
+    x_dev, _ = _timed_embed(ctx.embed, ctx.splits.dev)
+    y_dev = np.array([e.target for e in ctx.splits.dev])
+    scores: dict[float, float] = {}
+    fitted: dict[float, Any] = {}
+    for c in grid:
+        fitted[c] = _fit_probe(x_train, y_train, c, ctx.seed)
+        scores[c] = float((fitted[c].predict(x_dev) == y_dev).mean()) if len(y_dev) else 0.0
+    best = max(grid, key=lambda c: (scores[c], -abs(np.log10(c))))
+    config = {"strategy": "probe", "C": best, "C_grid_dev_accuracy": {str(c): round(s, 4) for c, s in scores.items()},
+              "embedder": rung.params.get("embedder", "minilm-l6-v2"), "train_examples": len(y_train),
+              "fit_seconds": round(time.perf_counter() - start, 2)}
+    return EmbeddingProbe(rung=rung.name, config=config, embed=ctx.embed, model=fitted[best])

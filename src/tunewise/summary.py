@@ -1,0 +1,116 @@
+"""``summary.md``: a short Markdown account of a run, rendered from :class:`RunResults` (pure).
+
+The full report (HTML with plots, the decision, edge cases) is a separate concern; this summary
+is what a reviewer reads first: the rung table with confidence intervals, paired comparisons,
+data checks and what produced the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .results import RungResult, RunResults
+
+__all__ = ["summary_markdown", "format_metric"]
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def format_metric(m: Any) -> str:
+    """``87.3 [83.1, 91.0]`` (percent, 95% CI)."""
+    if m is None:
+        return "–"
+    return f"{_pct(m.value)} [{_pct(m.low)}, {_pct(m.high)}]"
+
+
+def _num(x: Any, fmt: str = "{:.0f}") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def _rung_row(r: RungResult, secondary: str | None) -> str:
+    if r.status != "finished":
+        return f"| {r.name} | {r.strategy} | {r.status}: {r.error or r.reason or ''} | | | | | |"
+    u = r.usage
+    tokens = f"{_num(u['prompt_tokens']['mean'])} / {_num(u['prompt_tokens']['p95'])}"
+    completion = _num(u["completion_tokens"]["mean"], "{:.1f}")
+    latency = f"{_num(u['latency_s']['p50'], '{:.3f}')} / {_num(u['latency_s']['p95'], '{:.3f}')}"
+    sec = format_metric(r.metrics.get(secondary)) if secondary else ""
+    return (f"| {r.name} | {r.strategy} | {format_metric(r.primary)} | {sec} | {tokens} | {completion} | {latency} "
+            f"| {_num(u.get('examples_per_s'), '{:.2f}')} |")
+
+
+def _rung_table(results: RunResults) -> list[str]:
+    finished = [r for r in results.rungs if r.status == "finished"]
+    primary = finished[0].primary_metric if finished else "metric"
+    secondary = next((k for k in (finished[0].metrics if finished else {}) if k != primary), None)
+    n = finished[0].primary.n if finished and finished[0].primary else 0
+    lines = [
+        f"## Rungs (test n = {n}; {primary} and {secondary or ''} in %, 95% bootstrap CI)", "",
+        f"| rung | strategy | {primary} | {secondary or ''} | prompt tokens/req (mean / p95) | completion tokens/req "
+        "| latency s (p50 / p95) | examples/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    return lines + [_rung_row(r, secondary) for r in results.rungs] + [""]
+
+
+def _comparisons(results: RunResults) -> list[str]:
+    if not results.comparisons:
+        return []
+    lines = ["## Paired comparisons against the best rung (same test examples)", "",
+             "| best | other | difference, points [95% CI] | McNemar exact p | verdict |", "|---|---|---|---|---|"]
+    for c in results.comparisons:
+        lines.append(f"| {c['a']} | {c['b']} | {100 * c['diff']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}] "
+                     f"| {c['p_value']:.3g} | {c['verdict']} |")
+    return lines + [""]
+
+
+def _checks(results: RunResults) -> list[str]:
+    c, d = results.checks, results.data
+    lines = ["## Data", "",
+             f"- Data hash `{d['hash']}`; train {d['sizes']['train']}, dev {d['sizes']['dev']}, "
+             f"test {d['sizes']['test']} examples.",
+             f"- Dev split: {d['dev_origin']}.", f"- Test split: {d['test_origin']}.",
+             f"- Volume: {c.get('volume_assessment', '')}",
+             f"- Leakage train/test: {c.get('leakage_exact', 0)} exact, {c.get('leakage_near', 0)} near-duplicate.",
+             f"- Exact duplicates: {c.get('exact_duplicates', {})}."]
+    if c.get("imbalance_ratio") is not None:
+        lines.append(f"- Labels: min {c.get('min_per_label')} training examples per label, "
+                     f"imbalance ratio {c['imbalance_ratio']:.1f}.")
+    lines += [f"- Warning: {w}" for w in c.get("warnings", [])]
+    return lines + [""]
+
+
+def _best_details(results: RunResults) -> list[str]:
+    finished = [r for r in results.rungs if r.status == "finished" and r.primary is not None]
+    if not finished:
+        return []
+    best = max(finished, key=lambda r: r.primary.value)
+    lines = [f"## Best rung: {best.name}", ""]
+    if best.confusions:
+        lines += ["Most frequent confusions (gold -> predicted):", ""]
+        lines += [f"- {c['gold']} -> {c['predicted']}: {c['count']}" for c in best.confusions[:5]]
+        lines.append("")
+    return lines
+
+
+def summary_markdown(results: RunResults) -> str:
+    task = results.task
+    target = ", ".join(f"{k} >= {v}" for k, v in (task.get("target") or {}).items()) or "none set"
+    env = results.environment
+    versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
+    lines = [
+        f"# tunewise run `{results.run_id}`: {task.get('name')}", "",
+        f"Kind **{task.get('kind')}**, model `{task.get('model')}`, target {target}, seed {results.seed}, "
+        f"status {results.status}.", "",
+        *_rung_table(results), *_comparisons(results), *_best_details(results), *_checks(results),
+        "## What produced these numbers", "",
+        "Every rung was scored on the same frozen test split. Intervals: percentile bootstrap over test examples "
+        "(2,000 resamples). Paired tests: exact McNemar on per-example correctness and a paired bootstrap of the "
+        "difference. Latency is model time per request as measured when the call was made.", "",
+        f"Environment: Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs; {versions}.",
+        "",
+    ]
+    return "\n".join(lines)

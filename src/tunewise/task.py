@@ -1,0 +1,188 @@
+"""The task specification (``task.yaml``): what the user wants, validated with pydantic.
+
+A task names its data, what kind of output counts as correct, the quality it needs, its
+constraints, the model to use and a seed. Unknown keys are errors (``extra="forbid"``) so a
+misspelled key never silently does nothing. Paths in the file are relative to the file.
+
+Out of scope: loading the data (``data.py``) and choosing rungs (``ladder.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import TaskSpecError
+
+__all__ = [
+    "DataSpec",
+    "ExtractionSpec",
+    "GenerationSpec",
+    "Constraints",
+    "RungSpec",
+    "TaskSpec",
+    "load_task",
+    "parse_task",
+]
+
+TaskKind = Literal["classification", "extraction", "generation"]
+MatchMode = Literal["exact", "normalized", "contains"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    """Where the examples are and which fields hold input and output."""
+
+    train: Path
+    test: Path
+    dev: Path | None = None
+    input: str | list[str] = "text"
+    output: str = "label"
+    labels: list[str] | Path | None = Field(
+        default=None,
+        description="Classification labels: a list, a JSON/YAML file holding a list, or None to take them from train.",
+    )
+    test_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Score a fixed, stratified subset of this many test examples (stable for the data hash).",
+    )
+    dev_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        return (self.input,) if isinstance(self.input, str) else tuple(self.input)
+
+
+class ExtractionSpec(_Strict):
+    """JSON output checked against a JSON Schema and scored per field."""
+
+    json_schema: dict[str, Any] | Path | None = Field(default=None, alias="schema")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class GenerationSpec(_Strict):
+    """Free text scored by a match rule (or a pluggable metric given as ``module:function``)."""
+
+    match: MatchMode = "normalized"
+    metric: str | None = None
+
+
+class Constraints(_Strict):
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    budget_usd: float | None = Field(default=None, ge=0)
+    budget_hours: float | None = Field(default=None, gt=0)
+    requests_per_month: int | None = Field(default=None, ge=0)
+    deadline_days: float | None = Field(default=None, gt=0)
+
+
+class RungSpec(_Strict):
+    """One rung: a strategy and its parameters. ``name`` must be unique in the ladder."""
+
+    name: str
+    strategy: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def config_hash(self) -> str:
+        blob = json.dumps({"strategy": self.strategy, "params": self.params}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class TaskSpec(_Strict):
+    name: str = "task"
+    kind: TaskKind = "classification"
+    data: DataSpec
+    target: dict[str, float] = Field(default_factory=dict)
+    constraints: Constraints = Field(default_factory=Constraints)
+    model: str = "local:smollm2-135m"
+    seed: int = 0
+    embedder: str = Field(default="minilm-l6-v2", description="Sentence embedder for baselines and retrieval.")
+    instructions: str | None = Field(
+        default=None, description="One or two sentences that describe the task to the model."
+    )
+    extraction: ExtractionSpec | None = None
+    generation: GenerationSpec | None = None
+    rungs: list[str | RungSpec] | None = Field(
+        default=None, description="Rungs to run (names of built-in rungs or full specs); None: the default ladder."
+    )
+    store: Path | None = Field(default=None, description="Run-store directory; default .tunewise/ beside the task file.")
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("target")
+    @classmethod
+    def _target_in_unit_interval(cls, v: dict[str, float]) -> dict[str, float]:
+        for metric, value in v.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"target {metric} must be between 0 and 1, got {value}")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_sections(self) -> "TaskSpec":
+        if self.extraction is not None and self.kind != "extraction":
+            raise ValueError("the 'extraction' section is only allowed with kind: extraction")
+        if self.generation is not None and self.kind != "generation":
+            raise ValueError("the 'generation' section is only allowed with kind: generation")
+        return self
+
+    def resolve(self, path: Path | str | None) -> Path | None:
+        """A path from the spec, made absolute relative to the task file."""
+        if path is None:
+            return None
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def store_dir(self) -> Path:
+        return self.resolve(self.store) if self.store else self.base_dir / ".tunewise"
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (not the store location)."""
+        blob = self.model_dump_json(exclude={"store", "base_dir"})
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_task(raw: Any, *, source: str = "<task>", base_dir: Path = Path(".")) -> TaskSpec:
+    """Validate a parsed YAML mapping; the first problem becomes a one-sentence error."""
+    if not isinstance(raw, dict):
+        raise TaskSpecError(f"{source}: the task file must be a YAML mapping of keys to values.")
+    try:
+        return TaskSpec.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = _format_loc(err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise TaskSpecError(f"{source}: unknown key '{where}' (check its spelling).") from None
+        if err["type"] == "missing":
+            raise TaskSpecError(f"{source}: missing required key '{where}'.") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise TaskSpecError(f"{source}: key '{where}': {msg}.") from None
+
+
+def load_task(path: Path | str) -> TaskSpec:
+    """Read and validate ``task.yaml``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TaskSpecError(f"{path}: task file not found.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TaskSpecError(f"{path}: cannot read the task file ({exc.__class__.__name__}).") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise TaskSpecError(f"{path}:{line} is not valid YAML.") from None
+    return parse_task(raw, source=str(path), base_dir=path.resolve().parent)
