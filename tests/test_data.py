@@ -482,3 +482,23 @@ def test_label_statistics_and_warnings():
     assert any("heavily imbalanced ('a' 60 vs 'b' 3, ratio 20)" in w for w in checks.warnings)
     json.dumps(checks.to_json())
     assert isinstance(checks, DataChecks)
+
+
+def test_near_duplicate_search_matches_brute_force():
+    from tunewise.data import _near_matches, _trigrams
+
+    rng = random.Random(7)
+    words = "card top up pin rate fee cash app transfer euro account blocked".split()
+    corpus = [" ".join(rng.choices(words, k=rng.randint(3, 9))) for _ in range(150)]
+    queries = [" ".join(t.split()[:-1]) if i % 2 else t + " fee" for i, t in enumerate(rng.sample(corpus, 40))]
+    queries += [" ".join(rng.choices(words, k=5)) for _ in range(40)]
+    for threshold in (0.6, 0.8, 0.9):
+        expected = {}
+        for qi, q in enumerate(queries):
+            scores = [len(_trigrams(q) & _trigrams(c)) / len(_trigrams(q) | _trigrams(c)) for c in corpus]
+            best = max(scores)
+            if best >= threshold:
+                expected[qi] = (scores.index(best), round(best, 6))
+        found = {q: (c, round(j, 6)) for q, c, j in _near_matches(queries, corpus, threshold)}
+        assert found == expected
+        assert expected  # the data must exercise the search at every threshold

@@ -48,6 +48,15 @@ def test_classification_round_trip(tmp_path):
     assert "output 'intent' (3 distinct values) -> kind classification" in text
     splits = load_splits(spec)
     assert splits.labels == tuple(sorted(INTENTS))
+    # the commented target example must itself be a valid target for the kind
+    target_line = next(line for line in text.splitlines() if line.startswith("target:"))
+    example = target_line.split("e.g. ", 1)[1].split(";")[0]
+    assert load_task_text(text.replace("target: {}", f"target: {example}"), tmp_path).target == {"accuracy": 0.9}
+
+
+def load_task_text(text: str, folder: Path) -> TaskSpec:
+    (folder / "edited.yaml").write_text(text, encoding="utf-8")
+    return load_task(folder / "edited.yaml")
 
 
 def test_every_task_key_is_written_with_a_comment(tmp_path):

@@ -513,48 +513,76 @@ def _trigrams(norm: str) -> set[str]:
     return {padded[i : i + 3] for i in range(len(padded) - 2)}
 
 
-def _near_matches(queries: list[str], corpus: list[str], threshold: float) -> list[tuple[int, int, float]]:
-    """(query index, corpus index, Jaccard) of each query's best corpus match at or above threshold.
+def _trigram_columns(
+    texts: list[str], vocab: dict[str, int], *, grow: bool
+) -> tuple[list[list[int]], list[int]]:
+    """Each text's trigram columns (only those in ``vocab`` unless ``grow``) and its trigram-set size."""
+    columns, sizes = [], []
+    for text in texts:
+        grams = _trigrams(text)
+        sizes.append(len(grams))
+        if grow:
+            columns.append([vocab.setdefault(g, len(vocab)) for g in grams])
+        else:
+            columns.append([vocab[g] for g in grams if g in vocab])
+    return columns, sizes
 
-    Character-trigram sets as binary sparse rows; intersections come from one sparse product per
-    chunk of queries, so the cost follows shared trigrams, not all pairs.
-    """
+
+def _binary_matrix(columns: list[list[int]], width: int) -> Any:
     import numpy as np
     from scipy import sparse
 
-    if not queries or not corpus:
+    indptr = np.cumsum([0] + [len(c) for c in columns])
+    indices = np.fromiter((c for row in columns for c in row), dtype=np.int64, count=int(indptr[-1]))
+    return sparse.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(columns), width))
+
+
+def _prefix(columns: list[int], size: int, df: Any, threshold: float) -> list[int]:
+    """The query's rarest trigrams that any match at ``threshold`` must share at least one of.
+
+    J(x, y) >= t implies |x & y| >= t|x|, so at most |x| - ceil(t|x|) trigrams of x are missing
+    from y: any |x| - ceil(t|x|) + 1 of them include a shared one (prefix filtering). Trigrams
+    absent from the corpus fill the first slots; when they alone exceed that, nothing can match.
+    """
+    keep = size - math.ceil(threshold * size - 1e-9) + 1 - (size - len(columns))
+    return sorted(columns, key=lambda c: (df[c], c))[:keep] if keep > 0 else []
+
+
+def _near_matches(queries: list[str], corpus: list[str], threshold: float) -> list[tuple[int, int, float]]:
+    """(query index, corpus index, Jaccard) of each query's best corpus match at or above threshold.
+
+    Jaccard over character-trigram sets. Candidates come from prefix filtering (pairs sharing one
+    of the query's rarest trigrams, found with one sparse product); only they are scored exactly,
+    so the cost follows rare shared trigrams rather than all query x corpus pairs.
+    """
+    import numpy as np
+
+    if not queries or not corpus or threshold <= 0:
         return []
     vocab: dict[str, int] = {}
-
-    def matrix(texts: list[str], grow: bool) -> tuple[Any, Any]:
-        indptr, indices, sizes = [0], [], []
-        for text in texts:
-            grams = _trigrams(text)
-            sizes.append(len(grams))
-            for gram in grams:
-                col = vocab.setdefault(gram, len(vocab)) if grow else vocab.get(gram)
-                if col is not None:
-                    indices.append(col)
-            indptr.append(len(indices))
-        data = np.ones(len(indices), dtype=np.float32)
-        return (data, np.array(indices, dtype=np.int64), np.array(indptr)), np.array(sizes, dtype=np.float32)
-
-    corpus_parts, corpus_sizes = matrix(corpus, grow=True)
-    query_parts, query_sizes = matrix(queries, grow=False)
-    corpus_t = sparse.csr_matrix(corpus_parts, shape=(len(corpus), len(vocab))).T.tocsr()
-    query_m = sparse.csr_matrix(query_parts, shape=(len(queries), len(vocab)))
-    found = []
-    for start in range(0, len(queries), 256):
-        inter = (query_m[start : start + 256] @ corpus_t).tocoo()
-        rows, cols = inter.row + start, inter.col
-        jaccard = inter.data / (query_sizes[rows] + corpus_sizes[cols] - inter.data)
-        hits = jaccard >= threshold
-        best: dict[int, tuple[float, int]] = {}
+    corpus_cols, corpus_sizes = _trigram_columns(corpus, vocab, grow=True)
+    query_cols, query_sizes = _trigram_columns(queries, vocab, grow=False)
+    corpus_m = _binary_matrix(corpus_cols, len(vocab))
+    query_m = _binary_matrix(query_cols, len(vocab))
+    df = np.asarray(corpus_m.sum(axis=0)).ravel()
+    prefixes = [_prefix(c, n, df, threshold) for c, n in zip(query_cols, query_sizes)]
+    pairs = (_binary_matrix(prefixes, len(vocab)) @ corpus_m.T).tocoo()
+    query_n, corpus_n = np.asarray(query_sizes, dtype=np.float64), np.asarray(corpus_sizes, dtype=np.float64)
+    # J >= t needs t|x| <= |y| <= |x|/t: drop candidates whose sizes already rule it out
+    qn, cn = query_n[pairs.row], corpus_n[pairs.col]
+    fits = (cn >= threshold * qn - 1e-9) & (qn >= threshold * cn - 1e-9)
+    all_rows, all_cols = pairs.row[fits], pairs.col[fits]
+    best: dict[int, tuple[float, int]] = {}
+    for start in range(0, len(all_rows), 50_000):  # bounded memory for the row-wise products
+        rows, cols = all_rows[start : start + 50_000], all_cols[start : start + 50_000]
+        inter = np.asarray(query_m[rows].multiply(corpus_m[cols]).sum(axis=1)).ravel()
+        jaccard = inter / (query_n[rows] + corpus_n[cols] - inter)
+        hits = np.nonzero(jaccard >= threshold)[0]
         for r, c, j in zip(rows[hits].tolist(), cols[hits].tolist(), jaccard[hits].tolist()):
-            if j > best.get(r, (-1.0, 0))[0]:
+            current = best.get(r)
+            if current is None or (j, -c) > (current[0], -current[1]):  # ties: the earliest corpus text
                 best[r] = (j, c)
-        found.extend((r, c, j) for r, (j, c) in sorted(best.items()))
-    return found
+    return [(r, c, j) for r, (j, c) in sorted(best.items())]
 
 
 def _quote(text: str, limit: int = 200) -> str:

@@ -22,6 +22,7 @@ import yaml
 
 from .data import CSV_SUFFIXES, JSON_SUFFIXES, PARQUET_SUFFIXES, read_records
 from .errors import DataError
+from .task import TARGET_METRICS
 
 __all__ = ["FieldProfile", "Inference", "infer_task", "infer_task_yaml", "find_sibling"]
 
@@ -253,9 +254,15 @@ def _kind_section(inf: Inference) -> list[str]:
     return []
 
 
+def _target_line(kind: str) -> str:
+    metrics = TARGET_METRICS.get(kind, ())
+    example = f", e.g. {{{metrics[0]}: 0.9}}; metrics: {', '.join(metrics)}" if metrics else ""
+    return f"{'target: {}':<40} # quality you need, 0-1 per metric{example}"
+
+
 def _rest(inf: Inference) -> list[str]:
     return [
-        "target: {}                               # quality you need per metric, 0-1, e.g. {accuracy: 0.9}",
+        _target_line(inf.kind),
         "constraints:                             # limits the answer must respect; null = no limit",
         _entry("max_latency_ms", None, "slowest acceptable answer, milliseconds", 2),
         _entry("budget_usd", None, "money you will spend on finding out", 2),

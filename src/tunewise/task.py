@@ -31,6 +31,12 @@ __all__ = [
 ]
 
 TaskKind = Literal["classification", "extraction", "generation"]
+#: metrics a target may name, per task kind (primary first); see evaluation/scoring.py
+TARGET_METRICS = {
+    "classification": ("accuracy", "macro_f1"),
+    "extraction": ("field_f1", "field_precision", "field_recall", "json_validity", "exact_match"),
+    "generation": ("exact_match",),
+}
 MatchMode = Literal["exact", "normalized", "contains"]
 
 
@@ -130,6 +136,10 @@ class TaskSpec(_Strict):
             raise ValueError("the 'extraction' section is only allowed with kind: extraction")
         if self.generation is not None and self.kind != "generation":
             raise ValueError("the 'generation' section is only allowed with kind: generation")
+        for metric in self.target:
+            if metric not in TARGET_METRICS[self.kind]:
+                allowed = ", ".join(TARGET_METRICS[self.kind])
+                raise ValueError(f"target metric '{metric}' does not apply to {self.kind} (use one of: {allowed})")
         return self
 
     def resolve(self, path: Path | str | None) -> Path | None:

@@ -211,6 +211,20 @@ class LocalBackend(Backend):
         self.forward_calls = 0  # model forward passes so far (inspection / benchmarks)
         self.info = self._describe()
 
+    @property
+    def model(self) -> Any:
+        """The loaded transformers model (adapter merged when one was given)."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tok
+
+    @property
+    def end_of_turn_id(self) -> int | None:
+        """The token closing an assistant turn; appended to every scored choice."""
+        return self._eot_id
+
     # -- Backend interface ----------------------------------------------------------------
 
     def fingerprint(self) -> str:
@@ -314,7 +328,7 @@ class LocalBackend(Backend):
         n, device = len(trie.tokens), self._model.device
         mask = torch.ones(1, 1, n, prompt_len + n, dtype=torch.bool, device=device)
         mask[0, 0, :, prompt_len:] = _ancestor_mask(trie).to(device)
-        positions = torch.tensor([trie.depths], device=device) + (prompt_len - 1)
+        positions = torch.tensor([trie.depths], device=device) + prompt_len
         out = self._model(
             input_ids=torch.tensor([trie.tokens], device=device),
             attention_mask=mask,

@@ -1,0 +1,49 @@
+"""How the bundled example subsets were cut (kept for provenance; needs the full datasets).
+
+    python examples/subset.py /path/to/shared/datasets
+
+Stratified by label/intent, deterministic (seed 0), original row order kept within each subset.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def stratified(rows: list[dict], key, per_group: int, seed: int = 0) -> list[dict]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[key(row)].append(i)
+    rng = random.Random(seed)
+    keep = sorted(i for idx in groups.values() for i in rng.sample(idx, min(per_group, len(idx))))
+    return [rows[i] for i in keep]
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def main(shared: Path) -> None:
+    here = Path(__file__).parent
+    snips = shared / "snips_slots"
+    intent = lambda r: r["output"]["intent"]  # noqa: E731
+    for split, n in (("train", 100), ("test", 20)):
+        rows = [{"text": r["text"], "output": r["output"]} for r in read(snips / f"{split}.jsonl")]
+        write(here / "snips_slots" / "data" / f"{split}.jsonl", stratified(rows, intent, n))
+    fin = shared / "twitter_fin_sentiment"
+    for split, n in (("train", 400), ("test", 100)):
+        write(here / "fin_sentiment" / "data" / f"{split}.jsonl", stratified(read(fin / f"{split}.jsonl"),
+                                                                           lambda r: r["label"], n))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

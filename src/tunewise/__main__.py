@@ -1,0 +1,5 @@
+"""``python -m tunewise``."""
+
+from .cli import main
+
+main()

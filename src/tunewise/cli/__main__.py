@@ -1,0 +1,5 @@
+"""``python -m tunewise.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,120 @@
+"""End to end on the fake backend: results, reuse, resume after kill -9, and errors that lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tunewise.errors import TaskSpecError
+from tunewise.run import run_task
+from tunewise.task import load_task
+
+LABELS = ["card_arrival", "card_linking", "exchange_rate", "top_up"]
+WORDS = {
+    "card_arrival": "when will my new card arrive in the post",
+    "card_linking": "how do i link my card to the app",
+    "exchange_rate": "what exchange rate do you use for euros",
+    "top_up": "top up my account with money from my bank",
+}
+
+
+def write_task(tmp_path: Path, *, n_train: int = 60, n_test: int = 20, extra: str = "", seed: int = 0) -> Path:
+    rng = random.Random(seed)
+
+    def rows(n: int, offset: int) -> str:
+        out = []
+        for i in range(n):
+            label = LABELS[i % len(LABELS)]
+            words = WORDS[label].split()
+            rng.shuffle(words)
+            out.append(json.dumps({"text": " ".join(words) + f" #{offset + i}", "label": label}))
+        return "\n".join(out) + "\n"
+
+    (tmp_path / "train.jsonl").write_text(rows(n_train, 0))
+    (tmp_path / "test.jsonl").write_text(rows(n_test, 10_000))
+    task = tmp_path / "task.yaml"
+    task.write_text(
+        "name: toy\nkind: classification\ndata: {train: train.jsonl, test: test.jsonl}\n"
+        "model: 'fake:random'\nembedder: hashing\ntarget: {accuracy: 0.9}\n" + extra
+    )
+    return task
+
+
+def test_run_writes_results_with_every_rung_and_ci(tmp_path):
+    outcome = run_task(load_task(write_task(tmp_path)))
+    data = json.loads(outcome.results_path.read_text())
+    names = [r["name"] for r in data["rungs"]]
+    assert names[:2] == ["knn", "probe"] and "cot" in names and "few_shot_retrieved" in names
+    for r in data["rungs"]:
+        assert r["status"] == "finished", r
+        acc = r["metrics"]["accuracy"]
+        assert acc["low"] <= acc["value"] <= acc["high"] and acc["n"] == 20
+        assert r["config"]["strategy"] == r["strategy"]
+        assert set(r["usage"]) >= {"prompt_tokens", "completion_tokens", "latency_s", "examples_per_s"}
+    assert data["data"]["hash"] and data["checks"]["volume_assessment"]
+    assert data["comparisons"] and {"p_value", "low", "high", "verdict"} <= set(data["comparisons"][0])
+    assert data["environment"]["versions"]["tunewise"]
+    assert "| knn |" in outcome.summary_path.read_text()
+
+
+def test_rerun_recomputes_nothing(tmp_path):
+    spec = load_task(write_task(tmp_path))
+    first = run_task(spec, rungs=["knn", "zero_shot"])
+    second = run_task(spec, rungs=["knn", "zero_shot"])
+    assert second.reused == ("knn", "zero_shot")
+    assert [r.metrics for r in first.results.rungs] == [r.metrics for r in second.results.rungs]
+
+
+def test_unknown_rung_is_a_one_sentence_error(tmp_path):
+    with pytest.raises(TaskSpecError, match="unknown rung 'zero_shoot'"):
+        run_task(load_task(write_task(tmp_path)), rungs=["zero_shoot"])
+
+
+def test_wrong_model_fails_llm_rungs_but_keeps_baselines(tmp_path):
+    spec = load_task(write_task(tmp_path)).model_copy(update={"model": "nosuch:model"})
+    outcome = run_task(spec, rungs=["knn", "zero_shot", "role"])
+    by_name = {r.name: r for r in outcome.results.rungs}
+    assert by_name["knn"].status == "finished"
+    assert by_name["zero_shot"].status == "failed" and "nosuch" in by_name["zero_shot"].error
+    assert outcome.results.status == "partial"
+
+
+def test_limit_scores_a_stratified_subset(tmp_path):
+    outcome = run_task(load_task(write_task(tmp_path)), rungs=["knn"], limit=8)
+    assert outcome.results.data["sizes"]["test"] == 8
+    assert "stratified" in outcome.results.data["test_origin"]
+
+
+def _calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_killed_run_resumes_without_repeating_a_finished_call(tmp_path):
+    task = write_task(tmp_path, n_test=24)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "TUNEWISE_FAKE_CALL_LOG": str(log)}
+    cmd = [sys.executable, "-m", "tunewise.cli", "run", str(task), "--quiet", "--model", "fake:random?delay=0.03",
+           "--rungs", "zero_shot,few_shot_random"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while len(_calls(log)) < 20 and time.time() < deadline:  # mid-way through the first rung
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = len(_calls(log))
+    assert 20 <= before < 48 + 3, "the run should have been killed mid-way"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    calls = _calls(log)
+    unique = {(json.loads(c)["kind"], json.loads(c)["prompt"]) for c in calls}
+    # 24 examples x 2 rungs + 3 calibration calls; at most the one call in flight at the kill is repeated
+    assert len(unique) == 24 * 2 + 3
+    assert len(calls) - len(unique) <= 1
