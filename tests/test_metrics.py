@@ -220,7 +220,8 @@ def test_field_counts_invalid_prediction_is_all_false_negatives(invalid: object)
 
 def test_field_prf_micro_average() -> None:
     golds = [SNIPS, {"intent": "GetWeather", "slots": [{"slot": "city", "value": "Oslo"}]}]
-    preds = [None, {"intent": "GetWeather", "slots": [{"slot": "city", "value": "Oslo"}, {"slot": "day", "value": "today"}]}]
+    slots = [{"slot": "city", "value": "Oslo"}, {"slot": "day", "value": "today"}]
+    preds = [None, {"intent": "GetWeather", "slots": slots}]
     # tp = 0 + 2, fp = 0 + 1, fn = 4 + 0
     scores = field_prf(golds, preds)
     assert scores["precision"] == pytest.approx(2 / 3)

@@ -239,7 +239,7 @@ def advise(factors: Factors) -> Advice:
         verdict = "collect data first"
     else:
         verdict = "fine-tune" if tune_w > prompt_w else "start with prompt engineering"
-    summary = _summary(verdict, factors, requirements, prompt_w=prompt_w, tune_w=tune_w)
+    summary = _summary(verdict, factors, prompt_w=prompt_w, tune_w=tune_w)
     return Advice(verdict, tuple(reasons), summary, prompt_weight=prompt_w, fine_tune_weight=tune_w)
 
 
@@ -253,25 +253,25 @@ def _as_data_reason(r: FactorReason) -> FactorReason:
     return FactorReason(r.factor, r.value, "data", _SENTENCES[r.factor]["data"].format(v=r.value), 0)
 
 
-def _summary(verdict: str, factors: Factors, requirements: list[FactorReason], *, prompt_w: int, tune_w: int) -> str:
-    if not factors.known():
-        return "Nothing is known yet, so start with prompt engineering: it is the cheapest first step and gives a baseline."
+def _summary(verdict: str, factors: Factors, *, prompt_w: int, tune_w: int) -> str:
     if verdict == "collect data first":
         count = factors.labelled_examples
         have = "an unknown number of" if count is None else f"only {count:,}"
-        req_t, req_p = _weights(requirements, leaning="fine-tune"), _weights(requirements, leaning="prompt")
         return (
-            f"The requirements point to fine-tuning (weight {req_t} against {req_p}), but with {have} labelled examples there is "
-            f"too little to train on or to measure with: label at least {MIN_EXAMPLES} (ideally {MANY_EXAMPLES:,}+) "
-            "while a prompt serves as a stopgap."
+            f"The requirements point to fine-tuning (weight {tune_w} against {prompt_w}), but with {have} "
+            f"labelled examples there is too little to train on or to measure with: label at least "
+            f"{MIN_EXAMPLES} (ideally {MANY_EXAMPLES:,}+) while a prompt serves as a stopgap."
         )
     if verdict == "fine-tune":
         return (
             f"Fine-tune: the factors lean to fine-tuning by a weight of {tune_w} against {prompt_w}; "
             "measure a prompt baseline on the same test set first so the gain is known."
         )
+    if tune_w == prompt_w == 0:
+        why = "nothing known leans either way" if factors.known() else "nothing is known yet"
+        return f"Start with prompt engineering: {why}, and it is the cheapest first step and gives a baseline."
     tie = " (a tie goes to the cheaper option)" if tune_w == prompt_w else ""
     return (
-        f"Start with prompt engineering: the factors lean to prompting by a weight of {prompt_w} against {tune_w}{tie}; "
-        "fine-tune later only if measured prompts fall short."
+        f"Start with prompt engineering: the factors lean to prompting by a weight of {prompt_w} against "
+        f"{tune_w}{tie}; fine-tune later only if measured prompts fall short."
     )

@@ -71,15 +71,14 @@ def minilm_model_dir() -> Path:
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) with plain transformers, loaded on first use.
 
-    Inputs are truncated to ``max_length`` = 128 word pieces, the length the model was trained
-    with (sentence-transformers' config allows 256; texts longer than 128 word pieces therefore
-    embed slightly differently). Batches are formed from texts sorted by length so that little
+    Inputs are truncated to ``max_length`` = 256 word pieces, as sentence-transformers does for
+    this model (its ``max_seq_length``), so embeddings match the reference implementation. Batches are formed from texts sorted by length so that little
     compute goes to padding; rows come back in input order.
     """
 
     name = "minilm-l6-v2"
     dim = 384
-    max_length = 128
+    max_length = 256
 
     def __init__(self, model_dir: Path | str | None = None, device: str = "cpu") -> None:
         self.model_dir = Path(model_dir) if model_dir is not None else minilm_model_dir()
@@ -91,7 +90,7 @@ class MiniLMEmbedder:
 
     def _load(self) -> None:
         try:
-            import torch  # noqa: F401  (heavy; only when embedding for real)
+            import torch  # heavy: only when embedding for real
             from transformers import AutoModel, AutoTokenizer
         except ImportError as exc:
             raise BackendError(f"MiniLM embeddings need torch and transformers ({exc.name} is missing); "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import string
 import unicodedata
 from collections import Counter
@@ -344,7 +343,8 @@ METRICS: dict[str, Metric] = {
                exact_match, per_example=match_vector),
         Metric("field_f1", ("extraction",), "micro-averaged F1 over (field path, value) items",
                lambda golds, preds: field_prf(golds, preds)["f1"]),
-        Metric("json_validity", ("extraction",), "fraction of raw outputs that are valid JSON objects (and schema-valid)",
+        Metric("json_validity", ("extraction",),
+               "fraction of raw outputs that are valid JSON objects (and valid against the schema)",
                _json_validity_rate, per_example=lambda golds, raws, schema=None: json_validity(raws, schema),
                needs_raw=True),
     )
