@@ -345,6 +345,43 @@ def test_embedded_model_cache_location(tmp_path: Path, monkeypatch: pytest.Monke
     assert (cached.path, cached.gguf_file, cached.fingerprint) == (fresh.cache_path, None, fresh.fingerprint)
 
 
+def test_dequantised_cache_is_written_atomically(tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A failure mid-write leaves no cache directory; success leaves a complete, loadable one."""
+    import transformers
+
+    from tunewise.backends.model_store import _dequantise_to_cache
+
+    load_model = transformers.AutoModelForCausalLM.from_pretrained
+    load_tokenizer = transformers.AutoTokenizer.from_pretrained
+    # stand-ins for the slow GGUF loads: the tiny model plays the dequantised weights
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM,
+        "from_pretrained",
+        lambda d, gguf_file, **kw: load_model(tiny_llama_dir, **kw),
+    )
+    gguf_dir, target = tmp_path / "pkg", tmp_path / "cache" / "models" / "tiny-abc"
+    gguf_dir.mkdir()
+    (gguf_dir / "tiny.gguf").write_bytes(b"GGUF")
+
+    class Broken:
+        def save_pretrained(self, path):
+            raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda d, gguf_file: Broken())
+    with pytest.raises(RuntimeError):
+        _dequantise_to_cache(gguf_dir, "tiny.gguf", target)
+    assert list(target.parent.iterdir()) == []
+
+    monkeypatch.setattr(
+        transformers.AutoTokenizer, "from_pretrained", lambda d, gguf_file: load_tokenizer(tiny_llama_dir)
+    )
+    assert _dequantise_to_cache(gguf_dir, "tiny.gguf", target) == target
+    assert (target / "tunewise-source.json").is_file() and (target / "model.safetensors").is_file()
+    assert [p.name for p in target.parent.iterdir()] == ["tiny-abc"]
+    monkeypatch.undo()
+    assert transformers.AutoModelForCausalLM.from_pretrained(target).num_parameters() > 0
+
+
 # --- the real embedded model -----------------------------------------------------------------------
 
 BANKING77 = Path("/work/shared/datasets/banking77/labels.json")

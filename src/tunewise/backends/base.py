@@ -63,6 +63,7 @@ class Generation:
     latency_s: float  # wall time of the call that served this request
     cached_tokens: int = 0  # prompt tokens served from a prefix cache instead of recomputed
     finish_reason: str = "stop"  # "stop" | "length"
+    batch_size: int = 1  # requests served together in that call (throughput = batch_size / latency)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,10 +3,12 @@
 ``LocalBackend`` serves ``local:<name>`` (embedded models, see ``model_store.EMBEDDED``) and
 ``hf:<id or directory>``, optionally with a PEFT adapter. Two things make it fast on a CPU:
 
-* **Choice scoring shares the prompt.** The prompt is prefilled once into a KV cache; all
-  choices' continuations are merged into a token trie and scored in one forward pass over that
-  cache, with a 4D attention mask that lets each trie node see the prompt and its own ancestors
-  only (tree attention), and explicit ``position_ids`` (prompt length + depth - 1).
+* **Choice scoring shares the prompt.** All choices' continuations are merged into a token
+  trie; the (uncached part of the) prompt and the trie's internal nodes go through the model in
+  ONE forward pass, with a 4D attention mask that is causal over the prompt and lets each trie
+  node see the prompt and its own ancestors only (tree attention), and explicit
+  ``position_ids`` (prompt length + depth - 1). Each choice's log-probability is the sum along
+  its trie path; the prompt is computed once per example however many choices there are.
 * **A cross-request prefix cache.** The KV cache of the previous prompt is kept; when the next
   prompt shares at least ``MIN_SHARED_PREFIX`` tokens with it (task instructions, label list,
   few-shot block), the cache is cropped back to the shared prefix and only the rest is prefilled.
@@ -136,8 +138,12 @@ class _PrefixCache:
         self.ids: list[int] = []
         self.cache: Any = None
 
-    def prefill(self, ids: list[int]) -> tuple[Any, int, torch.Tensor]:
-        """Return ``(cache holding ids, tokens reused, logits after the last id)``."""
+    def take(self, ids: list[int]) -> tuple[Any, int]:
+        """Crop the cache to the prefix it shares with ``ids``: ``(cache, tokens reused)``.
+
+        At least one token of ``ids`` is always left to feed (its logits are needed). The caller
+        feeds ``ids[reused:]`` into the cache and then calls :meth:`commit`.
+        """
         from transformers import DynamicCache
 
         reused = min(_common_prefix_len(self.ids, ids), len(ids) - 1)
@@ -145,11 +151,19 @@ class _PrefixCache:
             self.cache.crop(-(self.cache.get_seq_length() - reused))
         else:
             reused, self.cache = 0, DynamicCache(config=self._model.config)
-        self.ids = []  # not valid until the forward below succeeds
-        new = torch.tensor([ids[reused:]], device=self._model.device)
-        out = self._model(input_ids=new, cache=self.cache, use_cache=True, logits_to_keep=1)
+        self.ids = []  # invalid until commit(): a failed forward may leave layers half-updated
+        return self.cache, reused
+
+    def commit(self, ids: list[int]) -> None:
         self.ids = list(ids)
-        return self.cache, reused, out.logits[0, -1]
+
+    def prefill(self, ids: list[int]) -> tuple[Any, int, torch.Tensor]:
+        """Return ``(cache holding ids, tokens reused, logits after the last id)``."""
+        cache, reused = self.take(ids)
+        new = torch.tensor([ids[reused:]], device=self._model.device)
+        out = self._model(input_ids=new, cache=cache, use_cache=True, logits_to_keep=1)
+        self.commit(ids)
+        return cache, reused, out.logits[0, -1]
 
     def clear(self) -> None:
         self.ids, self.cache = [], None
@@ -167,7 +181,7 @@ class _Row:
     cached_tokens: int
     generator: torch.Generator | None
     tokens: list[int]
-    text: str = ""
+    text: str | None = None  # set when a stop string cut the text
     finish_reason: str | None = None
 
 
@@ -178,7 +192,8 @@ class LocalBackend(Backend):
     autocast is ~20x slower on AVX2 CPUs) and bfloat16 on CUDA. ``threads`` sets torch's
     intra-op threads (process-wide, so only when given). ``adapter`` is a PEFT adapter directory;
     LoRA adapters are merged into the weights for inference speed. ``batch_size`` caps the rows
-    of one generation batch.
+    of one generation batch. Not thread-safe: the prefix cache is per instance, so give each
+    thread its own backend or serialise calls.
     """
 
     def __init__(
@@ -208,7 +223,6 @@ class LocalBackend(Backend):
         self._stop_ids = _stop_token_ids(self._tok, self._model, self._eot_id)
         self._tree_ok = _supports_tree_attention(self._model)
         self._prefix = _PrefixCache(self._model)
-        self.forward_calls = 0  # model forward passes so far (inspection / benchmarks)
         self.info = self._describe()
 
     @property
@@ -306,10 +320,7 @@ class LocalBackend(Backend):
         start = time.perf_counter()
         prompt_ids, continuations = self._continuations(request)
         trie = build_trie(continuations)
-        cache, reused, last_logits = self._prefix.prefill(prompt_ids)
-        self.forward_calls += 1
-        first = torch.log_softmax(last_logits.float(), dim=-1)
-        nodes = self._trie_logprobs(cache, trie, prompt_len=len(prompt_ids))
+        first, nodes, reused = self._prompt_and_trie_logprobs(prompt_ids, trie)
         logprobs = tuple(_path_logprob(path, trie, first, nodes) for path in trie.paths)
         return ChoiceScores(
             logprobs=logprobs,
@@ -317,29 +328,40 @@ class LocalBackend(Backend):
             prompt_tokens=len(prompt_ids),
             latency_s=time.perf_counter() - start,
             cached_tokens=reused,
-            scored_tokens=len(trie.tokens),
+            scored_tokens=len(trie.internal),
         )
 
-    def _trie_logprobs(self, cache: Any, trie: TokenTrie, *, prompt_len: int) -> dict[int, torch.Tensor]:
-        """Next-token log-probs after each internal trie node, from ONE forward over the cache."""
-        internal = trie.internal
-        if not internal:
-            return {}  # single-token choices: the prompt's own distribution is all we need
-        n, device = len(trie.tokens), self._model.device
-        mask = torch.ones(1, 1, n, prompt_len + n, dtype=torch.bool, device=device)
-        mask[0, 0, :, prompt_len:] = _ancestor_mask(trie).to(device)
-        positions = torch.tensor([trie.depths], device=device) + prompt_len
+    def _prompt_and_trie_logprobs(
+        self, prompt_ids: list[int], trie: TokenTrie
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor], int]:
+        """ONE forward: the uncached rest of the prompt, then the trie's internal nodes.
+
+        Returns the next-token log-probs after the prompt, after each internal node, and the
+        number of prompt tokens reused from the prefix cache. Leaves are never fed: nothing
+        attends to them and their logits are not needed (every choice ends in one, so this
+        saves a token per choice). The 4D mask is causal over the prompt; a trie node sees the
+        whole prompt plus its own ancestors; positions follow the node's depth.
+        """
+        cache, reused = self._prefix.take(prompt_ids)
+        fed = trie.internal
+        rest, n, device = len(prompt_ids) - reused, len(fed), self._model.device
+        mask = torch.zeros(rest + n, reused + rest + n, dtype=torch.bool)
+        mask[:, :reused] = True
+        mask[:rest, reused : reused + rest] = torch.ones(rest, rest, dtype=torch.bool).tril()
+        mask[rest:, reused : reused + rest] = True
+        mask[rest:, reused + rest :] = _ancestor_mask(trie)[list(fed)][:, list(fed)]
+        positions = list(range(reused, len(prompt_ids))) + [len(prompt_ids) + trie.depths[i] - 1 for i in fed]
         out = self._model(
-            input_ids=torch.tensor([trie.tokens], device=device),
-            attention_mask=mask,
-            position_ids=positions,
+            input_ids=torch.tensor([prompt_ids[reused:] + [trie.tokens[i] for i in fed]], device=device),
+            attention_mask=mask[None, None].to(device),
+            position_ids=torch.tensor([positions], device=device),
             cache=cache,
             use_cache=True,
-            logits_to_keep=torch.tensor(internal, device=device),
+            logits_to_keep=torch.arange(rest - 1, rest + n, device=device),
         )
-        self.forward_calls += 1
+        self._prefix.commit(prompt_ids)
         rows = torch.log_softmax(out.logits[0].float(), dim=-1)
-        return dict(zip(internal, rows))
+        return rows[0], dict(zip(fed, rows[1:])), reused
 
     @torch.inference_mode()
     def _score_naive_one(self, request: ScoreRequest) -> ChoiceScores:
@@ -349,7 +371,6 @@ class LocalBackend(Backend):
         for continuation in continuations:
             ids = torch.tensor([(prompt_ids + continuation)[:-1]], device=self._model.device)
             logits = self._model(input_ids=ids, use_cache=False, logits_to_keep=len(continuation)).logits
-            self.forward_calls += 1
             rows = torch.log_softmax(logits[0].float(), dim=-1)
             picked = rows[torch.arange(len(continuation)), torch.tensor(continuation, device=rows.device)]
             logprobs.append(float(picked.sum()))
@@ -374,7 +395,6 @@ class LocalBackend(Backend):
         start = time.perf_counter()
         if len(prompts) == 1:
             cache, reused, last_logits = self._prefix.prefill(prompts[0])
-            self.forward_calls += 1
             rows = [self._new_row(requests[0], len(prompts[0]), reused)]
             mask = torch.ones(1, len(prompts[0]), dtype=torch.long, device=self._model.device)
             positions = torch.tensor([len(prompts[0]) - 1], device=self._model.device)
@@ -386,7 +406,7 @@ class LocalBackend(Backend):
             logits, mask, positions = self._prefill_suffixes(cache, prompts, shared)
             self._decode(rows, cache, logits, mask, positions)
         latency = time.perf_counter() - start
-        return [self._finish(row, latency) for row in rows]
+        return [self._finish(row, latency, len(rows)) for row in rows]
 
     def _shared_cache(self, prompts: list[list[int]]) -> tuple[Any, int, int]:
         """A batch-sized cache holding the prompts' common prefix: ``(cache, shared, reused)``.
@@ -402,7 +422,6 @@ class LocalBackend(Backend):
         if shared < MIN_SHARED_PREFIX:
             return DynamicCache(config=self._model.config), 0, 0
         cache, reused, _ = self._prefix.prefill(prompts[0][:shared])
-        self.forward_calls += 1
         cache = copy.deepcopy(cache)
         cache.batch_repeat_interleave(len(prompts))
         return cache, shared, reused
@@ -421,7 +440,6 @@ class LocalBackend(Backend):
         out = self._model(
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
         )
-        self.forward_calls += 1
         return out.logits[:, -1], mask, positions[:, -1]
 
     def _decode(
@@ -452,7 +470,6 @@ class LocalBackend(Backend):
                 use_cache=True,
                 logits_to_keep=1,
             )
-            self.forward_calls += 1
             logits = out.logits[:, -1]
 
     def _new_row(self, request: GenerationRequest, prompt_tokens: int, cached: int) -> _Row:
@@ -472,23 +489,30 @@ class LocalBackend(Backend):
         row.tokens.append(token)
         if token in self._stop_ids:
             row.finish_reason = "stop"
-            row.text = self._tok.decode(row.tokens[:-1], skip_special_tokens=True)
             return
-        row.text = self._tok.decode(row.tokens, skip_special_tokens=True)
-        cut = min((i for i in (row.text.find(s) for s in row.request.stop if s) if i >= 0), default=-1)
-        if cut >= 0:
-            row.text, row.finish_reason = row.text[:cut], "stop"
-        elif len(row.tokens) >= row.request.max_new_tokens:
+        stops = [s for s in row.request.stop if s]
+        if stops:  # decoding every step is only worth it when there is something to look for
+            text = self._tok.decode(row.tokens, skip_special_tokens=True)
+            cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                row.text, row.finish_reason = text[:cut], "stop"
+                return
+        if len(row.tokens) >= row.request.max_new_tokens:
             row.finish_reason = "length"
 
-    def _finish(self, row: _Row, latency: float) -> Generation:
+    def _finish(self, row: _Row, latency: float, batch_size: int) -> Generation:
+        text = row.text
+        if text is None:
+            ended = bool(row.tokens) and row.tokens[-1] in self._stop_ids
+            text = self._tok.decode(row.tokens[:-1] if ended else row.tokens, skip_special_tokens=True)
         return Generation(
-            text=row.text,
+            text=text,
             prompt_tokens=row.prompt_tokens,
             completion_tokens=len(row.tokens),
             latency_s=latency,
             cached_tokens=row.cached_tokens,
             finish_reason=row.finish_reason or "length",
+            batch_size=batch_size,
         )
 
     # -- description ------------------------------------------------------------------------

@@ -30,13 +30,16 @@ def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None,
         names = [r.strip() for r in rungs.split(",") if r.strip()] if rungs else None
         with ProgressBars(enabled=not quiet and sys.stderr.isatty()) as bars:
             outcome = run_task(spec, rungs=names, limit=limit, progress=bars, task_path=task.resolve())
+    problems: dict[str, list[str]] = {}
     for r in outcome.results.rungs:
         if r.status == "finished" and r.primary is not None:
             m = r.primary
             click.echo(f"{r.name:<22} {r.primary_metric} {100 * m.value:5.1f}% [{100 * m.low:.1f}, {100 * m.high:.1f}]"
                        f"{'  (reused)' if r.name in outcome.reused else ''}")
         else:
-            click.echo(f"{r.name:<22} {r.status}: {r.error or r.reason}", err=True)
+            problems.setdefault(f"{r.status}: {r.error or r.reason}", []).append(r.name)
+    for problem, names in problems.items():  # one line per distinct error, not one per rung
+        click.echo(f"{', '.join(names)} {problem}", err=True)
     click.echo(f"results: {outcome.results_path}")
     click.echo(f"summary: {outcome.summary_path}")
     if outcome.results.status != "finished":

@@ -24,7 +24,8 @@ class Prediction:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    latency_s: float = 0.0
+    latency_s: float = 0.0  # wall time of the model call(s) that served this example
+    batch_size: int = 1  # examples served together by that call (model time per example = latency / batch)
     error: str | None = None
     parse_rule: str | None = None  # how free text became ``output`` (exact, fuzzy, ...), when parsed
 

@@ -54,7 +54,7 @@ def evaluate(
 
 def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[str, Any]:
     """Tokens and latency per request (mean, p50, p95, max) and examples per second."""
-    model_s = sum(p.latency_s for p in predictions)
+    model_s = sum(p.latency_s / max(1, p.batch_size) for p in predictions)
     n = len(predictions)
     return {
         "requests": n,
@@ -65,7 +65,8 @@ def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[s
         "model_seconds": model_s,
         "examples_per_s": n / model_s if model_s > 0 else None,
         "wall_s": wall_s,
-        "basis": "latency is model time per request as measured when the call was made "
-        "(batched calls share their wall time evenly); examples/s = requests / total model time",
+        "basis": "latency: wall time of the model call that served the request, as measured when it was made "
+        "(a batched call's requests all wait for it); examples/s = requests / model time, where a batched "
+        "call's time is shared evenly by its requests",
         "errors": sum(p.error is not None for p in predictions),
     }

@@ -38,11 +38,11 @@ def _timed_embed(embed: EmbedFn, examples: Sequence[Any]) -> tuple[np.ndarray, f
 
 
 def _predictions(examples: Sequence[Any], labels: list[str], probs: np.ndarray, seconds: float) -> list[Prediction]:
-    # latency is the batch's embedding + scoring time shared evenly: these baselines serve in batches
-    per = seconds / max(1, len(examples))
+    # these baselines serve a whole chunk in one batch: its wall time, shared by len(examples)
     best = probs.argmax(axis=1)
     return [
-        Prediction(example_id=e.id, output=labels[j], raw=labels[j], confidence=float(probs[i, j]), latency_s=per)
+        Prediction(example_id=e.id, output=labels[j], raw=labels[j], confidence=float(probs[i, j]),
+                   latency_s=seconds, batch_size=len(examples))
         for i, (e, j) in enumerate(zip(examples, best))
     ]
 

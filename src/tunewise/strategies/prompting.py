@@ -168,7 +168,7 @@ class PromptProgram(Candidate):
         output, error, rule = parse_answer(text, kind=self.kind, labels=self.labels, schema=self.schema)
         return Prediction(example_id=ex.id, output=output, raw=text, prompt_tokens=g.prompt_tokens,
                           completion_tokens=g.completion_tokens, cached_tokens=g.cached_tokens,
-                          latency_s=g.latency_s, error=error, parse_rule=rule)
+                          latency_s=g.latency_s, batch_size=g.batch_size, error=error, parse_rule=rule)
 
     def _by_reasoning(self, examples, prompts, demos, backend) -> list[Prediction]:
         budget = self.settings.reasoning_tokens + (self.settings.max_new_tokens if self.kind != "classification" else 0)
@@ -181,7 +181,7 @@ class PromptProgram(Candidate):
         return [
             Prediction(example_id=p.example_id, output=p.output, raw=g.text.strip() + "\nAnswer: " + str(p.output),
                        confidence=p.confidence, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
-                       cached_tokens=g.cached_tokens, latency_s=g.latency_s + p.latency_s)
+                       cached_tokens=g.cached_tokens, latency_s=g.latency_s / g.batch_size + p.latency_s)
             for p, g in zip(scored, gens)
         ]
 
