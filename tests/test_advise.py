@@ -7,7 +7,15 @@ from dataclasses import fields
 
 import pytest
 
-from tunewise.advise import FACTOR_CHOICES, FACTOR_HELP, VERDICTS, WEIGHTS, Advice, Factors, advise
+from tunewise.advise import (
+    FACTOR_CHOICES,
+    FACTOR_HELP,
+    VERDICTS,
+    WEIGHTS,
+    Advice,
+    Factors,
+    advise,
+)
 from tunewise.errors import TunewiseError
 
 PROMPT, TUNE, DATA = VERDICTS

@@ -9,7 +9,13 @@ import sys
 import pytest
 
 from tunewise.backends import load_backend
-from tunewise.backends.base import Backend, Generation, GenerationRequest, ScoreRequest, messages
+from tunewise.backends.base import (
+    Backend,
+    Generation,
+    GenerationRequest,
+    ScoreRequest,
+    messages,
+)
 from tunewise.backends.cached import CachedBackend, call_key
 from tunewise.backends.fake import CALL_LOG_ENV
 from tunewise.store import Store

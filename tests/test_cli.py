@@ -76,3 +76,13 @@ def test_advise_verdicts_with_one_reason_per_factor(flags, verdict):
     factors = {f for f in flags if f.startswith("--")}
     reasons = [line for line in result.output.splitlines() if line.startswith("  [")]
     assert len(reasons) == len(factors)
+
+
+def test_progress_without_a_terminal_prints_quarters(capsys):
+    from tunewise.cli.progress import ProgressBars
+
+    with ProgressBars(enabled=True, live=False) as bars:
+        for done in range(1, 9):
+            bars("zero_shot", done, 8)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"zero_shot: {n}/8" for n in (2, 4, 6, 8)]

@@ -485,7 +485,7 @@ def test_label_statistics_and_warnings():
 
 
 def test_near_duplicate_search_matches_brute_force():
-    from tunewise.data import _near_matches, _trigrams
+    from tunewise.data.checks import _near_matches, _trigrams
 
     rng = random.Random(7)
     words = "card top up pin rate fee cash app transfer euro account blocked".split()

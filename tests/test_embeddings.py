@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from tunewise import embeddings
-from tunewise.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder, load_embedder, minilm_model_dir
+from tunewise.embeddings import (
+    Embedder,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    load_embedder,
+    minilm_model_dir,
+)
 from tunewise.errors import BackendError
 
 TEXTS = [

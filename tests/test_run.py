@@ -118,3 +118,26 @@ def test_killed_run_resumes_without_repeating_a_finished_call(tmp_path):
     # 24 examples x 2 rungs + 3 calibration calls; at most the one call in flight at the kill is repeated
     assert len(unique) == 24 * 2 + 3
     assert len(calls) - len(unique) <= 1
+
+
+def test_embedding_cost_survives_the_cache(tmp_path):
+    """A baseline served from cached embeddings still reports what embedding its inputs cost."""
+    from tunewise.run import EmbeddingCache
+    from tunewise.store import Store
+
+    class SlowEmbedder:
+        name = "slow"
+
+        def embed(self, texts, progress=None):
+            time.sleep(0.01 * len(texts))
+            return __import__("numpy").ones((len(texts), 4), dtype="float32")
+
+    with Store(tmp_path / "store") as store:
+        first = EmbeddingCache(store, "slow")
+        first._embedder = SlowEmbedder()
+        first(["a", "b", "c", "d"])
+        again = EmbeddingCache(store, "slow")  # a new process: served from the store
+        again(["a", "b", "c", "d"])
+        assert again._embedder is None
+        assert first.seconds(["a", "b"]) >= 0.02
+        assert again.seconds(["a", "b"]) == pytest.approx(first.seconds(["a", "b"]))

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from .data import CSV_SUFFIXES, JSON_SUFFIXES, PARQUET_SUFFIXES, read_records
+from .data import read_records
+from .data.reading import CSV_SUFFIXES, JSON_SUFFIXES, PARQUET_SUFFIXES
 from .errors import DataError
 from .task import TARGET_METRICS
 

@@ -24,7 +24,12 @@ import numpy as np
 from .data import Splits, check_data, load_splits
 from .errors import TunewiseError
 from .evaluation.runner import evaluate, usage_summary
-from .evaluation.scoring import PRIMARY_METRIC, compare_rungs, per_example_correct, score_predictions
+from .evaluation.scoring import (
+    PRIMARY_METRIC,
+    compare_rungs,
+    per_example_correct,
+    score_predictions,
+)
 from .ladder import needs_llm, resolve_rungs
 from .results import RungResult, RunResults, write_json
 from .store import Store, environment_info, run_id_for
@@ -47,12 +52,17 @@ class RunOutcome:
 
 
 class EmbeddingCache:
-    """Embeddings memoised per text and persisted per request in the store (the train set once)."""
+    """Embeddings memoised per text and persisted per request in the store (the train set once).
+
+    It also remembers what each embedding cost when it was computed (``seconds``), so a
+    candidate served from the cache still reports the true cost of embedding its inputs.
+    """
 
     def __init__(self, store: Store, name: str, progress: Progress | None = None) -> None:
         self.store, self.name, self.progress = store, name, progress
         self._embedder: Any = None
         self._memo: dict[str, np.ndarray] = {}
+        self._cost: dict[str, float] = {}
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self._embedder is None:
@@ -66,12 +76,23 @@ class EmbeddingCache:
         missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if missing:
             key = "emb:" + self.name + ":" + hashlib.sha256("\x00".join(missing).encode()).hexdigest()
-            vectors = self.store.get_array(key)
-            if vectors is None:
+            blob = self.store.get_blob(key)
+            if blob is None:
+                start = time.perf_counter()
                 vectors = self._embed(missing)
-                self.store.put_array(key, vectors, meta={"embedder": self.name, "texts": len(missing)})
+                seconds = time.perf_counter() - start
+                self.store.put_array(key, vectors, meta={"embedder": self.name, "texts": len(missing),
+                                                         "seconds": seconds})
+            else:
+                vectors, seconds = self.store.get_array(key), blob.meta.get("seconds", 0.0)
             self._memo.update(zip(missing, vectors))
+            self._cost.update(dict.fromkeys(missing, seconds / len(missing)))
         return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+
+    def seconds(self, texts: Sequence[str]) -> float:
+        """Measured seconds it took to embed these texts (batched compute shared per text)."""
+        return sum(self._cost.get(t, 0.0) for t in texts)
 
 
 def _with_limit(spec: TaskSpec, limit: int | None) -> TaskSpec:

@@ -80,6 +80,9 @@ def _checks(results: RunResults) -> list[str]:
         lines.append(f"- Labels: min {c.get('min_per_label')} training examples per label, "
                      f"imbalance ratio {c['imbalance_ratio']:.1f}.")
     lines += [f"- Warning: {w}" for w in c.get("warnings", [])]
+    for leak in (c.get("leakage_examples") or [])[:3]:
+        lines.append(f"  - test \"{leak.get('test')}\" ~ train \"{leak.get('train')}\" "
+                     f"(similarity {leak.get('similarity', 1.0):.2f})")
     return lines + [""]
 
 

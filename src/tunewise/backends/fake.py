@@ -33,7 +33,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..errors import BackendError, DataError, ModelNotFoundError
-from .base import Backend, ChoiceScores, Generation, GenerationRequest, Message, ScoreRequest
+from .base import (
+    Backend,
+    ChoiceScores,
+    Generation,
+    GenerationRequest,
+    Message,
+    ScoreRequest,
+)
 
 __all__ = ["FakeBackend", "FAKE_MODES", "CALL_LOG_ENV"]
 

@@ -50,123 +50,19 @@ from tunewise.backends.model_store import (
     load_pretrained,
     resolve_model,
 )
+from tunewise.backends.prefix_cache import MIN_SHARED_PREFIX, PrefixCache
+from tunewise.backends.token_trie import (
+    TokenTrie,
+    ancestor_mask,
+    build_trie,
+    common_prefix_len,
+)
 from tunewise.errors import ModelNotFoundError
 
 __all__ = ["DEFAULT_SYSTEM", "MIN_SHARED_PREFIX", "LocalBackend", "TokenTrie", "build_trie"]
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
-MIN_SHARED_PREFIX = 16  # shorter shared prefixes are not worth the bookkeeping
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-# --- token trie (pure) ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenTrie:
-    """All choices' continuations merged by common token prefix, flattened parents-first.
-
-    Node ``i`` holds ``tokens[i]`` at ``depths[i]`` (1 = first continuation token) below
-    ``parents[i]`` (-1 = the prompt). ``paths[c]`` lists the nodes spelling choice ``c``.
-    """
-
-    tokens: tuple[int, ...]
-    parents: tuple[int, ...]
-    depths: tuple[int, ...]
-    paths: tuple[tuple[int, ...], ...]
-
-    @property
-    def internal(self) -> tuple[int, ...]:
-        """Nodes with children: the only ones whose next-token distribution is needed."""
-        return tuple(sorted({p for p in self.parents if p >= 0}))
-
-
-def build_trie(continuations: Sequence[Sequence[int]]) -> TokenTrie:
-    """Merge token sequences into a trie; identical prefixes share nodes."""
-    tokens: list[int] = []
-    parents: list[int] = []
-    depths: list[int] = []
-    children: dict[tuple[int, int], int] = {}
-    paths = []
-    for continuation in continuations:
-        node, path = -1, []
-        for token in continuation:
-            key = (node, token)
-            if key not in children:
-                children[key] = len(tokens)
-                tokens.append(token)
-                parents.append(node)
-                depths.append(depths[node] + 1 if node >= 0 else 1)
-            node = children[key]
-            path.append(node)
-        paths.append(tuple(path))
-    return TokenTrie(tuple(tokens), tuple(parents), tuple(depths), tuple(paths))
-
-
-def _ancestor_mask(trie: TokenTrie) -> torch.Tensor:
-    """``(N, N)`` bool: row i is True at i and at each of its ancestors (parents precede children)."""
-    n = len(trie.tokens)
-    mask = torch.zeros(n, n, dtype=torch.bool)
-    for i, parent in enumerate(trie.parents):
-        if parent >= 0:
-            mask[i] = mask[parent]
-        mask[i, i] = True
-    return mask
-
-
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-# --- the prefix cache -----------------------------------------------------------------------
-
-
-class _PrefixCache:
-    """The KV cache of the last prompt prefilled at batch size 1, reused across requests.
-
-    Invariant: the first ``len(self.ids)`` positions of ``self.cache`` belong to ``self.ids``;
-    anything after them (trie nodes, generated tokens) is cropped off before the next reuse.
-    """
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        self.ids: list[int] = []
-        self.cache: Any = None
-
-    def take(self, ids: list[int]) -> tuple[Any, int]:
-        """Crop the cache to the prefix it shares with ``ids``: ``(cache, tokens reused)``.
-
-        At least one token of ``ids`` is always left to feed (its logits are needed). The caller
-        feeds ``ids[reused:]`` into the cache and then calls :meth:`commit`.
-        """
-        from transformers import DynamicCache
-
-        reused = min(_common_prefix_len(self.ids, ids), len(ids) - 1)
-        if reused >= MIN_SHARED_PREFIX and self.cache is not None and self.cache.is_croppable:
-            self.cache.crop(-(self.cache.get_seq_length() - reused))
-        else:
-            reused, self.cache = 0, DynamicCache(config=self._model.config)
-        self.ids = []  # invalid until commit(): a failed forward may leave layers half-updated
-        return self.cache, reused
-
-    def commit(self, ids: list[int]) -> None:
-        self.ids = list(ids)
-
-    def prefill(self, ids: list[int]) -> tuple[Any, int, torch.Tensor]:
-        """Return ``(cache holding ids, tokens reused, logits after the last id)``."""
-        cache, reused = self.take(ids)
-        new = torch.tensor([ids[reused:]], device=self._model.device)
-        out = self._model(input_ids=new, cache=cache, use_cache=True, logits_to_keep=1)
-        self.commit(ids)
-        return cache, reused, out.logits[0, -1]
-
-    def clear(self) -> None:
-        self.ids, self.cache = [], None
 
 
 # --- the backend ----------------------------------------------------------------------------
@@ -222,7 +118,7 @@ class LocalBackend(Backend):
         self._eot_id = _end_of_turn_id(self._tok)
         self._stop_ids = _stop_token_ids(self._tok, self._model, self._eot_id)
         self._tree_ok = _supports_tree_attention(self._model)
-        self._prefix = _PrefixCache(self._model)
+        self._prefix = PrefixCache(self._model)
         self.info = self._describe()
 
     @property
@@ -349,7 +245,7 @@ class LocalBackend(Backend):
         mask[:, :reused] = True
         mask[:rest, reused : reused + rest] = torch.ones(rest, rest, dtype=torch.bool).tril()
         mask[rest:, reused : reused + rest] = True
-        mask[rest:, reused + rest :] = _ancestor_mask(trie)[list(fed)][:, list(fed)]
+        mask[rest:, reused + rest :] = ancestor_mask(trie)[list(fed)][:, list(fed)]
         positions = list(range(reused, len(prompt_ids))) + [len(prompt_ids) + trie.depths[i] - 1 for i in fed]
         out = self._model(
             input_ids=torch.tensor([prompt_ids[reused:] + [trie.tokens[i] for i in fed]], device=device),
@@ -418,7 +314,7 @@ class LocalBackend(Backend):
 
         shared = min(len(p) for p in prompts) - 1
         for p in prompts[1:]:
-            shared = min(shared, _common_prefix_len(prompts[0], p))
+            shared = min(shared, common_prefix_len(prompts[0], p))
         if shared < MIN_SHARED_PREFIX:
             return DynamicCache(config=self._model.config), 0, 0
         cache, reused, _ = self._prefix.prefill(prompts[0][:shared])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,14 @@ from ..run import run_task
 from ..task import load_task
 from ._common import user_errors
 from .progress import ProgressBars
+
+
+def _quiet_libraries() -> None:
+    """transformers draws its own weight-loading bars on stderr; ours are the ones that matter.
+
+    The variable is read when huggingface_hub is first imported, which happens later, lazily.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @click.command("run")
@@ -28,7 +37,8 @@ def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None,
         updates = {k: v for k, v in {"model": model, "store": store.resolve() if store else None}.items() if v}
         spec = spec.model_copy(update=updates) if updates else spec
         names = [r.strip() for r in rungs.split(",") if r.strip()] if rungs else None
-        with ProgressBars(enabled=not quiet and sys.stderr.isatty()) as bars:
+        _quiet_libraries()
+        with ProgressBars(enabled=not quiet) as bars:
             outcome = run_task(spec, rungs=names, limit=limit, progress=bars, task_path=task.resolve())
     problems: dict[str, list[str]] = {}
     for r in outcome.results.rungs:

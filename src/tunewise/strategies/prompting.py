@@ -29,7 +29,14 @@ import numpy as np
 from ..backends.base import Backend, GenerationRequest, Message, ScoreRequest
 from ..errors import TaskSpecError
 from ..evaluation.records import Prediction
-from ..prompts import COT_SUFFIX, DEFAULT_INSTRUCTIONS, DEFAULT_ROLE, PromptTemplate, default_template, render
+from ..prompts import (
+    COT_SUFFIX,
+    DEFAULT_INSTRUCTIONS,
+    DEFAULT_ROLE,
+    PromptTemplate,
+    default_template,
+    render,
+)
 from .base import Candidate, PrepareContext, register
 from .parsing import parse_answer, split_reasoning
 

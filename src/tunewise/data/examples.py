@@ -1,0 +1,66 @@
+"""The data types: an :class:`Example`, the frozen :class:`Splits`, and :class:`DataChecks`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled example.
+
+    ``id`` is stable across runs (derived from the split and content, not from row order);
+    ``text`` is the rendered input (the single input field's value, or ``"field: value"`` lines
+    when several input fields are used); ``target`` is a label string (classification), a dict
+    (extraction) or a string (generation); ``source`` is ``"path:line"`` for error messages.
+    """
+
+    id: str
+    text: str
+    target: Any
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class DataChecks:
+    """What the data looks like, recorded with every run (JSON-serialisable via ``to_json``).
+
+    ``leakage_*`` compare test against train + dev (everything a candidate may learn from);
+    ``leakage_examples`` holds up to five ``{"test", "train", "similarity"}`` quotes.
+    """
+
+    counts: dict[str, int]
+    exact_duplicates: dict[str, int]
+    leakage_exact: int
+    leakage_near: int
+    leakage_examples: list[dict[str, Any]]
+    label_counts: dict[str, dict[str, int]] | None
+    imbalance_ratio: float | None
+    min_per_label: int | None
+    volume_assessment: str
+    warnings: list[str]
+    conflicting_duplicates: dict[str, int] = field(default_factory=dict)
+    near_threshold: float = 0.9
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The frozen train / dev / test examples and how they were made.
+
+    ``dev_origin`` and ``test_origin`` are ``"file"`` when the split came from its own file,
+    otherwise a sentence saying how it was carved or subsampled. Carved dev examples keep the
+    ``train-`` ids they had in the train file.
+    """
+
+    train: tuple[Example, ...]
+    dev: tuple[Example, ...]
+    test: tuple[Example, ...]
+    labels: tuple[str, ...] | None
+    data_hash: str
+    dev_origin: str
+    test_origin: str = "file"

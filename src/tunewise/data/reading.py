@@ -1,0 +1,296 @@
+"""Reading JSONL, CSV and Parquet into examples, with one-sentence errors naming file, line and field.
+
+Out of scope: splitting (``splits.py``) and checks (``checks.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..errors import DataError
+from .examples import Example
+
+if TYPE_CHECKING:
+    from ..task import TaskSpec
+
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+CSV_SUFFIXES = (".csv",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def read_records(path: Path, *, role: str) -> list[tuple[int, dict]]:
+    """Read a JSONL, CSV or Parquet file into ``(line number, record)`` pairs.
+
+    Line numbers are what an editor shows (CSV header = line 1; Parquet: row index + 1).
+    Raises :class:`DataError` with one sentence naming the file and line.
+    """
+    path = Path(path)
+    return _parse_records(path, _read_bytes(path, role=role))
+
+
+def _read_bytes(path: Path, *, role: str) -> bytes:
+    suffix = path.suffix.lower()
+    if suffix not in JSON_SUFFIXES + CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise DataError(
+            f"{path}: unknown file type '{path.suffix or '(none)'}' (use .jsonl, .csv or .parquet)."
+        )
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (the task's data.{role}).") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.__class__.__name__}).") from None
+
+
+def _parse_records(path: Path, raw: bytes) -> list[tuple[int, dict]]:
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        records = _parquet_records(path, raw)
+    elif suffix in CSV_SUFFIXES:
+        records = _csv_records(path, _decode(path, raw))
+    else:
+        records = _jsonl_records(path, _decode(path, raw))
+    if not records:
+        raise DataError(f"{path}: the file is empty (no records to load).")
+    return records
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")  # -sig: tolerate the BOM some spreadsheet tools write
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}); re-save the file as UTF-8."
+        ) from None
+
+
+def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict]]:
+    records = []
+    # split on "\n" only: str.splitlines() would also break on U+2028 inside JSON strings
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            array = number == 1 and line.lstrip().startswith("[")
+            hint = "the file looks like one JSON array; write one object per line" if array else exc.msg
+            raise DataError(f"{path}: line {number} is not valid JSON ({hint}).") from None
+        if not isinstance(record, dict):
+            raise DataError(
+                f"{path}: line {number} is {_type_name(record)} in JSON, not an object with named fields."
+            )
+        records.append((number, record))
+    return records
+
+
+def _csv_records(path: Path, text: str) -> list[tuple[int, dict]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    records, end_of_previous = [], 0
+    try:
+        for row in reader:
+            start, end_of_previous = end_of_previous + 1, reader.line_num
+            if not row:
+                continue
+            if header is None:
+                header = _csv_header(path, row, start)
+            elif len(row) != len(header):
+                raise DataError(
+                    f"{path}: line {start} has {len(row)} columns but the header has {len(header)}."
+                )
+            else:
+                records.append((start, dict(zip(header, row))))
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc}).") from None
+    return records
+
+
+def _csv_header(path: Path, row: list[str], line: int) -> list[str]:
+    header = [name.strip() for name in row]
+    repeated = [name for name, n in Counter(header).items() if n > 1]
+    if repeated:
+        raise DataError(f"{path}: line {line} (the header) names column '{repeated[0]}' more than once.")
+    return header
+
+
+def _parquet_records(path: Path, raw: bytes) -> list[tuple[int, dict]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(pa.BufferReader(raw)).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read the file as Parquet ({exc.__class__.__name__}).") from None
+    return [(index + 1, row) for index, row in enumerate(rows)]
+
+
+def _type_name(value: Any) -> str:
+    """'a list', 'an object', 'null' ...: for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return {list: "a list", dict: "an object"}.get(type(value), f"a {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- building examples
+
+
+def _field_value(path: Path, line: int, record: dict, name: str) -> Any:
+    if name not in record:
+        keys = list(record)
+        shown = ", ".join(f"'{k}'" for k in keys[:8]) + (", …" if len(keys) > 8 else "")
+        raise DataError(f"{path}: line {line} has no field '{name}' (its fields are {shown or 'none'}).")
+    value = record[name]
+    if value is None:
+        raise DataError(f"{path}: line {line} field '{name}' is null (it needs a value).")
+    return value
+
+
+def _wrong_type(path: Path, line: int, name: str, value: Any, wanted: str) -> DataError:
+    return DataError(f"{path}: line {line} field '{name}' is {_type_name(value)}, but {wanted}.")
+
+
+def _render_input(path: Path, line: int, record: dict, fields: Sequence[str]) -> tuple[str, dict]:
+    inputs = {}
+    for name in fields:
+        value = _field_value(path, line, record, name)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise _wrong_type(path, line, name, value, "input fields must be text or numbers")
+        inputs[name] = value
+    if len(fields) == 1:
+        return str(inputs[fields[0]]), inputs
+    return "\n".join(f"{name}: {value}" for name, value in inputs.items()), inputs
+
+
+def _target(path: Path, line: int, record: dict, name: str, kind: str) -> Any:
+    value = _field_value(path, line, record, name)
+    if kind == "extraction":
+        return _extraction_target(path, line, name, value)
+    if isinstance(value, bool):
+        value = "true" if value else "false"  # as JSON and CSV spell it
+    if not isinstance(value, (str, int, float)):
+        wanted = {"classification": "classification labels must be text or numbers"}.get(
+            kind, "generation targets must be text"
+        )
+        raise _wrong_type(path, line, name, value, wanted)
+    value = str(value)
+    if kind == "classification" and not value.strip():
+        raise DataError(f"{path}: line {line} field '{name}' is empty (every example needs a label).")
+    return value
+
+
+def _extraction_target(path: Path, line: int, name: str, value: Any) -> dict:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)  # CSV cells hold the object as JSON text
+        except json.JSONDecodeError:
+            raise DataError(
+                f"{path}: line {line} field '{name}' is a string that is not valid JSON, "
+                "but extraction targets must be JSON objects."
+            ) from None
+    if not isinstance(value, dict):
+        raise _wrong_type(path, line, name, value, "extraction targets must be JSON objects")
+    return value
+
+
+def _content_key(text: str, target: Any) -> str:
+    return text + "\x00" + json.dumps(target, sort_keys=True, ensure_ascii=False)
+
+
+def _build_examples(
+    path: Path, records: list[tuple[int, dict]], *, role: str, spec: "TaskSpec"
+) -> tuple[Example, ...]:
+    seen: Counter[str] = Counter()
+    examples = []
+    for line, record in records:
+        text, inputs = _render_input(path, line, record, spec.data.input_fields)
+        target = _target(path, line, record, spec.data.output, spec.kind)
+        digest = hashlib.sha1(_content_key(text, target).encode()).hexdigest()[:12]
+        seen[digest] += 1
+        # exact duplicates get -2, -3 ...: identical content, so the numbering cannot depend on order
+        suffix = f"-{seen[digest]}" if seen[digest] > 1 else ""
+        examples.append(Example(f"{role}-{digest}{suffix}", text, target, inputs, f"{path}:{line}"))
+    return tuple(examples)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _where(example: Example) -> str:
+    path, _, line = example.source.rpartition(":")
+    return f"{path}: line {line}"
+
+
+def _listed_labels(spec: "TaskSpec") -> tuple[str, ...] | None:
+    labels = spec.data.labels
+    if labels is None:
+        return None
+    if isinstance(labels, Path):
+        labels = _read_label_file(spec.resolve(labels))
+        where = str(spec.resolve(spec.data.labels))
+    else:
+        where = "the task's data.labels"
+    labels = [str(label) for label in labels]
+    repeated = [label for label, n in Counter(labels).items() if n > 1]
+    if not labels or repeated:
+        problem = "is empty" if not labels else f"lists '{repeated[0]}' more than once"
+        raise DataError(f"{where}: the label list {problem}.")
+    return tuple(labels)
+
+
+def _read_label_file(path: Path) -> list:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (the task's data.labels).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the label file ({exc.__class__.__name__}).") from None
+    try:
+        labels = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError):
+        language = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise DataError(f"{path}: the label file is not valid {language}.") from None
+    plain = isinstance(labels, list) and all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in labels)
+    if not plain:
+        found = _type_name(labels)
+        raise DataError(f"{path}: the label file must hold a plain list of label strings, found {found}.")
+    return labels
+
+
+def _check_labels(splits: dict[str, tuple[Example, ...]], listed: tuple[str, ...] | None) -> None:
+    if listed is not None:
+        allowed = set(listed)
+        for examples in splits.values():
+            for ex in examples:
+                if ex.target not in allowed:
+                    raise DataError(
+                        f"{_where(ex)}: label '{ex.target}' is not among the {len(listed)} labels in data.labels; "
+                        "fix the label or add it to data.labels."
+                    )
+    in_train = sorted({ex.target for ex in splits["train"]})
+    for role in ("dev", "test"):
+        for ex in splits.get(role, ()):
+            if ex.target not in in_train:
+                some = ", ".join(f"'{label}'" for label in in_train[:3]) + (", …" if len(in_train) > 3 else "")
+                raise DataError(
+                    f"{_where(ex)}: label '{ex.target}' never appears in train ({len(in_train)} train labels: "
+                    f"{some}); add training examples or fix the label."
+                )

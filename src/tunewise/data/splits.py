@@ -1,0 +1,138 @@
+"""Freezing train / dev / test: the stratified dev carve, ``test_limit`` and the data hash.
+
+Every random choice is a hash of (data hash, seed, example id), so splits depend only on the
+data and the seed, never on row order or process state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from ..errors import DataError
+from .examples import Example, Splits
+from .reading import (
+    _build_examples,
+    _check_labels,
+    _listed_labels,
+    _parse_records,
+    _read_bytes,
+)
+
+if TYPE_CHECKING:
+    from ..task import TaskSpec
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _rank(data_hash: str, seed: int, example_id: str) -> str:
+    return hashlib.sha256(f"{data_hash}:{seed}:{example_id}".encode()).hexdigest()
+
+
+def _by_label(examples: Iterable[Example]) -> dict[str, list[Example]]:
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        groups[ex.target].append(ex)
+    return groups
+
+
+def _carve_dev(
+    train: tuple[Example, ...], *, stratify: bool, fraction: float, data_hash: str, seed: int
+) -> set[str]:
+    """Ids moved from train to dev: the best-ranked ceil(fraction * n) of each label (or of all)."""
+    groups = _by_label(train) if stratify else {"": list(train)}
+    chosen: set[str] = set()
+    for members in groups.values():
+        # keep at least one example of each group in train (a label with one example stays there)
+        take = min(math.ceil(fraction * len(members)), len(members) - 1)
+        ranked = sorted(members, key=lambda ex: _rank(data_hash, seed, ex.id))
+        chosen.update(ex.id for ex in ranked[:take])
+    return chosen
+
+
+def _quotas(sizes: dict[str, int], limit: int, data_hash: str, seed: int) -> dict[str, int]:
+    """Largest-remainder allocation: each label gets the floor or ceiling of its proportional share."""
+    total = sum(sizes.values())
+    shares = {label: limit * n / total for label, n in sizes.items()}
+    quotas = {label: math.floor(share) for label, share in shares.items()}
+    left = limit - sum(quotas.values())
+    # ties between equal remainders are broken in hash order, not alphabetically
+    order = sorted(sizes, key=lambda label: (quotas[label] - shares[label], _rank(data_hash, seed, label)))
+    for label in order[:left]:
+        quotas[label] += 1
+    return quotas
+
+
+def _limit_test(test: tuple[Example, ...], *, limit: int, stratify: bool, data_hash: str, seed: int) -> set[str]:
+    groups = _by_label(test) if stratify else {"": list(test)}
+    quotas = _quotas({label: len(m) for label, m in groups.items()}, limit, data_hash, seed)
+    keep: set[str] = set()
+    for label, members in groups.items():
+        ranked = sorted(members, key=lambda ex: _rank(data_hash, seed, ex.id))
+        keep.update(ex.id for ex in ranked[: quotas[label]])
+    return keep
+
+
+def _data_hash(blobs: dict[str, bytes], spec: "TaskSpec") -> str:
+    h = hashlib.sha256()
+    for role, blob in blobs.items():
+        h.update(f"{role}:{len(blob)}:".encode())
+        h.update(hashlib.sha256(blob).digest())
+    h.update(json.dumps({"input": list(spec.data.input_fields), "output": spec.data.output}).encode())
+    return h.hexdigest()[:16]
+
+
+def load_splits(spec: "TaskSpec") -> Splits:
+    """Load, validate and freeze train / dev / test for a task (see the module docstring)."""
+    given = {"train": spec.data.train, "dev": spec.data.dev, "test": spec.data.test}
+    paths = {role: spec.resolve(path) for role, path in given.items() if path is not None}
+    blobs = {role: _read_bytes(path, role=role) for role, path in paths.items()}
+    data_hash = _data_hash(blobs, spec)
+    loaded = {
+        role: _build_examples(paths[role], _parse_records(paths[role], blob), role=role, spec=spec)
+        for role, blob in blobs.items()
+    }
+    classification = spec.kind == "classification"
+    listed = _listed_labels(spec) if classification else None
+    if classification:
+        _check_labels(loaded, listed)
+    train, dev, dev_origin = _dev_split(loaded, spec=spec, data_hash=data_hash, paths=paths)
+    test, test_origin = _test_split(loaded["test"], spec=spec, data_hash=data_hash)
+    labels = (listed or tuple(sorted({ex.target for ex in train}))) if classification else None
+    return Splits(train, dev, test, labels, data_hash, dev_origin, test_origin)
+
+
+def _dev_split(loaded: dict, *, spec: "TaskSpec", data_hash: str, paths: dict[str, Path]) -> tuple:
+    train = loaded["train"]
+    if "dev" in loaded:
+        return train, loaded["dev"], "file"
+    stratify = spec.kind == "classification"
+    fraction = spec.data.dev_fraction
+    chosen = _carve_dev(train, stratify=stratify, fraction=fraction, data_hash=data_hash, seed=spec.seed)
+    if not chosen:
+        why = "every label has a single training example" if stratify else "train holds a single example"
+        raise DataError(
+            f"{paths['train']}: cannot carve a dev set because {why}; add training examples or give data.dev."
+        )
+    how = "stratified by label" if stratify else "hashed random sample"
+    origin = f"carved from train: {fraction:.0%} {how}, seed {spec.seed}, {len(chosen)} examples"
+    return (
+        tuple(ex for ex in train if ex.id not in chosen),
+        tuple(ex for ex in train if ex.id in chosen),
+        origin,
+    )
+
+
+def _test_split(test: tuple[Example, ...], *, spec: "TaskSpec", data_hash: str) -> tuple:
+    limit = spec.data.test_limit
+    if limit is None or limit >= len(test):
+        return test, "file"
+    stratify = spec.kind == "classification"
+    keep = _limit_test(test, limit=limit, stratify=stratify, data_hash=data_hash, seed=spec.seed)
+    how = "stratified subset" if stratify else "hashed random subset"
+    return tuple(ex for ex in test if ex.id in keep), f"{how} of {limit} of {len(test)} test examples, seed {spec.seed}"
