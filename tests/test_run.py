@@ -141,3 +141,32 @@ def test_embedding_cost_survives_the_cache(tmp_path):
         assert again._embedder is None
         assert first.seconds(["a", "b"]) >= 0.02
         assert again.seconds(["a", "b"]) == pytest.approx(first.seconds(["a", "b"]))
+
+
+def test_extraction_and_generation_tasks_run_end_to_end(tmp_path):
+    rows = [{"text": f"play song {i} by artist {i % 3}",
+             "output": {"intent": "PlayMusic", "slots": [{"slot": "artist", "value": f"artist {i % 3}"}]}}
+            for i in range(30)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:24]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[24:]))
+    (tmp_path / "schema.json").write_text(json.dumps({"type": "object", "required": ["intent", "slots"]}))
+    (tmp_path / "task.yaml").write_text(
+        "name: slots\nkind: extraction\ndata: {train: train.jsonl, test: test.jsonl, output: output}\n"
+        "extraction: {schema: schema.json}\nmodel: 'fake:echo'\nembedder: hashing\ntarget: {field_f1: 0.8}\n")
+    outcome = run_task(load_task(tmp_path / "task.yaml"))
+    rung = outcome.results.rungs[0]
+    assert [r.name for r in outcome.results.rungs] == ["zero_shot", "role", "few_shot_random", "few_shot_retrieved",
+                                                       "cot"]
+    assert rung.primary_metric == "field_f1" and {"json_validity", "field_precision"} <= set(rung.metrics)
+    assert rung.metrics["json_validity"].value == 0.0  # echo returns the input text, never JSON
+
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    pairs = [{"text": f"say {w}", "label": w} for w in ["alpha", "beta", "gamma", "delta"] * 5]
+    (gen / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[:16]))
+    (gen / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[16:]))
+    (gen / "task.yaml").write_text("name: echo\nkind: generation\ndata: {train: train.jsonl, test: test.jsonl}\n"
+                                   "generation: {match: contains}\nmodel: 'fake:echo'\nembedder: hashing\n")
+    outcome = run_task(load_task(gen / "task.yaml"), rungs=["zero_shot"])
+    em = outcome.results.rungs[0].metrics["exact_match"]
+    assert em.value == 1.0  # "Input: say alpha" contains "alpha" under the contains match
