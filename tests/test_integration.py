@@ -21,10 +21,10 @@ BANKING = Path(__file__).parents[1] / "examples" / "banking77" / "data"
 
 @pytest.fixture(scope="module")
 def small_banking(tmp_path_factory):
-    """8 intents, 20 training queries each, 3 test queries each: small enough for a CPU test."""
+    """8 intents, 20 training queries each, 2 test queries each: small enough for a CPU test."""
     root = tmp_path_factory.mktemp("banking")
     labels = json.loads((BANKING / "labels.json").read_text())[:8]
-    for split, per in (("train", 20), ("test", 3)):
+    for split, per in (("train", 20), ("test", 2)):
         rows, seen = [], {label: 0 for label in labels}
         for line in (BANKING / f"{split}.jsonl").read_text().split("\n"):
             if line.strip():
