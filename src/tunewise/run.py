@@ -83,12 +83,11 @@ class EmbeddingCache:
                 seconds = time.perf_counter() - start
                 self.store.put_array(key, vectors, meta={"embedder": self.name, "texts": len(missing),
                                                          "seconds": seconds})
-            else:
-                vectors, seconds = self.store.get_array(key), blob.meta.get("seconds", 0.0)
+            else:  # one read: the blob holds both the vectors and what computing them cost
+                vectors, seconds = blob.array(), blob.meta.get("seconds", 0.0)
             self._memo.update(zip(missing, vectors))
             self._cost.update(dict.fromkeys(missing, seconds / len(missing)))
         return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
-
 
     def seconds(self, texts: Sequence[str]) -> float:
         """Measured seconds it took to embed these texts (batched compute shared per text)."""

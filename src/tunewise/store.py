@@ -227,6 +227,12 @@ class Blob:
     meta: dict[str, Any]
     created_at: str
 
+    def array(self) -> Any:
+        """The numpy array a blob of kind ``ndarray`` holds (see :meth:`Store.put_array`)."""
+        import numpy as np  # lazy: the store itself needs no numpy
+
+        return np.load(io.BytesIO(self.data), allow_pickle=False)
+
 
 @dataclass(frozen=True)
 class ArtifactRecord:
@@ -237,6 +243,12 @@ class ArtifactRecord:
     path: str
     meta: dict[str, Any]
     created_at: str
+
+    def array(self) -> Any:
+        """The numpy array a blob of kind ``ndarray`` holds (see :meth:`Store.put_array`)."""
+        import numpy as np  # lazy: the store itself needs no numpy
+
+        return np.load(io.BytesIO(self.data), allow_pickle=False)
 
 
 def _now() -> str:
@@ -520,10 +532,8 @@ class Store:
         self.put_blob(key, buffer.getvalue(), kind="ndarray", meta=meta)
 
     def get_array(self, key: str) -> Any | None:
-        import numpy as np
-
         blob = self.get_blob(key)
-        return None if blob is None else np.load(io.BytesIO(blob.data), allow_pickle=False)
+        return None if blob is None else blob.array()
 
     # ---------------------------------------------------------------- artifacts
 

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 TaskKind = Literal["classification", "extraction", "generation"]
-#: metrics a target may name, per task kind (primary first); see evaluation/scoring.py
+#: metrics a target may name, per task kind; the first is the kind's primary metric
 TARGET_METRICS = {
     "classification": ("accuracy", "macro_f1"),
     "extraction": ("field_f1", "field_precision", "field_recall", "json_validity", "exact_match"),

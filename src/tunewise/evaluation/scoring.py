@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..task import TARGET_METRICS
 from .metrics import (
     correct_vector,
     field_counts,
@@ -29,7 +30,8 @@ from .stats import bootstrap_ci, bootstrap_mean_ci, compare_paired
 
 __all__ = ["PRIMARY_METRIC", "score_predictions", "per_example_correct", "compare_rungs"]
 
-PRIMARY_METRIC = {"classification": "accuracy", "extraction": "field_f1", "generation": "exact_match"}
+# the first metric a task kind may target is its primary one: one list, in task.py
+PRIMARY_METRIC = {kind: metrics[0] for kind, metrics in TARGET_METRICS.items()}
 RESAMPLES = 2000
 
 
