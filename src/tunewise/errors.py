@@ -14,6 +14,7 @@ __all__ = [
     "BackendError",
     "ModelNotFoundError",
     "StoreError",
+    "RungSkipped",
 ]
 
 
@@ -39,3 +40,7 @@ class ModelNotFoundError(BackendError):
 
 class StoreError(TunewiseError):
     """The run store is unreadable or a run/rung named by the user does not exist."""
+
+
+class RungSkipped(TunewiseError):
+    """A rung cannot run here (e.g. QLoRA without CUDA); recorded as skipped with this reason, never silently."""

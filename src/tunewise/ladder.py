@@ -35,8 +35,17 @@ BUILTIN_RUNGS: dict[str, RungSpec] = {
         _prompt("few_shot_balanced", mode="score", k=8, selection="balanced"),
         _prompt("few_shot_retrieved", mode="score", k=8, selection="retrieved", choices="demos"),
         _prompt("cot", mode="cot"),
+        # fine-tuning (see strategies/finetuning.py); parameters are TuneSettings fields
+        RungSpec(name="lora", strategy="finetune", params={"method": "lora"}),
+        RungSpec(name="qlora", strategy="finetune", params={"method": "qlora"}),
+        RungSpec(name="full", strategy="finetune", params={"method": "full"}),
+        RungSpec(name="lora_classifier", strategy="finetune", params={"method": "lora", "head": "classifier"}),
+        RungSpec(name="learning_curve", strategy="learning_curve", params={"of": "finetune"}),
+        RungSpec(name="probe_curve", strategy="learning_curve", params={"of": "probe", "include_all": True}),
     )
 }
+#: rungs that only make sense for classification
+CLASSIFICATION_ONLY = frozenset({"knn", "probe", "lora_classifier", "probe_curve"})
 
 DEFAULT_LADDER: dict[str, tuple[str, ...]] = {
     "classification": ("knn", "probe", "zero_shot", "zero_shot_generate", "role", "few_shot_random",
@@ -46,10 +55,13 @@ DEFAULT_LADDER: dict[str, tuple[str, ...]] = {
 }
 
 LLM_FREE_STRATEGIES = frozenset({"knn", "probe"})
+#: strategies that build their own model backend (a trained artifact) instead of using the run's
+OWN_BACKEND_STRATEGIES = frozenset({"finetune", "learning_curve"})
 
 
 def needs_llm(rung: RungSpec) -> bool:
-    return rung.strategy not in LLM_FREE_STRATEGIES
+    """Whether the rung needs the run's (base model) backend."""
+    return rung.strategy not in LLM_FREE_STRATEGIES | OWN_BACKEND_STRATEGIES
 
 
 def resolve_rungs(spec: TaskSpec, names: Sequence[str] | None = None) -> list[RungSpec]:
@@ -63,7 +75,7 @@ def resolve_rungs(spec: TaskSpec, names: Sequence[str] | None = None) -> list[Ru
         if rung is None:
             known = ", ".join([*BUILTIN_RUNGS, *custom])
             raise TaskSpecError(f"unknown rung '{name}' (known: {known}).")
-        if spec.kind != "classification" and rung.strategy in LLM_FREE_STRATEGIES:
+        if spec.kind != "classification" and (rung.strategy in LLM_FREE_STRATEGIES or name in CLASSIFICATION_ONLY):
             raise TaskSpecError(f"rung '{name}' only applies to classification tasks, not {spec.kind}.")
         rungs.append(rung)
     if len({r.name for r in rungs}) != len(rungs):

@@ -34,6 +34,8 @@ class RungResult:
     predictions: tuple[Prediction, ...] = ()
     error: str | None = None
     reason: str | None = None
+    # strategy-specific evidence beyond the scores: training record, learning curve and forecast
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def primary(self) -> MetricValue | None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .data import Splits, check_data, load_splits
-from .errors import TunewiseError
+from .errors import RungSkipped, TunewiseError
 from .evaluation.runner import evaluate, usage_summary
 from .evaluation.scoring import (
     PRIMARY_METRIC,
@@ -148,26 +148,43 @@ class _Runner:
 
         return _schema(self.spec)
 
+    def _score(self, predictions: Sequence[Any]) -> dict[str, Any]:
+        golds = [e.target for e in self.splits.test]
+        match = self.spec.generation.match if self.spec.generation else "normalized"
+        return score_predictions(self.spec.kind, golds, predictions, labels=self.splits.labels or (),
+                                 schema=self._schema(), match=match, seed=self.spec.seed)
+
+    def _evaluate_for_strategy(self, candidate: Any, label: str) -> tuple[Any, tuple[Any, ...]]:
+        """What a strategy uses to score an intermediate candidate (a learning-curve point) on test."""
+        report = (lambda done, total: self.progress(f"{label}: test", done, total)) if self.progress else None
+        ev = evaluate(candidate, self.splits.test, backend=None, progress=report)
+        return self._score(ev.predictions)["metrics"][PRIMARY_METRIC[self.spec.kind]], ev.predictions
+
     def run_rung(self, rung: RungSpec) -> RungResult:
+        from .backends.cached import CachedBackend
+
         backend = self.backend if needs_llm(rung) else None
         ctx = PrepareContext(spec=self.spec, splits=self.splits, backend=backend, embed=self.embed,
-                             seed=self.spec.seed, progress=None)
+                             seed=self.spec.seed, progress=None, artifacts=self.spec.store_dir / "artifacts",
+                             wrap_backend=lambda inner: CachedBackend(inner, self.store),
+                             evaluate=self._evaluate_for_strategy, report=self.progress)
         self.store.start_rung(self.run_id, rung.name, config=rung.model_dump(), config_hash=rung.config_hash())
         start = time.perf_counter()
         candidate = get_strategy(rung.strategy)(rung, ctx)
         prepare_s = time.perf_counter() - start
         report = (lambda done, total: self.progress(rung.name, done, total)) if self.progress else None
-        ev = evaluate(candidate, self.splits.test, backend=backend, progress=report)
-        golds = [e.target for e in self.splits.test]
-        match = self.spec.generation.match if self.spec.generation else "normalized"
-        scored = score_predictions(self.spec.kind, golds, ev.predictions, labels=self.splits.labels or (),
-                                   schema=self._schema(), match=match, seed=self.spec.seed)
+        try:
+            ev = evaluate(candidate, self.splits.test, backend=backend, progress=report)
+        finally:
+            if hasattr(candidate, "close"):
+                candidate.close()
+        scored = self._score(ev.predictions)
         return RungResult(
             name=rung.name, strategy=rung.strategy, status="finished", config=candidate.config,
             config_hash=rung.config_hash(), metrics=scored["metrics"], primary_metric=PRIMARY_METRIC[self.spec.kind],
             usage=usage_summary(ev.predictions, wall_s=ev.wall_s), per_label=scored.get("per_label"),
             confusions=scored.get("confusions"), parse=scored.get("parse"), prepare_s=prepare_s,
-            predictions=ev.predictions,
+            predictions=ev.predictions, extras=dict(getattr(candidate, "extras", {}) or {}),
         )
 
 
@@ -217,6 +234,11 @@ def run_task(
                 continue
             try:
                 result = runner.run_rung(rung)
+            except RungSkipped as exc:
+                store.skip_rung(run_id, rung.name, str(exc))
+                results.append(RungResult(name=rung.name, strategy=rung.strategy, status="skipped",
+                                          config=rung.model_dump(), reason=str(exc)))
+                continue
             except TunewiseError as exc:
                 store.fail_rung(run_id, rung.name, str(exc))
                 results.append(RungResult(name=rung.name, strategy=rung.strategy, status="failed",
@@ -236,7 +258,7 @@ def run_task(
         rungs=tuple(results), comparisons=_comparisons(spec.kind, splits, results, spec.seed),
         environment={**environment_info(), "backend": dict(getattr(runner._backend, "info", {}) or {})},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=spec.seed,
-        status="finished" if all(r.status == "finished" for r in results) else "partial",
+        status="finished" if all(r.status in ("finished", "skipped") for r in results) else "partial",
     )
     results_path = write_json(out_dir / "results.json", run_results.to_json())
     summary_path = out_dir / "summary.md"

@@ -59,7 +59,17 @@ from tunewise.backends.token_trie import (
 )
 from tunewise.errors import ModelNotFoundError
 
-__all__ = ["DEFAULT_SYSTEM", "MIN_SHARED_PREFIX", "LocalBackend", "TokenTrie", "build_trie"]
+__all__ = [
+    "DEFAULT_SYSTEM",
+    "MIN_SHARED_PREFIX",
+    "LocalBackend",
+    "TokenTrie",
+    "build_trie",
+    "continuation_ids",
+    "encode",
+    "end_of_turn_id",
+    "render_messages",
+]
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -115,7 +125,7 @@ class LocalBackend(Backend):
         self._model, self._tok = load_pretrained(self.resolved, dtype=self.dtype, device=self.device)
         if self.adapter:
             self._model = _apply_adapter(self._model, self.adapter)
-        self._eot_id = _end_of_turn_id(self._tok)
+        self._eot_id = end_of_turn_id(self._tok)
         self._stop_ids = _stop_token_ids(self._tok, self._model, self._eot_id)
         self._tree_ok = _supports_tree_attention(self._model)
         self._prefix = PrefixCache(self._model)
@@ -170,42 +180,17 @@ class LocalBackend(Backend):
 
     def render(self, prompt: Sequence[Message]) -> str:
         """The exact prompt text fed to the model (see the module docstring)."""
-        msgs = [{"role": m.role, "content": m.content} for m in prompt]
-        if not getattr(self._tok, "chat_template", None):
-            return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
-        if not any(m["role"] == "system" for m in msgs):
-            msgs.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
-        continuing = bool(msgs) and msgs[-1]["role"] == "assistant"
-        return self._tok.apply_chat_template(
-            msgs,
-            tokenize=False,
-            add_generation_prompt=not continuing,
-            continue_final_message=continuing,
-        )
+        return render_messages(self._tok, prompt)
 
     def _encode(self, text: str) -> list[int]:
-        return list(self._tok(text, add_special_tokens=False)["input_ids"])
+        return encode(self._tok, text)
 
     def _continuations(self, request: ScoreRequest) -> tuple[list[int], list[list[int]]]:
-        """Prompt ids and each choice's continuation ids (choice tokens + end-of-turn).
-
-        A choice is tokenised together with the prompt so its first token is the one the model
-        would really produce after the prompt. If that joint tokenisation does not start with the
-        prompt's own tokens (a BPE merge across the boundary, e.g. an ``answer_prefix`` ending in
-        a space), the choice is tokenised on its own and appended instead.
-        """
+        """Prompt ids and each choice's continuation ids (choice tokens + end-of-turn)."""
         prompt_text = self.render(request.prompt) + request.answer_prefix
         prompt_ids = self._encode(prompt_text)
         eot = [self._eot_id] if self._eot_id is not None else []
-        continuations = []
-        for choice in request.choices:
-            joint = self._encode(prompt_text + choice)
-            if joint[: len(prompt_ids)] == prompt_ids:
-                body = joint[len(prompt_ids) :]
-            else:
-                body = self._encode(choice)
-            continuations.append(body + eot)
-        return prompt_ids, continuations
+        return prompt_ids, [continuation_ids(self._tok, prompt_text, prompt_ids, c) + eot for c in request.choices]
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -430,6 +415,45 @@ class LocalBackend(Backend):
         }
 
 
+
+# --- prompt text and tokens, shared with training (``tunewise.training``) -------------------
+
+
+def render_messages(tokenizer: Any, prompt: Sequence[Message]) -> str:
+    """The prompt text for ``prompt`` under the tokenizer's chat template (see the module docstring)."""
+    msgs = [{"role": m.role, "content": m.content} for m in prompt]
+    if not getattr(tokenizer, "chat_template", None):
+        return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+    if not any(m["role"] == "system" for m in msgs):
+        msgs.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
+    continuing = bool(msgs) and msgs[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(
+        msgs,
+        tokenize=False,
+        add_generation_prompt=not continuing,
+        continue_final_message=continuing,
+    )
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def continuation_ids(tokenizer: Any, prompt_text: str, prompt_ids: list[int], answer: str) -> list[int]:
+    """The tokens of ``answer`` as the model would produce them after ``prompt_text``.
+
+    The answer is tokenised together with the prompt so its first token is the one the model
+    really produces after the prompt. If that joint tokenisation does not start with the
+    prompt's own tokens (a BPE merge across the boundary, e.g. an ``answer_prefix`` ending in a
+    space), the answer is tokenised on its own instead. Training uses the same function, so a
+    tuned model learns exactly the tokens it is scored on.
+    """
+    joint = encode(tokenizer, prompt_text + answer)
+    if joint[: len(prompt_ids)] == prompt_ids:
+        return joint[len(prompt_ids) :]
+    return encode(tokenizer, answer)
+
+
 def _path_logprob(path: tuple[int, ...], trie: TokenTrie, first: torch.Tensor, nodes: dict[int, torch.Tensor]) -> float:
     """Sum of log-probs along one choice's trie path (the first token comes from the prompt)."""
     if not path:
@@ -470,7 +494,7 @@ def _apply_adapter(model: Any, adapter: Path) -> Any:
         return peft_model.eval()
 
 
-def _end_of_turn_id(tokenizer: Any) -> int | None:
+def end_of_turn_id(tokenizer: Any) -> int | None:
     """The special token closing an assistant turn (``<|im_end|>`` for ChatML), else eos.
 
     Found by rendering a one-turn conversation and reading the first special token that follows

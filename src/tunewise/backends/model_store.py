@@ -38,6 +38,7 @@ __all__ = [
     "cache_root",
     "directory_fingerprint",
     "load_pretrained",
+    "local_model_path",
     "resolve_model",
 ]
 
@@ -212,14 +213,19 @@ def _hf_cached_snapshot(repo_id: str) -> Path | None:
 # --- loading ------------------------------------------------------------------------------
 
 
+def local_model_path(resolved: ResolvedModel) -> Path:
+    """A directory ``from_pretrained`` loads (any model class); builds the embedded cache on first use."""
+    if resolved.gguf_file is None:
+        return resolved.path
+    assert resolved.cache_path is not None
+    return _dequantise_to_cache(resolved.path, resolved.gguf_file, resolved.cache_path)
+
+
 def load_pretrained(resolved: ResolvedModel, *, dtype: Any, device: str) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` in eval mode on ``device``; builds the embedded cache on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolved.path
-    if resolved.gguf_file is not None:
-        assert resolved.cache_path is not None
-        path = _dequantise_to_cache(resolved.path, resolved.gguf_file, resolved.cache_path)
+    path = local_model_path(resolved)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return model.to(device).eval(), tokenizer

@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TaskSpecError
@@ -42,6 +43,12 @@ class PrepareContext:
     seed: int = 0
     progress: ProgressFn | None = None
     notes: list[str] = field(default_factory=list)
+    # for strategies that train and evaluate on their own (fine-tuning, learning curves):
+    artifacts: Path | None = None  # where trained artifacts live (content-keyed subdirectories)
+    wrap_backend: "Callable[[Backend], Backend] | None" = None  # puts a new backend behind the call cache
+    # evaluate(candidate, label) -> (primary MetricValue on the test split, predictions)
+    evaluate: "Callable[[Candidate, str], tuple[Any, Any]] | None" = None
+    report: "Callable[[str, int, int], None] | None" = None  # labelled progress (label, done, total)
 
 
 class Candidate(ABC):
@@ -74,7 +81,7 @@ def register(name: str) -> Callable[[Strategy], Strategy]:
 
 def get_strategy(name: str) -> Strategy:
     # importing the modules fills the registry; they are cheap (torch is imported lazily)
-    from . import baselines, prompting  # noqa: F401
+    from . import baselines, finetuning, prompting  # noqa: F401
 
     try:
         return STRATEGIES[name]

@@ -1,0 +1,315 @@
+"""The fine-tuning rungs: LoRA, QLoRA and full fine-tuning, and learning curves over them.
+
+Strategy ``finetune`` trains on (a nested subset of) the training split and returns a
+:class:`TunedCandidate`: the trained artifact behind a backend, answering through a
+:class:`~tunewise.strategies.prompting.PromptProgram` with a *compact* prompt (the task's
+instructions and the input; no label list, no demonstrations: the weights carry them). Training
+renders every example with that same program and the same chat template, so the model is
+trained on exactly the prompt it is evaluated with; the evaluator, statistics and call cache
+are the ones every other rung uses. ``head: classifier`` trains a classification head (one
+forward per input, real probabilities) instead of the LM head.
+
+Strategy ``learning_curve`` trains ``finetune`` (or fits the embedding ``probe``) on nested
+subsets (for classification ``sizes`` per label, otherwise ``fractions`` of train), scores each
+on the test split, fits an inverse power law with a bootstrap band and forecasts the number of
+labelled examples the target needs. It also back-tests the fit: the curve fitted without the
+largest point forecasts that point, next to what was measured. Artifacts are keyed by content
+(base model, settings, examples, prompt, seed), so a curve point and a ``lora`` rung with the
+same configuration share one training run.
+
+Out of scope: the training loop (``tunewise.training``), metrics, the ladder's escalation policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends.base import Backend
+from ..errors import RungSkipped, TaskSpecError
+from ..evaluation.records import Prediction
+from ..prompts import PromptTemplate, answer_text
+from ..training.settings import TuneSettings, settings_from_params
+from ..training.subsets import describe_subset, subset_hash, training_subset
+from .base import Candidate, PrepareContext, register
+from .prompting import PromptProgram, PromptSettings
+
+__all__ = ["TunedCandidate", "tuned_program", "prepare_finetune", "prepare_learning_curve", "TUNED_INSTRUCTIONS"]
+
+TUNED_INSTRUCTIONS = {
+    "classification": "Classify the input. Reply with the label only.",
+    "extraction": "Extract the information from the input as a JSON object. Reply with the JSON only.",
+    "generation": "Respond to the input.",
+}
+TUNED_TEMPLATE = PromptTemplate(system="{{ instructions }}")
+FORMAT_VERSION = 1  # bump when the training format changes: old artifacts are then not reused
+
+
+@dataclass
+class TunedCandidate(Candidate):
+    """A trained artifact answering through its own (cached) backend and the compact prompt."""
+
+    rung: str
+    config: dict[str, Any]
+    program: PromptProgram
+    backend: Backend
+    extras: dict[str, Any] = field(default_factory=dict)
+    uses_llm: bool = True
+
+    def predict(self, examples: Sequence[Any], *, backend: Backend | None = None) -> list[Prediction]:
+        return self.program.predict(examples, backend=self.backend)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def tuned_program(spec: Any, labels: Sequence[str], rung_name: str) -> PromptProgram:
+    """The compact prompt a tuned model is trained on and evaluated with."""
+    classification = spec.kind == "classification"
+    settings = PromptSettings(mode="score" if classification else "generate",
+                              max_new_tokens=32 if classification else 128)
+    variables = {"instructions": spec.instructions or TUNED_INSTRUCTIONS[spec.kind], "labels": list(labels)}
+    schema = None
+    if spec.kind == "extraction":
+        from .prompting import _schema
+
+        schema = _schema(spec)
+    return PromptProgram(rung=rung_name, config={}, template=TUNED_TEMPLATE, variables=variables, settings=settings,
+                         kind=spec.kind, labels=list(labels), schema=schema)
+
+
+def _check_runnable(rung_name: str, s: TuneSettings, spec: Any) -> None:
+    kind = spec.model.partition(":")[0]
+    if kind not in ("local", "hf"):
+        raise TaskSpecError(f"rung '{rung_name}': fine-tuning needs a transformers model (local: or hf:), "
+                            f"not {spec.model!r}.")
+    if s.head == "classifier" and spec.kind != "classification":
+        raise TaskSpecError(f"rung '{rung_name}': the classifier head only applies to classification tasks.")
+    if s.method == "qlora":
+        import importlib.util
+
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RungSkipped(f"rung '{rung_name}': QLoRA needs a CUDA GPU for 4-bit bitsandbytes "
+                              "and this machine has none.")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise RungSkipped(f"rung '{rung_name}': QLoRA needs bitsandbytes; `pip install bitsandbytes` to run it.")
+
+
+def _artifact_key(spec: Any, s: TuneSettings, program: PromptProgram, train: Sequence[Any], dev: Sequence[Any],
+                  seed: int) -> str:
+    from ..backends.model_store import resolve_model
+
+    ident = {"format": FORMAT_VERSION, "base": resolve_model(spec.model).fingerprint, "settings": s.identity(),
+             "train": subset_hash(train), "dev": subset_hash(dev), "seed": seed,
+             "template": program.template.to_json(), "instructions": program.variables["instructions"],
+             "labels": program.labels if s.head == "classifier" else None}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _make_backend(spec: Any, artifact: Any, s: TuneSettings) -> Backend:
+    if s.head == "classifier":
+        from ..backends.classifier import ClassifierBackend
+
+        return ClassifierBackend(spec.model, adapter=artifact.path, max_length=s.max_length)
+    from ..backends.local import LocalBackend
+
+    if artifact.kind == "model":
+        return LocalBackend(f"hf:{artifact.path}")
+    return LocalBackend(spec.model, adapter=artifact.path)
+
+
+def build_tuned(rung_name: str, ctx: PrepareContext, s: TuneSettings, *, label: str | None = None) -> TunedCandidate:
+    """Train (or reuse) the artifact for ``s`` and wrap it as a candidate."""
+    from ..training.trainer import TrainingJob, train
+
+    spec = ctx.spec
+    _check_runnable(rung_name, s, spec)
+    labels = list(ctx.splits.labels or ())
+    subset = training_subset(ctx.splits.train, per_label=s.per_label, fraction=s.fraction, limit=s.limit,
+                             seed=ctx.seed)
+    dev = training_subset(ctx.splits.dev, limit=s.dev_limit, seed=ctx.seed)
+    if not subset:
+        raise TaskSpecError(f"rung '{rung_name}': the training split is empty.")
+    program = tuned_program(spec, labels, rung_name)
+    key = _artifact_key(spec, s, program, subset, dev, ctx.seed)
+    if ctx.artifacts is None:
+        raise TaskSpecError(f"rung '{rung_name}': no artifact directory is available for training.")
+
+    def pairs(examples: Sequence[Any]) -> list[tuple[Any, str]]:
+        return [(program.prompt_for(e.text, ()), answer_text(e.target)) for e in examples]
+
+    provenance = {"task": spec.name, "kind": spec.kind, "data_hash": ctx.splits.data_hash,
+                  "train_subset": describe_subset(subset), "dev_subset": describe_subset(dev),
+                  "prompt": {"template": program.template.to_json(), "instructions": program.variables["instructions"],
+                             "chat_template": "the base tokenizer's"},
+                  "labels": labels or None, "artifact_key": key}
+    job = TrainingJob(base_model=spec.model, settings=s, train=pairs(subset), dev=pairs(dev),
+                      out_dir=ctx.artifacts / key, seed=ctx.seed, labels=labels if spec.kind == "classification"
+                      else (), provenance=provenance)
+    report = None
+    if ctx.report is not None:
+        title = f"{label or rung_name}: training"
+
+        def report(done: int, total: int) -> None:
+            ctx.report(title, done, total)
+    artifact = train(job, progress=report)
+    backend = _make_backend(spec, artifact, s)
+    if ctx.wrap_backend is not None:
+        backend = ctx.wrap_backend(backend)
+    program.config = {"strategy": "prompt", "template": program.template.to_json(),
+                      "instructions": program.variables["instructions"], "mode": program.settings.mode}
+    config = {"strategy": "finetune", **s.identity(), "model": spec.model, "artifact": str(artifact.path),
+              "artifact_kind": artifact.kind, "artifact_key": key, "artifact_reused": artifact.reused,
+              "train_subset": describe_subset(subset), "dev_subset": describe_subset(dev),
+              "prompt": program.config, "seed": ctx.seed, "training": artifact.training}
+    return TunedCandidate(rung=rung_name, config=config, program=program, backend=backend,
+                          extras={"training": artifact.training})
+
+
+@register("finetune")
+def prepare_finetune(rung: Any, ctx: PrepareContext) -> TunedCandidate:
+    s = settings_from_params(rung.name, rung.params)
+    return build_tuned(rung.name, ctx, s)
+
+
+# --- learning curves ------------------------------------------------------------------------
+
+_CURVE_KEYS = ("of", "sizes", "fractions", "include_all")
+
+
+@register("learning_curve")
+def prepare_learning_curve(rung: Any, ctx: PrepareContext) -> Candidate:
+    """Nested subsets -> test score of each -> fitted curve, forecast and back-test (see module doc)."""
+    from ..training.curves import CurvePoint
+
+    params = dict(rung.params)
+    of = params.get("of", "finetune")
+    if of not in ("finetune", "probe"):
+        raise TaskSpecError(f"rung '{rung.name}': 'of' must be 'finetune' or 'probe'.")
+    if ctx.evaluate is None:
+        raise TaskSpecError(f"rung '{rung.name}': learning curves need the evaluator.")
+    classification = ctx.spec.kind == "classification"
+    steps = _curve_steps(rung.name, params, classification)
+    base = settings_from_params(rung.name, params, drop=_CURVE_KEYS) if of == "finetune" else None
+    points, rows, last = [], [], None
+    for step in steps:
+        label = f"{rung.name} @ {_step_label(step)}"
+        if last is not None and hasattr(last, "close"):
+            last.close()
+        if of == "finetune":
+            s = base.model_copy(update=step)
+            candidate = build_tuned(rung.name, ctx, s, label=label)
+            n = candidate.config["train_subset"]["examples"]
+            training = candidate.config["training"]
+            fit_metrics = {"train_loss": training.get("final_train_loss"), "dev_loss": training.get("best_dev_loss"),
+                           "minutes": training.get("wall_s", 0) / 60, "tokens_per_s": training.get("tokens_per_s"),
+                           "warnings": training.get("warnings", [])}
+        else:
+            candidate, n, fit_metrics = _probe_point(rung, ctx, step)
+        metric, _ = ctx.evaluate(candidate, label)
+        points.append(CurvePoint(n=n, value=metric.value, low=metric.low, high=metric.high, n_test=metric.n))
+        rows.append({"subset": step, "n": n, "test": metric.to_json(), **fit_metrics})
+        last = candidate
+    assert last is not None
+    curve = _curve_summary(points, rows, ctx, of)
+    last.rung = rung.name
+    last.config = {**last.config, "strategy": "learning_curve", "of": of, "points": rows}
+    extras = dict(getattr(last, "extras", {}) or {})
+    extras["curve"] = curve
+    last.extras = extras
+    return last
+
+
+def _curve_steps(rung_name: str, params: dict[str, Any], classification: bool) -> list[dict[str, Any]]:
+    if classification and "fractions" not in params:
+        sizes = [int(x) for x in params.get("sizes", [5, 10, 20, 40])]
+        steps: list[dict[str, Any]] = [{"per_label": k, "fraction": None} for k in sorted(set(sizes))]
+    else:
+        fractions = [float(x) for x in params.get("fractions", [0.1, 0.25, 0.5])]
+        steps = [{"fraction": f, "per_label": None} for f in sorted(set(fractions)) if 0 < f < 1]
+    if params.get("include_all", False):
+        steps.append({"per_label": None, "fraction": None})
+    if len(steps) < 3:
+        raise TaskSpecError(f"rung '{rung_name}': a learning curve needs at least 3 subset sizes.")
+    return steps
+
+
+def _step_label(step: dict[str, Any]) -> str:
+    if step.get("per_label"):
+        return f"{step['per_label']}/label"
+    if step.get("fraction"):
+        return f"{step['fraction']:.0%} of train"
+    return "all of train"
+
+
+def _probe_point(rung: Any, ctx: PrepareContext, step: dict[str, Any]) -> tuple[Candidate, int, dict[str, Any]]:
+    import numpy as np
+
+    from ..task import RungSpec
+    from .baselines import prepare_probe
+
+    subset = training_subset(ctx.splits.train, per_label=step.get("per_label"), fraction=step.get("fraction"),
+                             seed=ctx.seed)
+    sub_ctx = dataclasses.replace(ctx, splits=dataclasses.replace(ctx.splits, train=tuple(subset)))
+    params = {k: v for k, v in rung.params.items() if k == "C"}
+    candidate = prepare_probe(RungSpec(name=rung.name, strategy="probe", params=params), sub_ctx)
+    x = ctx.embed([e.text for e in subset])
+    train_acc = float((candidate.model.predict(x) == np.array([e.target for e in subset])).mean())
+    dev_acc = max(candidate.config["C_grid_dev_accuracy"].values()) if ctx.splits.dev else None
+    return candidate, len(subset), {"train_accuracy": train_acc, "dev_accuracy": dev_acc}
+
+
+def _curve_summary(points: list[Any], rows: list[dict[str, Any]], ctx: PrepareContext, of: str) -> dict[str, Any]:
+    from ..evaluation.scoring import PRIMARY_METRIC
+    from ..training.curves import fit_learning_curve, forecast_examples
+
+    metric = PRIMARY_METRIC[ctx.spec.kind]
+    target = ctx.spec.target.get(metric)
+    out: dict[str, Any] = {"of": of, "metric": metric, "target": target, "points": rows,
+                           "model": "inverse power law: value(n) = a - b * n^(-c), parametric bootstrap",
+                           "warnings": _curve_warnings(rows, ctx)}
+    try:
+        fit = fit_learning_curve(points, seed=ctx.seed)
+    except ValueError as exc:
+        out["fit"], out["forecast"] = None, {"status": "insufficient_points", "message": str(exc)}
+        return out
+    out["fit"] = fit.to_json()
+    out["forecast"] = forecast_examples(fit, target).to_json() if target is not None else None
+    if len(points) >= 4:  # back-test: fit without the largest point, forecast it
+        held = max(points, key=lambda p: p.n)
+        try:
+            small = fit_learning_curve([p for p in points if p is not held], seed=ctx.seed)
+            low, high = small.band([held.n])
+            out["backtest"] = {"n": held.n, "measured": held.value, "measured_ci": [held.low, held.high],
+                               "forecast": float(small.predict([held.n])[0]),
+                               "forecast_band": [float(low[0]), float(high[0])],
+                               "fitted_on": sorted(p.n for p in points if p is not held)}
+        except ValueError:
+            out["backtest"] = None
+    return out
+
+
+def _curve_warnings(rows: list[dict[str, Any]], ctx: PrepareContext) -> list[str]:
+    """Dev getting worse while train improves between consecutive sizes; small-data warnings."""
+    out = []
+    for a, b in zip(rows, rows[1:]):
+        if a.get("dev_loss") is not None and b.get("dev_loss") is not None and a.get("train_loss") is not None \
+                and b.get("train_loss") is not None and b["dev_loss"] > a["dev_loss"] * 1.02 \
+                and b["train_loss"] < a["train_loss"]:
+            out.append(f"From {a['n']} to {b['n']} examples the dev loss rose ({a['dev_loss']:.3f} -> "
+                       f"{b['dev_loss']:.3f}) while the training loss fell: overfitting.")
+        if a.get("dev_accuracy") is not None and b.get("dev_accuracy") is not None \
+                and b["dev_accuracy"] < a["dev_accuracy"] - 0.02 and b.get("train_accuracy", 0) > a.get(
+                    "train_accuracy", 1):
+            out.append(f"From {a['n']} to {b['n']} examples the dev accuracy fell while the training accuracy "
+                       "rose: overfitting.")
+    for row in rows:
+        for w in row.get("warnings", []) or []:
+            out.append(f"At {row['n']} examples: {w}")
+    return out

@@ -1,0 +1,461 @@
+"""Train an adapter (or a full model) with TRL / transformers, resumably, and record what it cost.
+
+``train(job)`` turns a :class:`TrainingJob` into a :class:`TrainedArtifact`:
+
+* **LM head** (``head="lm"``): TRL's ``SFTTrainer`` on prompt/completion pairs, pre-tokenised
+  here with the *same* functions the local backend uses at inference (chat template, answer
+  tokenised after the prompt, then the end-of-turn token), so the model learns exactly the
+  tokens it is later scored on; the loss covers the completion only (``completion_mask``).
+* **Classifier head** (``head="classifier"``): ``AutoModelForSequenceClassification`` over the
+  same rendered prompt (the last token's hidden state), LoRA on the base with the new ``score``
+  layer trained in full, transformers' ``Trainer``: one forward pass per example, real
+  probabilities over the labels.
+* ``method``: ``lora`` (PEFT), ``qlora`` (4-bit NF4 base via bitsandbytes; CUDA only, the
+  caller skips it elsewhere), ``full`` (every weight).
+
+Early stopping on the dev loss keeps the best checkpoint; an optional ``lr_sweep`` trains each
+learning rate for ``sweep_steps`` steps and keeps the one with the lowest dev loss (never test).
+Checkpoints (model, optimiser, scheduler, RNG) are written every ``save_every`` steps into the
+artifact directory; a run killed at any point resumes from the last one, and an artifact whose
+``tunewise_provenance.json`` exists is reused without training. The same code runs under
+``accelerate launch`` / ``torchrun`` (DDP over gloo on CPUs, NCCL on GPUs): only rank 0 writes.
+
+Out of scope: choosing examples (``subsets.py``), evaluation (the candidate goes through the
+ordinary evaluator), curve fitting (``curves.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import Message
+from .settings import DEFAULT_DEVICE_HOUR_USD, TuneSettings
+
+__all__ = ["TrainingJob", "TrainedArtifact", "train", "PROVENANCE_FILE", "read_artifact", "encode_pair"]
+
+PROVENANCE_FILE = "tunewise_provenance.json"
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """Everything that determines a trained artifact, plus where to put it.
+
+    ``train``/``dev`` are ``(prompt messages, answer text)`` pairs rendered by the evaluator's
+    prompt program; ``labels`` is the label inventory (classifier head only).
+    """
+
+    base_model: str
+    settings: TuneSettings
+    train: Sequence[tuple[tuple[Message, ...], str]]
+    dev: Sequence[tuple[tuple[Message, ...], str]]
+    out_dir: Path
+    seed: int = 0
+    labels: Sequence[str] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)  # task, data hash, subset, prompt format
+
+
+@dataclass(frozen=True)
+class TrainedArtifact:
+    path: Path  # the PEFT adapter directory, or the full model directory (method "full")
+    kind: str  # "adapter" | "model"
+    provenance: dict[str, Any]
+    reused: bool = False
+
+    @property
+    def training(self) -> dict[str, Any]:
+        return self.provenance.get("training", {})
+
+
+def read_artifact(out_dir: Path) -> TrainedArtifact | None:
+    """The finished artifact in ``out_dir``, or None (never trained, or interrupted)."""
+    for kind, sub in (("adapter", "adapter"), ("model", "model")):
+        meta = out_dir / sub / PROVENANCE_FILE
+        if meta.is_file():
+            return TrainedArtifact(path=out_dir / sub, kind=kind, provenance=json.loads(meta.read_text()),
+                                   reused=True)
+    return None
+
+
+# --- tokenisation: the evaluator's exact prompt format --------------------------------------
+
+
+def encode_pair(tokenizer: Any, eot: int | None, prompt: Sequence[Message], answer: str,
+                max_length: int) -> tuple[list[int], list[int]]:
+    """``(prompt ids, completion ids)``: what the local backend feeds and scores, truncated on the left."""
+    from ..backends.local import continuation_ids, encode, render_messages
+
+    text = render_messages(tokenizer, prompt)
+    prompt_ids = encode(tokenizer, text)
+    completion = continuation_ids(tokenizer, text, prompt_ids, answer) + ([eot] if eot is not None else [])
+    keep = max(1, max_length - len(completion))
+    return prompt_ids[-keep:], completion[:max_length]
+
+
+def _lm_rows(tokenizer: Any, eot: int | None, pairs: Sequence[tuple[Any, str]], max_length: int) -> list[dict]:
+    rows = []
+    for prompt, answer in pairs:
+        p, c = encode_pair(tokenizer, eot, prompt, answer, max_length)
+        rows.append({"input_ids": p + c, "completion_mask": [0] * len(p) + [1] * len(c)})
+    return rows
+
+
+def _classifier_rows(tokenizer: Any, pairs: Sequence[tuple[Any, str]], labels: Sequence[str],
+                     max_length: int) -> list[dict]:
+    from ..backends.local import encode, render_messages
+
+    index = {label: i for i, label in enumerate(labels)}
+    return [{"input_ids": encode(tokenizer, render_messages(tokenizer, prompt))[-max_length:], "labels": index[answer]}
+            for prompt, answer in pairs]
+
+
+# --- the training run -------------------------------------------------------------------------
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("tunewise", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _load_model(path: Path, job: TrainingJob, device: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    s = job.settings
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if device == "cuda":
+        kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if s.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"])
+    if s.head == "classifier":
+        labels = list(job.labels)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)}, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if s.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing)
+    return model
+
+
+def _peft_config(s: TuneSettings) -> Any:
+    if s.method == "full":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
+                      task_type="SEQ_CLS" if s.head == "classifier" else "CAUSAL_LM")
+
+
+@dataclass
+class _Plan:
+    steps_per_epoch: int
+    epochs: float
+    total_steps: int
+    eval_steps: int
+    save_steps: int
+
+
+def _plan(s: TuneSettings, n_train: int, max_steps: int | None = None) -> _Plan:
+    per_step = s.batch_size * s.grad_accum * _world_size()
+    steps_per_epoch = max(1, math.ceil(n_train / per_step))
+    epochs = s.epochs_for(n_train)
+    total = max_steps or s.max_steps or max(1, math.ceil(steps_per_epoch * epochs))
+    eval_steps = max(1, steps_per_epoch // s.evals_per_epoch)
+    save_steps = s.save_every or eval_steps
+    if s.early_stopping_patience:  # keeping the best checkpoint needs saves on evaluation steps
+        save_steps = eval_steps * max(1, round(save_steps / eval_steps))
+    return _Plan(steps_per_epoch, epochs, total, eval_steps, save_steps)
+
+
+class _Callbacks:
+    """Progress, the time budget and step timing, as a transformers ``TrainerCallback``."""
+
+    def __new__(cls, progress: Progress | None, budget_s: float | None) -> Any:
+        from transformers import TrainerCallback
+
+        class _CB(TrainerCallback):
+            def __init__(self) -> None:
+                self.start = time.perf_counter()
+                self.stopped_by_budget = False
+
+            def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+                if progress is not None:
+                    progress(state.global_step, state.max_steps)
+                if budget_s is not None and time.perf_counter() - self.start > budget_s:
+                    self.stopped_by_budget = True
+                    control.should_training_stop = True
+                    control.should_save = True
+                return control
+
+        return _CB()
+
+
+def _args(job: TrainingJob, plan: _Plan, out: Path, device: str, *, lr: float, sweep: bool) -> dict[str, Any]:
+    s = job.settings
+    evaluate = bool(job.dev)
+    args: dict[str, Any] = dict(
+        output_dir=str(out), per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size * 2,
+        gradient_accumulation_steps=s.grad_accum, learning_rate=lr, max_steps=plan.total_steps,
+        warmup_steps=s.warmup, weight_decay=s.weight_decay, lr_scheduler_type=s.scheduler,
+        logging_steps=max(1, min(plan.eval_steps, 10)), seed=job.seed, data_seed=job.seed, report_to="none",
+        disable_tqdm=True, use_cpu=device == "cpu", bf16=device == "cuda" and _bf16_ok(),
+        **_checkpointing_arg(s.gradient_checkpointing), dataloader_num_workers=0, save_total_limit=2,
+        remove_unused_columns=False,
+    )
+    if sweep:
+        args.update(save_strategy="no", eval_strategy="no")
+    else:
+        args.update(save_strategy="steps", save_steps=plan.save_steps,
+                    eval_strategy="steps" if evaluate else "no", eval_steps=plan.eval_steps)
+        if evaluate and s.early_stopping_patience:
+            args.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
+    return args
+
+
+def _checkpointing_arg(on: bool) -> dict[str, bool]:
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing (old name deprecated)."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    params = inspect.signature(TrainingArguments.__init__).parameters
+    return {"activation_checkpointing" if "activation_checkpointing" in params else "gradient_checkpointing": on}
+
+
+def _bf16_ok() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _build_trainer(job: TrainingJob, model_path: Path, tokenizer: Any, rows: dict[str, list[dict]], plan: _Plan,
+                   out: Path, device: str, *, lr: float, sweep: bool, callbacks: list[Any]) -> Any:
+    from datasets import Dataset, disable_progress_bars
+
+    disable_progress_bars()  # the CLI draws its own bars from the progress callback
+    s = job.settings
+    model = _load_model(model_path, job, device)
+    train_ds = Dataset.from_list(rows["train"])
+    dev_ds = Dataset.from_list(rows["dev"]) if rows["dev"] else None
+    args = _args(job, plan, out, device, lr=lr, sweep=sweep)
+    if s.early_stopping_patience and dev_ds is not None and not sweep:
+        from transformers import EarlyStoppingCallback
+
+        callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=s.early_stopping_patience)]
+    if s.head == "lm":
+        from trl import SFTConfig, SFTTrainer
+
+        config = SFTConfig(**args, completion_only_loss=True, max_length=None, padding_free=s.use_padding_free(),
+                           dataset_kwargs={"skip_prepare_dataset": False})
+        return _quiet(SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=dev_ds,
+                                 processing_class=tokenizer, peft_config=_peft_config(s), callbacks=callbacks))
+    from peft import get_peft_model
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model = get_peft_model(model, _peft_config(s))
+    return _quiet(Trainer(model=model, args=TrainingArguments(**args), train_dataset=train_ds, eval_dataset=dev_ds,
+                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                          callbacks=callbacks))
+
+
+def _quiet(trainer: Any) -> Any:
+    """The library never prints: drop the callback that prints log dicts (the history is kept)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    return trainer
+
+
+def _sweep(job: TrainingJob, model_path: Path, tokenizer: Any, rows: dict[str, list[dict]], device: str,
+           progress: Progress | None) -> tuple[float, list[dict[str, Any]]]:
+    """Train each candidate learning rate for ``sweep_steps`` steps; the lowest dev loss wins."""
+    s = job.settings
+    table = []
+    for lr in s.lr_sweep or []:
+        out = job.out_dir / "sweep" / f"lr-{lr:g}"
+        plan = _plan(s, len(rows["train"]), max_steps=s.sweep_steps)
+        trainer = _build_trainer(job, model_path, tokenizer, rows, plan, out, device, lr=lr, sweep=True,
+                                 callbacks=[])
+        trainer.train()
+        dev_loss = trainer.evaluate()["eval_loss"] if rows["dev"] else trainer.state.log_history[-1].get("train_loss")
+        table.append({"learning_rate": lr, "steps": s.sweep_steps, "dev_loss": float(dev_loss)})
+        shutil.rmtree(out, ignore_errors=True)
+    best = min(table, key=lambda r: r["dev_loss"])["learning_rate"]
+    return best, table
+
+
+def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtifact:
+    """Train (or resume, or reuse) the artifact described by ``job``; see the module docstring."""
+    from transformers import AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ..backends.local import end_of_turn_id
+    from ..backends.model_store import local_model_path, resolve_model
+
+    found = read_artifact(job.out_dir)
+    if found is not None:
+        return found
+    s = job.settings
+    device = _device()
+    resolved = resolve_model(job.base_model)
+    model_path = local_model_path(resolved)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if s.head == "classifier":
+        rows = {"train": _classifier_rows(tokenizer, job.train, job.labels, s.max_length),
+                "dev": _classifier_rows(tokenizer, job.dev, job.labels, s.max_length)}
+    else:
+        eot = end_of_turn_id(tokenizer)
+        rows = {"train": _lm_rows(tokenizer, eot, job.train, s.max_length),
+                "dev": _lm_rows(tokenizer, eot, job.dev, s.max_length)}
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    lr, sweep = s.lr, []
+    if s.lr_sweep:
+        lr, sweep = _sweep(job, model_path, tokenizer, rows, device, progress)
+    plan = _plan(s, len(rows["train"]))
+    checkpoints = job.out_dir / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    budget = s.time_budget_minutes * 60 if s.time_budget_minutes else None
+    timer = _Callbacks(progress, budget)
+    trainer = _build_trainer(job, model_path, tokenizer, rows, plan, checkpoints, device, lr=lr, sweep=False,
+                             callbacks=[timer])
+    train_start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=last)
+    train_s = time.perf_counter() - train_start
+    state = trainer.state
+    kind = "model" if s.method == "full" else "adapter"
+    target = job.out_dir / kind
+    if not trainer.is_world_process_zero():
+        return TrainedArtifact(path=target, kind=kind, provenance={})
+    tokens_per_epoch = sum(len(r["input_ids"]) for r in rows["train"])
+    epochs_done = float(state.epoch or 0.0)
+    resumed_step = int(Path(last).name.split("-")[-1]) if last else 0
+    tokens = tokens_per_epoch * epochs_done
+    new_tokens = tokens * (1 - resumed_step / max(1, state.global_step)) if state.global_step else 0.0
+    price = s.device_hour_usd if s.device_hour_usd is not None else DEFAULT_DEVICE_HOUR_USD[device]
+    wall_s = time.perf_counter() - start
+    device_hours = wall_s / 3600 * _world_size()
+    history = _history(state.log_history)
+    training = {
+        "device": device, "world_size": _world_size(), "method": s.method, "head": s.head,
+        "examples": len(rows["train"]), "dev_examples": len(rows["dev"]), "learning_rate": lr, "lr_sweep": sweep,
+        "planned_steps": plan.total_steps, "steps": state.global_step, "epochs": round(epochs_done, 3),
+        "steps_per_epoch": plan.steps_per_epoch, "batch_size": s.batch_size * s.grad_accum * _world_size(),
+        "resumed_from": Path(last).name if last else None,
+        "stopped": "time budget" if timer.stopped_by_budget else (
+            "early stopping" if state.global_step < plan.total_steps else "completed"),
+        "best_checkpoint_step": _step_of(state.best_model_checkpoint),
+        "best_dev_loss": state.best_metric,
+        "final_train_loss": float(output.training_loss) if output.training_loss is not None else None,
+        "tokens": int(tokens), "tokens_basis": "real (non-padding) prompt+completion tokens x epochs trained",
+        "tokens_per_s": new_tokens / train_s if train_s > 0 else None,
+        "wall_s": round(wall_s, 2), "train_s": round(train_s, 2), "device_hours": device_hours,
+        "device_hour_usd": price,
+        "price_source": "rung setting device_hour_usd" if s.device_hour_usd is not None else
+        f"default price for a {device} device-hour",
+        "cost_usd": device_hours * price,
+        "history": history, "warnings": _warnings(history, len(rows["train"]),
+                                                  _answers(job.train) if job.labels else []),
+    }
+    provenance = {**job.provenance, "base_model": job.base_model, "base_fingerprint": resolved.fingerprint,
+                  "settings": s.identity(), "seed": job.seed, "versions": _versions(), "training": training,
+                  "format": "PEFT adapter (load with peft.PeftModel.from_pretrained on the base model)"
+                  if kind == "adapter" else "transformers model directory"}
+    _save(trainer, tokenizer, target, provenance, kind)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # optimiser states are only needed to resume
+    return TrainedArtifact(path=target, kind=kind, provenance=provenance)
+
+
+def _save(trainer: Any, tokenizer: Any, target: Path, provenance: dict[str, Any], kind: str) -> None:
+    """Write into a temporary sibling and rename: a kill never leaves a half-saved artifact."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.model
+    if kind == "model" and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(tmp)
+    if kind == "model":
+        tokenizer.save_pretrained(tmp)
+    (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rstrip("/").split("-")[-1]) if checkpoint else None
+
+
+def _history(log_history: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
+    """Train and dev loss by step (the curves the overfitting guard reads)."""
+    train = [[h["step"], h["loss"]] for h in log_history if "loss" in h]
+    dev = [[h["step"], h["eval_loss"]] for h in log_history if "eval_loss" in h]
+    return {"train_loss": train, "dev_loss": dev}
+
+
+def _answers(pairs: Sequence[tuple[Any, str]]) -> list[str]:
+    return [a for _, a in pairs]
+
+
+def _warnings(history: dict[str, list[list[float]]], n: int, labels: Sequence[str]) -> list[str]:
+    """Overfitting and small-data warnings, each one sentence with the numbers behind it."""
+    out = []
+    dev = history["dev_loss"]
+    if len(dev) >= 2:
+        best_step, best = min(dev, key=lambda p: p[1])
+        last_step, last = dev[-1]
+        train = history["train_loss"]
+        train_at_best = [loss for step, loss in train if step <= best_step]
+        train_after = [loss for step, loss in train if step > best_step]
+        if last > best * 1.02 and train_at_best and train_after and min(train_after) < train_at_best[-1]:
+            out.append(f"Dev loss rose from {best:.3f} (step {best_step}) to {last:.3f} (step {last_step}) while the "
+                       f"training loss kept falling: the model overfits; the best checkpoint was kept.")
+    if n < 100:
+        out.append(f"Only {n} training examples: expect high variance between seeds and a wide forecast.")
+    if labels:
+        from collections import Counter
+
+        counts = Counter(labels)
+        if min(counts.values()) < 5:
+            out.append(f"Some labels have fewer than 5 training examples (minimum {min(counts.values())}).")
+    return out

@@ -1,0 +1,122 @@
+"""Learning-curve fits and forecasts against a known inverse power law, value(n) = 0.9 - 1.5 * n**-0.5."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tunewise.training.curves import CurvePoint, fit_learning_curve, forecast_examples
+
+A, B, C = 0.9, 1.5, 0.5
+NS = [50, 100, 200, 400, 800, 1600, 3200]
+
+
+def _true(n: float) -> float:
+    return A - B * n**-C
+
+
+def _points(ns: list[int], seed: int, n_test: int) -> list[CurvePoint]:
+    rng = np.random.default_rng(seed)
+    return [CurvePoint(n, rng.binomial(n_test, _true(n)) / n_test, n_test=n_test) for n in ns]
+
+
+@pytest.fixture(scope="module")
+def full_fit():
+    return fit_learning_curve(_points(NS, seed=7, n_test=20_000), seed=0, n_boot=200)
+
+
+@pytest.fixture(scope="module")
+def short_fit():
+    # stops at n=800, where the curve is at 84.7%: 85% must be forecast, not measured
+    return fit_learning_curve(_points(NS[:5], seed=7, n_test=20_000), seed=0, n_boot=200)
+
+
+def test_recovers_known_parameters(full_fit):
+    exact = fit_learning_curve([CurvePoint(n, _true(n)) for n in NS], n_boot=0)
+    assert exact.params == pytest.approx({"a": A, "b": B, "c": C}, rel=1e-3)
+    assert exact.residual_rmse < 1e-6 and exact.n_boot == 0
+    assert exact.to_json()["params_ci"]["a"] == [None, None]
+    p = full_fit.params
+    assert abs(p["a"] - A) < 0.02 and abs(p["b"] - B) < 0.35 * B and abs(p["c"] - C) < 0.1
+    for name, true in (("a", A), ("b", B), ("c", C)):
+        lo, hi = full_fit.params_ci[name]
+        assert lo <= true <= hi, (name, lo, hi)
+    assert full_fit.n_boot >= 190 and full_fit.model == "inverse_power_law"
+    doc = json.loads(json.dumps(full_fit.to_json()))
+    assert [pt["n"] for pt in doc["points"]] == NS and doc["params"]["a"] == pytest.approx(p["a"])
+
+
+def test_forecast_brackets_true_n(short_fit):
+    true_n = (B / (A - 0.85)) ** (1 / C)  # 900
+    fc = forecast_examples(short_fit, 0.85)
+    assert fc.status == "forecast"
+    assert fc.n_needed == pytest.approx(true_n, rel=0.2)
+    assert fc.n_low is not None and fc.n_low <= true_n
+    assert fc.n_high is None or true_n <= fc.n_high
+    assert fc.n_low <= fc.n_needed <= (fc.n_high or math.inf)
+    assert fc.p_reachable == 1.0
+    assert "labelled examples" in fc.message and "85% accuracy" in fc.message and "95% interval" in fc.message
+    assert json.loads(json.dumps(fc.to_json()))["status"] == "forecast"
+
+
+def test_target_beyond_asymptote_is_out_of_reach(full_fit, short_fit):
+    fc = forecast_examples(full_fit, 0.95)
+    assert fc.status == "out_of_reach"
+    assert fc.n_needed is None and fc.n_low is None and fc.n_high is None
+    assert "ceiling" in fc.message and "89%" in fc.message and "95%" in fc.message
+    assert fc.p_reachable is not None and fc.p_reachable < 0.05
+    capped = forecast_examples(short_fit, 0.85, max_n=500)  # reachable, but only beyond max_n
+    assert capped.status == "out_of_reach" and capped.n_needed is None and "500" in capped.message
+
+
+def test_target_near_asymptote_with_noisy_points_is_unbounded():
+    fit = fit_learning_curve(_points([25, 50, 100, 200], seed=4, n_test=300), seed=0, n_boot=200)
+    fc = forecast_examples(fit, 0.88)
+    assert fc.status in ("forecast", "out_of_reach")
+    assert fc.p_reachable is not None and fc.p_reachable < 1.0
+    assert fc.n_high is None or fc.n_high > 20 * (fc.n_low or 1.0)
+    if fc.status == "forecast" and fc.n_high is None:
+        assert "unbounded" in fc.message
+
+
+def test_reached_when_a_point_meets_target(full_fit):
+    fc = forecast_examples(full_fit, 0.85)
+    smallest = min(pt.n for pt in full_fit.points if pt.value >= 0.85)
+    assert smallest < max(NS)  # the data really has a point past 85% before the last one
+    assert fc.status == "reached" and fc.n_needed == smallest
+    assert f"{smallest:,}" in fc.message and "already met" in fc.message
+    assert forecast_examples(full_fit, 0.5).n_needed == 50
+
+
+def test_fewer_than_three_distinct_sizes_raises():
+    two = [CurvePoint(100, 0.7), CurvePoint(100, 0.72), CurvePoint(200, 0.8), CurvePoint(200, 0.79)]
+    with pytest.raises(ValueError, match="3 distinct"):
+        fit_learning_curve(two, n_boot=10)
+    three = fit_learning_curve([CurvePoint(n, _true(n), n_test=500) for n in (100, 400, 1600)], n_boot=20)
+    assert len(three.points) == 3 and three.n_boot > 0 and 0 <= three.params["a"] <= 1
+
+
+def test_same_seed_same_result():
+    pts = _points(NS[:5], seed=3, n_test=1_000)
+    f1, f2 = (fit_learning_curve(pts, seed=11, n_boot=60) for _ in range(2))
+    f3 = fit_learning_curve(pts, seed=12, n_boot=60)
+    assert f1.to_json() == f2.to_json()
+    assert np.array_equal(f1.band([5000])[0], f2.band([5000])[0])
+    assert forecast_examples(f1, 0.8).to_json() == forecast_examples(f2, 0.8).to_json()
+    assert f1.params == f3.params and f1.params_ci != f3.params_ci
+
+
+def test_band_contains_prediction_and_widens_beyond_data(full_fit):
+    ns = np.array(NS + [10 * NS[-1]], dtype=float)
+    lo, hi = full_fit.band(ns)
+    pred = full_fit.predict(ns)
+    assert lo.shape == hi.shape == pred.shape == ns.shape
+    assert np.all(lo <= pred) and np.all(pred <= hi)
+    width = hi - lo
+    assert width[-1] >= width[-2] > 0
+    assert full_fit.predict(1600) == pytest.approx(_true(1600), abs=0.01)
+    lo90, hi90 = full_fit.band(ns, alpha=0.1)
+    assert np.all(hi90 - lo90 <= width + 1e-12)
