@@ -165,7 +165,7 @@ def test_training_killed_with_sigkill_resumes_from_its_last_checkpoint(tiny_llam
     artifacts = tmp_path / ".tunewise" / "artifacts"
     deadline = time.time() + 240
     while time.time() < deadline:
-        if list(artifacts.glob("*/checkpoints/checkpoint-10")):
+        if list(artifacts.glob("*/checkpoints/checkpoint-10/trainer_state.json")):
             break
         if proc.poll() is not None:
             pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
@@ -190,7 +190,11 @@ def test_learning_curve_trains_nested_subsets_and_forecasts(tiny_llama_dir, tmp_
     task = tiny_task(tmp_path, tiny_llama_dir, f"  - {{name: curve, strategy: learning_curve, params: {params}}}\n"
                      "  - {name: pcurve, strategy: learning_curve, params: {of: probe, sizes: [2, 4, 8], "
                      "include_all: true}}\n")
-    data = json.loads(run_task(load_task(task)).results_path.read_text())
+    outcome = run_task(load_task(task))
+    data = json.loads(outcome.results_path.read_text())
+    summary = outcome.summary_path.read_text()
+    assert "## Learning curve: curve (finetune)" in summary and "Back-test: fitted on n = [12, 24, 36]" in summary
+    assert "## Training (fine-tuning rungs)" in summary and "Forecast:" in summary
     for name, sizes in (("curve", [12, 24, 36, 40]), ("pcurve", [8, 16, 32, 40])):
         r = _rung(data, name)
         assert r["status"] == "finished", r.get("error")
@@ -204,3 +208,25 @@ def test_learning_curve_trains_nested_subsets_and_forecasts(tiny_llama_dir, tmp_
         assert r["metrics"]["accuracy"]["value"] == curve["points"][-1]["test"]["value"]
     subsets = [p["subset"]["per_label"] for p in _rung(data, "curve")["extras"]["curve"]["points"]]
     assert subsets == [3, 6, 9, 12]
+
+
+def test_full_fine_tuning_saves_a_loadable_model_and_the_lr_sweep_is_chosen_on_dev(tiny_llama_dir, tmp_path):
+    full = "{method: full, max_steps: 6, batch_size: 8, learning_rate: 0.001}"
+    sweep = "{max_steps: 6, batch_size: 8, r: 4, lr_sweep: [0.00001, 0.01], sweep_steps: 3}"
+    task = tiny_task(tmp_path, tiny_llama_dir, f"  - {{name: full_ft, strategy: finetune, params: {full}}}\n"
+                     f"  - {{name: swept, strategy: finetune, params: {sweep}}}\n")
+    data = json.loads(run_task(load_task(task)).results_path.read_text())
+    r = _rung(data, "full_ft")
+    assert r["status"] == "finished", r.get("error")
+    model_dir = Path(r["config"]["artifact"])
+    assert r["config"]["artifact_kind"] == "model" and (model_dir / "config.json").is_file()
+    assert (model_dir / "tunewise_provenance.json").is_file() and (model_dir / "tokenizer.json").is_file()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(model_dir)  # a plain transformers model directory
+    s = _rung(data, "swept")
+    assert s["status"] == "finished", s.get("error")
+    table = s["extras"]["training"]["lr_sweep"]
+    assert [row["learning_rate"] for row in table] == [0.00001, 0.01]
+    best = min(table, key=lambda row: row["dev_loss"])["learning_rate"]
+    assert s["extras"]["training"]["learning_rate"] == best

@@ -99,6 +99,62 @@ def _best_details(results: RunResults) -> list[str]:
     return lines
 
 
+def _training(results: RunResults) -> list[str]:
+    rows = [(r, r.extras.get("training")) for r in results.rungs if r.status == "finished" and r.extras.get("training")]
+    if not rows:
+        return []
+    lines = ["## Training (fine-tuning rungs)", "",
+             "| rung | method / head | examples | steps (epochs) | minutes | tokens/s | device | cost USD | stopped "
+             "| lr |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r, t in rows:
+        lines.append(
+            f"| {r.name} | {t.get('method')} / {t.get('head')} | {t.get('examples')} | {t.get('steps')} "
+            f"({_num(t.get('epochs'), '{:.2f}')}) | {_num((t.get('wall_s') or 0) / 60, '{:.1f}')} "
+            f"| {_num(t.get('tokens_per_s'), '{:.0f}')} | {t.get('device')} x{t.get('world_size', 1)} "
+            f"| {_num(t.get('cost_usd'), '{:.4f}')} | {t.get('stopped')} | {t.get('learning_rate')} |")
+    lines.append("")
+    lines.append("Minutes: wall time of the training run including loading and dev evaluations; tokens/s: real "
+                 "(non-padding) training tokens per second of training; cost: device-hours x the price per "
+                 "device-hour recorded in the result. An artifact trained earlier with the same configuration is "
+                 "reused and keeps its original figures.")
+    warnings = [f"- {r.name}: {w}" for r, t in rows for w in t.get("warnings", [])]
+    return lines + ([""] + warnings if warnings else []) + [""]
+
+
+def _curves(results: RunResults) -> list[str]:
+    lines: list[str] = []
+    for r in results.rungs:
+        curve = r.extras.get("curve") if r.status == "finished" else None
+        if not curve:
+            continue
+        lines += [f"## Learning curve: {r.name} ({curve['of']})", "",
+                  f"| training examples | test {curve['metric']} % [95% CI] | train | dev |", "|---|---|---|---|"]
+        for p in curve["points"]:
+            t = p["test"]
+            train = p.get("train_loss") if p.get("train_loss") is not None else p.get("train_accuracy")
+            dev = p.get("dev_loss") if p.get("dev_loss") is not None else p.get("dev_accuracy")
+            lines.append(f"| {p['n']} | {_pct(t['value'])} [{_pct(t['low'])}, {_pct(t['high'])}] "
+                         f"| {_num(train, '{:.3f}')} | {_num(dev, '{:.3f}')} |")
+        lines.append("")
+        fit = curve.get("fit")
+        if fit:
+            params, ci = fit["params"], fit["params_ci"]
+            lines.append(f"Fit ({curve['model']}): ceiling a = {_pct(params['a'])}% "
+                         f"[{_pct(ci['a'][0])}, {_pct(ci['a'][1])}], b = {params['b']:.3g}, c = {params['c']:.3g}.")
+        forecast = curve.get("forecast")
+        if forecast:
+            lines.append(f"Forecast: {forecast['message']}")
+        back = curve.get("backtest")
+        if back:
+            lines.append(f"Back-test: fitted on n = {back['fitted_on']}, the curve forecast {_pct(back['forecast'])}% "
+                         f"[{_pct(back['forecast_band'][0])}, {_pct(back['forecast_band'][1])}] at n = {back['n']}; "
+                         f"measured {_pct(back['measured'])}% [{_pct(back['measured_ci'][0])}, "
+                         f"{_pct(back['measured_ci'][1])}].")
+        lines += [f"- Warning: {w}" for w in curve.get("warnings", [])]
+        lines.append("")
+    return lines
+
+
 def summary_markdown(results: RunResults) -> str:
     task = results.task
     target = ", ".join(f"{k} >= {v}" for k, v in (task.get("target") or {}).items()) or "none set"
@@ -108,7 +164,8 @@ def summary_markdown(results: RunResults) -> str:
         f"# tunewise run `{results.run_id}`: {task.get('name')}", "",
         f"Kind **{task.get('kind')}**, model `{task.get('model')}`, target {target}, seed {results.seed}, "
         f"status {results.status}.", "",
-        *_rung_table(results), *_comparisons(results), *_best_details(results), *_checks(results),
+        *_rung_table(results), *_comparisons(results), *_training(results), *_curves(results),
+        *_best_details(results), *_checks(results),
         "## What produced these numbers", "",
         "Every rung was scored on the same frozen test split. Intervals: percentile bootstrap over test examples "
         "(2,000 resamples). Paired tests: exact McNemar on per-example correctness and a paired bootstrap of the "

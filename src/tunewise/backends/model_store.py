@@ -216,9 +216,28 @@ def _hf_cached_snapshot(repo_id: str) -> Path | None:
 def local_model_path(resolved: ResolvedModel) -> Path:
     """A directory ``from_pretrained`` loads (any model class); builds the embedded cache on first use."""
     if resolved.gguf_file is None:
+        _drop_gguf_quantization_config(resolved.path)
         return resolved.path
     assert resolved.cache_path is not None
     return _dequantise_to_cache(resolved.path, resolved.gguf_file, resolved.cache_path)
+
+
+def _drop_gguf_quantization_config(path: Path) -> None:
+    """A dequantised copy must not claim to be GGUF-quantised (Trainer refuses to train such a model).
+
+    Caches written by tunewise 0.1.0 kept ``quantization_config: {quant_method: gguf}`` in their
+    ``config.json``; the weights are plain float32, so the entry is removed (atomically) here.
+    """
+    if not (path / _COMPLETE_MARKER).is_file():
+        return  # only our own caches are ever edited
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text())
+    if (config.get("quantization_config") or {}).get("quant_method") != "gguf":
+        return
+    del config["quantization_config"]
+    tmp = config_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(config_file)
 
 
 def load_pretrained(resolved: ResolvedModel, *, dtype: Any, device: str) -> tuple[Any, Any]:
@@ -246,6 +265,8 @@ def _dequantise_to_cache(gguf_dir: Path, gguf_file: str, target: Path) -> Path:
     try:
         model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
         model.hf_quantizer = None  # save_pretrained refuses GGUF-loaded models otherwise
+        if hasattr(model.config, "quantization_config"):  # the saved weights are plain float32
+            del model.config.quantization_config
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file).save_pretrained(tmp)
         source = {"gguf": str(gguf_dir / gguf_file), "size": (gguf_dir / gguf_file).stat().st_size}

@@ -55,6 +55,7 @@ class TuneSettings(BaseModel):
     max_length: int = Field(256, ge=8)
     padding_free: bool | None = None  # default: on for the LM head (no padding tokens computed)
     gradient_checkpointing: bool = False
+    answer_only_head: bool = True  # LM head on answer positions only (same loss, less compute; see trainer.py)
     # early stopping on the dev split
     early_stopping_patience: int | None = Field(3, ge=1)
     evals_per_epoch: int = Field(2, ge=1)

@@ -134,6 +134,13 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _distributed_backend() -> str | None:
+    """The process group's backend (``gloo``, ``nccl``) when training runs multi-process, else None."""
+    import torch.distributed as dist
+
+    return str(dist.get_backend()) if dist.is_available() and dist.is_initialized() else None
+
+
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -160,6 +167,7 @@ def _load_model(path: Path, job: TrainingJob, device: str) -> Any:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=kwargs["dtype"])
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}
     if s.head == "classifier":
         labels = list(job.labels)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -256,7 +264,10 @@ def _checkpointing_arg(on: bool) -> dict[str, bool]:
     from transformers import TrainingArguments
 
     params = inspect.signature(TrainingArguments.__init__).parameters
-    return {"activation_checkpointing" if "activation_checkpointing" in params else "gradient_checkpointing": on}
+    if "activation_checkpointing" not in params:
+        return {"gradient_checkpointing": on}
+    # TRL's SFTConfig still defaults the old name to True, which wins unless it is set as well
+    return {"activation_checkpointing": on, "gradient_checkpointing": on}
 
 
 def _bf16_ok() -> bool:
@@ -280,11 +291,12 @@ def _build_trainer(job: TrainingJob, model_path: Path, tokenizer: Any, rows: dic
 
         callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=s.early_stopping_patience)]
     if s.head == "lm":
-        from trl import SFTConfig, SFTTrainer
+        from trl import SFTConfig
 
         config = SFTConfig(**args, completion_only_loss=True, max_length=None, padding_free=s.use_padding_free(),
                            dataset_kwargs={"skip_prepare_dataset": False})
-        return _quiet(SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=dev_ds,
+        trainer_cls = _sft_trainer_class(s.answer_only_head and _world_size() == 1)
+        return _quiet(trainer_cls(model=model, args=config, train_dataset=train_ds, eval_dataset=dev_ds,
                                  processing_class=tokenizer, peft_config=_peft_config(s), callbacks=callbacks))
     from peft import get_peft_model
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
@@ -294,6 +306,43 @@ def _build_trainer(job: TrainingJob, model_path: Path, tokenizer: Any, rows: dic
     return _quiet(Trainer(model=model, args=TrainingArguments(**args), train_dataset=train_ds, eval_dataset=dev_ds,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                           callbacks=callbacks))
+
+
+def _sft_trainer_class(answer_only_head: bool) -> Any:
+    """TRL's ``SFTTrainer``, or a subclass whose loss applies the LM head to the answer tokens only.
+
+    TRL 1.16 computes the log-probabilities, entropy and top-1 hits of *every* position through its
+    chunked LM head unless it runs on a Triton device; with a 49k vocabulary and answers of a few
+    tokens after a ~40-token prompt, that is most of a CPU step. The subclass runs the backbone,
+    keeps the hidden states whose next token is labelled, and applies the head there only: the
+    same loss (mean cross-entropy over completion tokens) for less compute. Data preparation,
+    collation, padding-free batches, checkpoints and evaluation stay TRL's. Multi-process runs use
+    the stock loss, because DDP synchronises gradients only through its own forward.
+    """
+    from trl import SFTTrainer
+
+    if not answer_only_head:
+        return SFTTrainer
+
+    class AnswerOnlySFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+            import torch.nn.functional as F
+
+            net = model.get_base_model() if hasattr(model, "get_base_model") else model
+            labels = inputs["labels"]
+            feed = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+            hidden = net.base_model(**feed, use_cache=False).last_hidden_state[:, :-1]
+            targets = labels[:, 1:]
+            mask = targets != -100
+            logits = net.get_output_embeddings()(hidden[mask]).float()
+            loss = F.cross_entropy(logits, targets[mask]) if mask.any() else hidden.sum() * 0.0
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+        def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False  # the loss is a per-batch mean: Trainer divides by accumulation
+
+    return AnswerOnlySFTTrainer
 
 
 def _quiet(trainer: Any) -> Any:
@@ -326,7 +375,6 @@ def _sweep(job: TrainingJob, model_path: Path, tokenizer: Any, rows: dict[str, l
 def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtifact:
     """Train (or resume, or reuse) the artifact described by ``job``; see the module docstring."""
     from transformers import AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
 
     from ..backends.local import end_of_turn_id
     from ..backends.model_store import local_model_path, resolve_model
@@ -355,7 +403,7 @@ def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtif
         lr, sweep = _sweep(job, model_path, tokenizer, rows, device, progress)
     plan = _plan(s, len(rows["train"]))
     checkpoints = job.out_dir / "checkpoints"
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = _last_complete_checkpoint(checkpoints)
     budget = s.time_budget_minutes * 60 if s.time_budget_minutes else None
     timer = _Callbacks(progress, budget)
     trainer = _build_trainer(job, model_path, tokenizer, rows, plan, checkpoints, device, lr=lr, sweep=False,
@@ -378,7 +426,8 @@ def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtif
     device_hours = wall_s / 3600 * _world_size()
     history = _history(state.log_history)
     training = {
-        "device": device, "world_size": _world_size(), "method": s.method, "head": s.head,
+        "device": device, "world_size": _world_size(), "distributed_backend": _distributed_backend(),
+        "method": s.method, "head": s.head,
         "examples": len(rows["train"]), "dev_examples": len(rows["dev"]), "learning_rate": lr, "lr_sweep": sweep,
         "planned_steps": plan.total_steps, "steps": state.global_step, "epochs": round(epochs_done, 3),
         "steps_per_epoch": plan.steps_per_epoch, "batch_size": s.batch_size * s.grad_accum * _world_size(),
@@ -388,7 +437,8 @@ def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtif
         "best_checkpoint_step": _step_of(state.best_model_checkpoint),
         "best_dev_loss": state.best_metric,
         "final_train_loss": float(output.training_loss) if output.training_loss is not None else None,
-        "tokens": int(tokens), "tokens_basis": "real (non-padding) prompt+completion tokens x epochs trained",
+        "tokens": int(tokens), "tokens_basis": "real (non-padding) prompt+completion tokens x epochs trained; "
+        "tokens/s counts this process's tokens over its training wall time, dev evaluations and checkpoints included",
         "tokens_per_s": new_tokens / train_s if train_s > 0 else None,
         "wall_s": round(wall_s, 2), "train_s": round(train_s, 2), "device_hours": device_hours,
         "device_hour_usd": price,
@@ -420,6 +470,23 @@ def _save(trainer: Any, tokenizer: Any, target: Path, provenance: dict[str, Any]
     (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str))
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
+
+
+def _last_complete_checkpoint(directory: Path) -> str | None:
+    """The newest checkpoint that was completely written; half-written ones (a kill mid-save) are removed.
+
+    The Trainer writes ``trainer_state.json`` after the weights, optimiser, scheduler and RNG
+    states, so its presence marks a checkpoint that can be resumed from.
+    """
+    if not directory.is_dir():
+        return None
+    found = sorted((p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    complete = [p for p in found if (p / "trainer_state.json").is_file() and (p / "optimizer.pt").is_file()]
+    for p in found:
+        if p not in complete:
+            shutil.rmtree(p, ignore_errors=True)
+    return str(complete[-1]) if complete else None
 
 
 def _step_of(checkpoint: str | None) -> int | None:
