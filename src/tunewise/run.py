@@ -1,5 +1,8 @@
 """``run_task``: load the task, freeze the split, climb the rungs, record everything.
 
+``train_only``: the same splits and artifact directory, one ``finetune`` rung's training and
+nothing else (no evaluation, no run store), for ``tunewise train`` under ``accelerate launch``.
+
 Flow: spec -> splits + data checks -> run store (same task and data -> same run id) -> for each
 rung: reuse a finished result, or prepare a candidate and evaluate it on the frozen test split
 -> paired comparisons -> ``results.json`` and ``summary.md``. Every model call goes through the
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .data import Splits, check_data, load_splits
-from .errors import RungSkipped, TunewiseError
+from .errors import RungSkipped, TaskSpecError, TunewiseError
 from .evaluation.runner import evaluate, usage_summary
 from .evaluation.scoring import (
     PRIMARY_METRIC,
@@ -37,7 +40,7 @@ from .strategies.base import PrepareContext, get_strategy
 from .summary import summary_markdown
 from .task import RungSpec, TaskSpec
 
-__all__ = ["RunOutcome", "run_task", "Progress"]
+__all__ = ["RunOutcome", "run_task", "train_only", "Progress"]
 
 # progress(label, done, total): the CLI draws bars; the library never prints
 Progress = Callable[[str, int, int], None]
@@ -267,3 +270,23 @@ def run_task(
     store.close()
     return RunOutcome(results=run_results, results_path=results_path, summary_path=summary_path,
                       reused=tuple(reused))
+
+
+def train_only(spec: TaskSpec, rung_name: str, *, progress: Progress | None = None) -> Any:
+    """Train (or reuse) one ``finetune`` rung's artifact: no evaluation, and the run store is never opened.
+
+    The splits, seed and artifact directory are exactly :func:`run_task`'s, so a later ``run_task``
+    of the rung reuses the artifact (``artifact_reused`` in its config). Safe to call from every
+    process of an ``accelerate launch`` / ``torchrun`` job: only rank 0 writes the artifact.
+    Returns the :class:`~tunewise.training.trainer.TrainedArtifact` (empty provenance on other ranks).
+    """
+    from .strategies.finetuning import train_rung_artifact
+
+    (rung,) = resolve_rungs(spec, [rung_name])
+    if rung.strategy != "finetune":
+        raise TaskSpecError(f"rung '{rung.name}' uses strategy '{rung.strategy}'; only 'finetune' rungs can be "
+                            "trained on their own (run the others with `tunewise run`).")
+    splits = load_splits(spec)
+    ctx = PrepareContext(spec=spec, splits=splits, seed=spec.seed, artifacts=spec.store_dir / "artifacts",
+                         report=progress)
+    return train_rung_artifact(rung, ctx)

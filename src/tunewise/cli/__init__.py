@@ -12,6 +12,7 @@ from .advise import advise_cmd
 from .init import init_cmd
 from .run import run_cmd
 from .runs import runs_group
+from .train import train_cmd
 
 __all__ = ["main", "cli"]
 
@@ -23,6 +24,7 @@ def cli() -> None:
 
 
 cli.add_command(run_cmd)
+cli.add_command(train_cmd)
 cli.add_command(init_cmd)
 cli.add_command(advise_cmd)
 cli.add_command(runs_group)

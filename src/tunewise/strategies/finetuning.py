@@ -38,7 +38,8 @@ from ..training.subsets import describe_subset, subset_hash, training_subset
 from .base import Candidate, PrepareContext, register
 from .prompting import PromptProgram, PromptSettings
 
-__all__ = ["TunedCandidate", "tuned_program", "prepare_finetune", "prepare_learning_curve", "TUNED_INSTRUCTIONS"]
+__all__ = ["TunedCandidate", "tuned_program", "prepare_finetune", "prepare_learning_curve", "train_rung_artifact",
+           "TUNED_INSTRUCTIONS"]
 
 TUNED_INSTRUCTIONS = {
     "classification": "Classify the input. Reply with the label only.",
@@ -124,9 +125,20 @@ def _make_backend(spec: Any, artifact: Any, s: TuneSettings) -> Backend:
     return LocalBackend(spec.model, adapter=artifact.path)
 
 
-def build_tuned(rung_name: str, ctx: PrepareContext, s: TuneSettings, *, label: str | None = None) -> TunedCandidate:
-    """Train (or reuse) the artifact for ``s`` and wrap it as a candidate."""
-    from ..training.trainer import TrainingJob, train
+@dataclass(frozen=True)
+class _RungTraining:
+    """A rung's training job and what its candidate needs to be described."""
+
+    job: Any  # TrainingJob
+    program: PromptProgram
+    subset: Sequence[Any]
+    dev: Sequence[Any]
+    key: str
+
+
+def _training_job(rung_name: str, ctx: PrepareContext, s: TuneSettings) -> _RungTraining:
+    """The content-keyed :class:`TrainingJob` for ``s`` on this context's splits (nothing trained yet)."""
+    from ..training.trainer import TrainingJob
 
     spec = ctx.spec
     _check_runnable(rung_name, s, spec)
@@ -152,13 +164,41 @@ def build_tuned(rung_name: str, ctx: PrepareContext, s: TuneSettings, *, label: 
     job = TrainingJob(base_model=spec.model, settings=s, train=pairs(subset), dev=pairs(dev),
                       out_dir=ctx.artifacts / key, seed=ctx.seed, labels=labels if spec.kind == "classification"
                       else (), provenance=provenance)
+    return _RungTraining(job=job, program=program, subset=subset, dev=dev, key=key)
+
+
+def _train(rung_name: str, ctx: PrepareContext, planned: _RungTraining, label: str | None) -> Any:
+    from ..training.trainer import train
+
     report = None
     if ctx.report is not None:
         title = f"{label or rung_name}: training"
 
         def report(done: int, total: int) -> None:
             ctx.report(title, done, total)
-    artifact = train(job, progress=report)
+    return train(planned.job, progress=report)
+
+
+def train_rung_artifact(rung: Any, ctx: PrepareContext) -> Any:
+    """Train (or reuse) a ``finetune`` rung's artifact only: no backend, no evaluation.
+
+    The artifact directory is the one :func:`prepare_finetune` uses for the same rung, task and
+    data (content-keyed), so a later run of the rung finds and reuses it. Under ``accelerate
+    launch`` every process calls this; only rank 0 writes the artifact.
+    """
+    if rung.strategy != "finetune":
+        raise TaskSpecError(f"rung '{rung.name}' uses strategy '{rung.strategy}'; only 'finetune' rungs can be "
+                            "trained on their own.")
+    s = settings_from_params(rung.name, rung.params)
+    return _train(rung.name, ctx, _training_job(rung.name, ctx, s), None)
+
+
+def build_tuned(rung_name: str, ctx: PrepareContext, s: TuneSettings, *, label: str | None = None) -> TunedCandidate:
+    """Train (or reuse) the artifact for ``s`` and wrap it as a candidate."""
+    spec = ctx.spec
+    planned = _training_job(rung_name, ctx, s)
+    program, subset, dev, key = planned.program, planned.subset, planned.dev, planned.key
+    artifact = _train(rung_name, ctx, planned, label)
     backend = _make_backend(spec, artifact, s)
     if ctx.wrap_backend is not None:
         backend = ctx.wrap_backend(backend)
