@@ -1,0 +1,282 @@
+"""Money and time from measured numbers: tokens and device-hours -> USD, break-even, time to deploy.
+
+Every figure comes from what a run measured (mean tokens per request, examples per second,
+training device-hours) times a price from :class:`Prices`, and carries a ``basis`` sentence that
+names both. Formulas:
+
+* API model, per request: ``((P - C) * input + C * cached_input + O * output) / 1e6`` where P, C, O
+  are the measured mean prompt, cached prompt and completion tokens (cached tokens are a subset of
+  prompt tokens, as in OpenAI's usage) and prices are USD per million tokens.
+* Self-hosted (``local:``, ``hf:``, ``fake:``, or no LLM), per request:
+  ``device_hour_usd / 3600 / examples_per_s``: the device busy only while serving, at the
+  measured throughput (a dedicated always-on device costs its full hours whatever the volume).
+* Training, one-off: ``device_hours * device_hour_usd``.
+
+Out of scope: choosing a candidate (``decision.py``) and API fine-tuning fees. Everything here is
+pure except :func:`load_prices`, which reads a price file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import TaskSpecError
+from .training.settings import DEFAULT_DEVICE_HOUR_USD
+
+__all__ = [
+    "ApiPrice", "Prices", "DEFAULT_PRICES", "PRICES_AS_OF", "DAYS_PER_MONTH", "load_prices", "Cost", "Amount", "TokenSavings", "SETUP_HOURS",
+    "is_self_hosted", "request_cost", "training_cost", "monthly_cost", "retraining_monthly_cost",
+    "break_even_volume", "prompt_token_savings", "time_to_deploy",
+]
+
+PRICES_AS_OF = "2025-06"
+DAYS_PER_MONTH = 365.25 / 12  # 30.4375
+SELF_HOSTED_KINDS = frozenset({"local", "hf", "fake"})
+#: working hours to put a candidate in production, on top of any training wall time
+SETUP_HOURS = {
+    "prompt": 1.0,  # paste the prompt into the application, wire the model endpoint, smoke test
+    "no_llm": 2.0,  # package the embedder and the probe / index behind an endpoint, smoke test
+    "tuned": 4.0,  # package the adapter (or merged model), stand up a serving endpoint, smoke test
+}
+_USD = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiPrice(_Strict):
+    """List prices of one API model, in USD per million tokens; ``cached_input`` None: same as input."""
+
+    input: _USD
+    output: _USD
+    cached_input: _USD | None = None
+    source: str = ""
+
+
+class Prices(_Strict):
+    """API token prices, device-hour prices for self-hosting, and API embedding prices."""
+
+    api: dict[str, ApiPrice] = Field(default_factory=dict)
+    device_hour: dict[str, _USD] = Field(default_factory=dict)
+    embedding: dict[str, _USD] = Field(
+        default_factory=dict, description="USD per million tokens for API embedders; local embedders run on the "
+        "device and are inside the measured throughput.")
+    device_source: str = ""
+    embedding_source: str = ""
+
+    def api_price(self, model: str) -> tuple[str, ApiPrice] | None:
+        """The entry for ``openai:gpt-4o-mini-2024-07-18``: exact id, exact name, else the longest dated prefix."""
+        name = model.split(":", 1)[1] if ":" in model else model
+        for key in (model, name):
+            if key in self.api:
+                return key, self.api[key]
+        prefixes = [k for k in self.api if name.startswith(k + "-")]
+        if not prefixes:
+            return None
+        best = max(prefixes, key=len)
+        return best, self.api[best]
+
+
+_LIST = f"OpenAI list price as of {PRICES_AS_OF}; check your provider"
+DEFAULT_PRICES = Prices(
+    api={
+        "gpt-4o-mini": ApiPrice(input=0.15, cached_input=0.075, output=0.60, source=_LIST),
+        "gpt-4o": ApiPrice(input=2.50, cached_input=1.25, output=10.00, source=_LIST),
+        "gpt-4.1": ApiPrice(input=2.00, cached_input=0.50, output=8.00, source=_LIST),
+        "gpt-4.1-mini": ApiPrice(input=0.40, cached_input=0.10, output=1.60, source=_LIST),
+        "gpt-4.1-nano": ApiPrice(input=0.10, cached_input=0.025, output=0.40, source=_LIST),
+    },
+    device_hour={**DEFAULT_DEVICE_HOUR_USD, "t4": 0.35, "l4": 0.80, "a10g": 1.01, "a100": 3.70, "h100": 4.50},
+    embedding={"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13},
+    # cpu: a 2-vCPU VM; cuda: one data-centre GPU; named GPUs: one card
+    device_source=f"rough on-demand cloud price as of {PRICES_AS_OF}; check your provider",
+    embedding_source=_LIST,
+)
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = _deep_merge(out[key], value) if both else value
+    return out
+
+
+def _validated(raw: Mapping[str, Any], source: str) -> Prices:
+    try:
+        return Prices.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            raise TaskSpecError(f"{source}: unknown key '{where}' in the price table (check its spelling).") from None
+        if err["type"] == "missing":
+            raise TaskSpecError(f"{source}: missing required key '{where}' in the price table.") from None
+        raise TaskSpecError(f"{source}: key '{where}': {err['msg'].removeprefix('Value error, ')}.") from None
+
+
+def load_prices(path: Path | str | None = None, overrides: Mapping[str, Any] | None = None) -> Prices:
+    """Defaults, deep-merged with a YAML/JSON price file, then with ``overrides`` (later wins, key by key)."""
+    prices = DEFAULT_PRICES
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TaskSpecError(f"{path}: price file not found.") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise TaskSpecError(f"{path}: cannot read the price file ({exc.__class__.__name__}).") from None
+        if not isinstance(raw, Mapping):
+            raise TaskSpecError(f"{path}: the price file must be a mapping of keys to values.")
+        prices = _validated(_deep_merge(prices.model_dump(), raw), str(path))
+    if overrides:
+        prices = _validated(_deep_merge(prices.model_dump(), overrides), "price overrides")
+    return prices
+
+
+@dataclass(frozen=True)
+class Cost:
+    """USD per request (None when it cannot be priced) and the sentence that says how."""
+
+    per_request_usd: float | None
+    basis: str
+
+    @property
+    def per_1k_usd(self) -> float | None:
+        return None if self.per_request_usd is None else 1000 * self.per_request_usd
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "per_1k_usd": self.per_1k_usd}
+
+
+@dataclass(frozen=True)
+class Amount:
+    """A one-off or recurring amount (USD, or hours for :func:`time_to_deploy`) and its basis."""
+
+    value: float | None
+    basis: str
+
+
+@dataclass(frozen=True)
+class TokenSavings:
+    before: float  # mean prompt tokens per request of the prompting candidate
+    after: float  # ... of the tuned candidate
+    saved: float  # before - after (negative: the tuned prompt is longer)
+    share: float | None  # saved / before
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _usage(rung_or_usage: Any) -> Mapping[str, Any]:
+    usage = getattr(rung_or_usage, "usage", None)
+    if usage is None and isinstance(rung_or_usage, Mapping):
+        usage = rung_or_usage["usage"] if isinstance(rung_or_usage.get("usage"), Mapping) else rung_or_usage
+    return usage or {}
+
+
+def _mean(usage: Mapping[str, Any], key: str) -> float | None:
+    return _finite((usage.get(key) or {}).get("mean"))
+
+
+def is_self_hosted(model: str | None) -> bool:
+    """No LLM (None) or a ``local:``/``hf:``/``fake:`` model: priced by device time, not tokens."""
+    return model is None or model.split(":", 1)[0] in SELF_HOSTED_KINDS
+
+
+def request_cost(rung_or_usage: Any, model: str | None, prices: Prices, *, device: str = "cpu") -> Cost:
+    """Cost of one request at the measured usage (formulas in the module docstring)."""
+    usage = _usage(rung_or_usage)
+    if is_self_hosted(model):
+        price, rate = prices.device_hour.get(device), _finite(usage.get("examples_per_s"))
+        if price is None:
+            return Cost(None, f"no device-hour price for '{device}' in the price table")
+        if not rate:
+            return Cost(None, "no measured throughput (examples_per_s) to price device time")
+        return Cost(price / 3600 / rate, f"{device} at ${price:g}/device-hour / measured {rate:.4g} examples/s "
+                    f"({prices.device_source or 'price table'})")
+    found = prices.api_price(model)
+    if found is None:
+        return Cost(None, f"no token price for '{model}' in the price table; add it under api")
+    key, p = found
+    prompt, cached, completion = _mean(usage, "prompt_tokens"), _mean(usage, "cached_prompt_tokens"), \
+        _mean(usage, "completion_tokens")
+    if prompt is None or completion is None:
+        return Cost(None, "no measured token counts to price")
+    cached = min(cached or 0.0, prompt)
+    cached_price = p.input if p.cached_input is None else p.cached_input
+    usd = ((prompt - cached) * p.input + cached * cached_price + completion * p.output) / 1e6
+    return Cost(usd, f"{key}: measured mean {prompt:.1f} prompt ({cached:.1f} cached) and {completion:.1f} "
+                f"completion tokens x ${p.input:g} / ${cached_price:g} / ${p.output:g} per million "
+                f"({p.source or 'price table'})")
+
+
+def training_cost(training: Mapping[str, Any], prices: Prices) -> Amount:
+    """One-off: ``device_hours * price``; the rung's own ``device_hour_usd`` wins when it set one, else the table."""
+    hours = _finite(training.get("device_hours"))
+    if hours is None:
+        wall = _finite(training.get("wall_s"))
+        hours = None if wall is None else wall / 3600 * int(training.get("world_size") or 1)
+    if hours is None:
+        return Amount(None, "the training record has no device-hours or wall time")
+    device = str(training.get("device") or "cpu")
+    rung_set = str(training.get("price_source") or "").startswith("rung setting")
+    recorded = training.get("device_hour_usd")
+    in_table = not rung_set and device in prices.device_hour
+    price = prices.device_hour[device] if in_table else recorded
+    if _finite(price) is None:
+        return Amount(None, f"no device-hour price for '{device}'")
+    where = "the price table" if in_table else "the price recorded with the training run"
+    return Amount(hours * price, f"measured {hours:.4g} {device} device-hours x ${price:g}/h ({where})")
+
+
+def monthly_cost(per_request_usd: float, requests_per_month: float, fixed_monthly_usd: float = 0.0) -> float:
+    """``per_request_usd * requests_per_month + fixed_monthly_usd``."""
+    return per_request_usd * requests_per_month + fixed_monthly_usd
+
+
+def retraining_monthly_cost(training_cost_usd: float, cadence_days: float) -> float:
+    """Retraining every ``cadence_days``: ``training_cost_usd * (365.25 / 12) / cadence_days`` a month."""
+    if cadence_days <= 0:
+        raise ValueError(f"cadence_days must be positive, got {cadence_days}")
+    return training_cost_usd * DAYS_PER_MONTH / cadence_days
+
+
+def break_even_volume(prompt_per_request: float, tuned_per_request: float, tuned_one_off: float, *,
+                      horizon_months: float = 12, tuned_monthly_fixed: float = 0.0) -> float | None:
+    """Monthly requests V above which tuning costs less over the horizon H.
+
+    Prompting costs ``H*V*p``; tuning ``one_off + H*(fixed + V*t)``; equal at
+    ``V = (one_off/H + fixed) / (p - t)``. None: tuning is never cheaper (``t >= p``); 0: cheaper from the start.
+    """
+    if horizon_months <= 0:
+        raise ValueError(f"horizon_months must be positive, got {horizon_months}")
+    margin = prompt_per_request - tuned_per_request
+    if margin <= 0:
+        return None
+    return max(0.0, (tuned_one_off / horizon_months + tuned_monthly_fixed) / margin)
+
+
+def prompt_token_savings(prompt_usage: Any, tuned_usage: Any) -> TokenSavings | None:
+    """Prompt tokens per request the tuned model no longer needs: ``before - after`` and ``saved / before``."""
+    before, after = _mean(_usage(prompt_usage), "prompt_tokens"), _mean(_usage(tuned_usage), "prompt_tokens")
+    if before is None or after is None:
+        return None
+    return TokenSavings(before, after, before - after, (before - after) / before if before > 0 else None)
+
+
+def time_to_deploy(kind: str, *, training_wall_s: float = 0.0,
+                   setup_hours: Mapping[str, float] = SETUP_HOURS) -> Amount:
+    """Hours to production: ``setup_hours[kind] + training_wall_s / 3600`` (kind: prompt, no_llm, tuned)."""
+    setup = setup_hours[kind]
+    train_h = training_wall_s / 3600
+    return Amount(setup + train_h, f"{setup:g} h setup estimate for {kind} + {train_h:.2f} h measured training")

@@ -1,0 +1,385 @@
+"""The decision: which candidate to ship, why, and what to do next, from ``results.json`` and the spec.
+
+Each finished rung becomes an :class:`Option` with its quality (the target metric, else the
+primary one, with its 95% CI), cost per 1,000 requests and one-off cost (``costs.py``), latency
+and whether it meets the target ("with confidence": CI low >= target; "point estimate only") and
+the constraints. Options are ranked in tiers:
+
+0. meets the target with confidence and the constraints -> cheapest first;
+1. meets it on the point estimate only and the constraints -> cheapest first;
+2. misses the target (or none is set) but meets the constraints -> best quality first;
+3. violates a constraint -> best quality first (never the winner).
+
+"Cheapest" orders by cost per 1,000 requests, then one-off cost, then p95 latency, then name
+(unpriced counts as infinitely dear). When ``constraints.requests_per_month`` is known, the total
+over :data:`HORIZON_MONTHS` (one-off + months x monthly cost) comes first, so a training run that
+never pays back at the stated volume does not win on its per-request price alone. The winner is
+the first option of tiers 0-2, the runner-up the next one. The Pareto frontier is taken over
+(quality up, cost per 1,000 down, p95 latency down).
+
+Pure and deterministic: no I/O, no model. Out of scope: rendering (the report) and the prices
+themselves (``costs.Prices``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .costs import (
+    Amount,
+    Prices,
+    break_even_volume,
+    monthly_cost,
+    prompt_token_savings,
+    request_cost,
+    retraining_monthly_cost,
+    time_to_deploy,
+    training_cost,
+)
+from .task import TARGET_METRICS, Constraints, TaskSpec
+
+__all__ = ["Option", "Decision", "decide", "rung_kind", "HORIZON_MONTHS"]
+
+WITH_CONFIDENCE, POINT_ONLY, NOT_MET, NO_TARGET = "with confidence", "point estimate only", "no", "no target set"
+HORIZON_MONTHS = 12  # payback horizon for the break-even volume
+_INF = math.inf
+
+
+@dataclass(frozen=True)
+class Option:
+    """One finished rung seen as something to deploy (latencies in ms, money in USD)."""
+
+    name: str
+    strategy: str
+    kind: str  # no_llm | prompt | tuned
+    metric: str
+    quality: float
+    low: float
+    high: float
+    n: int
+    per_1k_usd: float | None
+    cost_basis: str
+    one_off_usd: float | None
+    one_off_basis: str
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    deploy_hours: float
+    monthly_usd: float | None  # at constraints.requests_per_month, retraining included
+    horizon_usd: float | None  # one_off_usd + HORIZON_MONTHS * monthly_usd
+    meets_target: str  # with confidence | point estimate only | no | no target set
+    meets_constraints: bool
+    constraint_checks: tuple[str, ...]  # one sentence per checked constraint, passed or not
+    violations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    winner: str | None
+    status: str
+    runner_up: str | None
+    comparison: dict[str, Any] | None  # winner (a) vs runner-up (b), oriented so diff = a - b
+    options: tuple[Option, ...]  # in rank order
+    pareto: tuple[str, ...]
+    break_even: dict[str, Any] | None
+    next_step: str
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)  # every float in it is finite or None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _usd(x: float | None) -> str:
+    if x is None:
+        return "an unknown amount"
+    if x == 0 or x >= 0.1:
+        return f"${x:,.2f}"
+    return f"${x:.{1 - math.floor(math.log10(x))}f}".rstrip("0")
+
+
+def _ms(x: float | None) -> str:
+    return "unmeasured" if x is None else f"{x:,.0f} ms"
+
+
+def _num(x: Any, default: float | None = None) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else default
+
+
+def rung_kind(rung: Mapping[str, Any]) -> str:
+    """``no_llm`` (knn, probe, a probe curve), ``tuned`` (finetune, a fine-tuning curve) or ``prompt``."""
+    strategy = rung.get("strategy")
+    if strategy in ("knn", "probe"):
+        return "no_llm"
+    if strategy == "learning_curve":
+        return "no_llm" if (rung.get("config") or {}).get("of") == "probe" else "tuned"
+    return "tuned" if strategy == "finetune" else "prompt"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    kind: str
+    target: dict[str, float]
+    constraints: Constraints
+    model: str
+
+
+def _spec(spec: TaskSpec | Mapping[str, Any]) -> _Spec:
+    if isinstance(spec, TaskSpec):
+        return _Spec(spec.kind, dict(spec.target), spec.constraints, spec.model)
+    return _Spec(spec.get("kind", "classification"), dict(spec.get("target") or {}),
+                 Constraints.model_validate(spec.get("constraints") or {}),
+                 spec.get("model") or TaskSpec.model_fields["model"].default)
+
+
+def _target_check(metrics: Mapping[str, Any], target: Mapping[str, float]) -> str:
+    if not target:
+        return NO_TARGET
+    got = [(metrics.get(m) or {}, t) for m, t in target.items()]
+    if all(_num(g.get("low"), -_INF) >= t for g, t in got):
+        return WITH_CONFIDENCE
+    return POINT_ONLY if all(_num(g.get("value"), -_INF) >= t for g, t in got) else NOT_MET
+
+
+def _constraints(c: Constraints, p95: float | None, one_off: float | None, hours: float | None,
+                 deploy_h: float) -> list[tuple[bool, str]]:
+    """(passed, sentence) per constraint set; an unmeasured value fails (training hours: only when recorded)."""
+    rows = [(c.max_latency_ms, p95, f"p95 latency {_ms(p95)}", "max_latency_ms"),
+            (c.budget_usd, one_off, f"one-off cost {_usd(one_off)}", "budget_usd"),
+            (c.budget_hours if hours is not None else None, hours, f"training {hours or 0:.2f} device-hours",
+             "budget_hours"),
+            (c.deadline_days and 24 * c.deadline_days, deploy_h, f"time to deploy {deploy_h:.1f} h", "deadline_days")]
+    out = []
+    for limit, value, said, key in rows:
+        if limit is not None:
+            ok = value is not None and value <= limit
+            shown = c.deadline_days if key == "deadline_days" else limit
+            out.append((ok, f"{said} {'<=' if ok else 'exceeds'} {key} {shown:g}"))
+    return out
+
+
+def _option(rung: Mapping[str, Any], s: _Spec, env_device: str, prices: Prices, device: str | None,
+            retrain_days: float | None) -> Option | None:
+    metric = next(iter(s.target), None) or rung.get("primary_metric") or TARGET_METRICS[s.kind][0]
+    m = (rung.get("metrics") or {}).get(metric) or {}
+    quality = _num(m.get("value"))
+    if rung.get("status") != "finished" or quality is None:
+        return None
+    kind, usage = rung_kind(rung), rung.get("usage") or {}
+    training = (rung.get("extras") or {}).get("training") or {}
+    dev = (device or (kind == "tuned" and training.get("device")) or (kind != "no_llm" and env_device) or "cpu")
+    cost = request_cost(usage, None if kind == "no_llm" else s.model, prices, device=dev.split(":")[0])
+    if training:  # a fine-tuning curve records its last (deployable) point's training, not the whole curve's
+        one_off = training_cost(training, prices)
+    else:
+        prep, price = _num(rung.get("prepare_s"), 0.0), prices.device_hour.get(dev.split(":")[0], 0.0)
+        one_off = Amount(prep / 3600 * price, f"measured {prep:.1f} s preparation x ${price:g}/{dev} device-hour")
+    lat = usage.get("latency_s") or {}
+    p50, p95 = (None if _num(lat.get(q)) is None else 1000 * lat[q] for q in ("p50", "p95"))
+    deploy = time_to_deploy(kind, training_wall_s=_num(training.get("wall_s"), 0.0)).value
+    checks = _constraints(s.constraints, p95, one_off.value, _num(training.get("device_hours")), deploy)
+    rpm, fixed = s.constraints.requests_per_month, 0.0
+    if kind == "tuned" and retrain_days and one_off.value is not None:
+        fixed = retraining_monthly_cost(one_off.value, retrain_days)
+    monthly = None if rpm is None or cost.per_request_usd is None else monthly_cost(cost.per_request_usd, rpm, fixed)
+    horizon = None if monthly is None or one_off.value is None else one_off.value + HORIZON_MONTHS * monthly
+    return Option(
+        name=rung["name"], strategy=rung.get("strategy", ""), kind=kind, metric=metric, quality=quality,
+        low=_num(m.get("low"), quality), high=_num(m.get("high"), quality), n=int(m.get("n") or 0),
+        per_1k_usd=cost.per_1k_usd, cost_basis=cost.basis, one_off_usd=one_off.value, one_off_basis=one_off.basis,
+        latency_p50_ms=p50, latency_p95_ms=p95, deploy_hours=deploy, monthly_usd=monthly, horizon_usd=horizon,
+        meets_target=_target_check(rung.get("metrics") or {}, s.target), meets_constraints=all(ok for ok, _ in checks),
+        constraint_checks=tuple(text for _, text in checks), violations=tuple(text for ok, text in checks if not ok))
+
+
+def _inf(x: float | None) -> float:
+    return _INF if x is None else x
+
+
+def _rank_key(o: Option) -> tuple[Any, ...]:
+    tier = {WITH_CONFIDENCE: 0, POINT_ONLY: 1}.get(o.meets_target, 2) if o.meets_constraints else 3
+    cheap = (_inf(o.horizon_usd), _inf(o.per_1k_usd), _inf(o.one_off_usd), _inf(o.latency_p95_ms), o.name)
+    return (tier, *cheap) if tier < 2 else (tier, -o.quality, *cheap)
+
+
+def _pareto(options: Sequence[Option]) -> tuple[str, ...]:
+    def point(o: Option) -> tuple[float, float, float]:
+        return o.quality, -_inf(o.per_1k_usd), -_inf(o.latency_p95_ms)
+
+    def dominates(a: Option, b: Option) -> bool:
+        return point(a) != point(b) and all(x >= y for x, y in zip(point(a), point(b)))
+
+    front = [o for o in options if not any(dominates(p, o) for p in options)]
+    return tuple(o.name for o in sorted(front, key=lambda o: (_inf(o.per_1k_usd), -o.quality, o.name)))
+
+
+def _comparison(comparisons: Sequence[Mapping[str, Any]], a: str, b: str) -> tuple[dict[str, Any] | None, str]:
+    """The stored comparison of ``a`` and ``b``, turned round when needed so that diff = a - b, and a sentence."""
+    for c in comparisons:
+        if {c.get("a"), c.get("b")} == {a, b} and None not in (_num(c.get(k)) for k in ("diff", "low", "high")):
+            flip = c["a"] != a
+            verdict = {"A better": f"{c['a']} better", "B better": f"{c['b']} better"}.get(c.get("verdict"), "")
+            diff, low, high = (-c["diff"], -c["high"], -c["low"]) if flip else (c["diff"], c["low"], c["high"])
+            out = {"a": a, "b": b, "diff": diff + 0.0, "low": low + 0.0, "high": high + 0.0,  # + 0.0: no "-0.0"
+                   "p_value": _num(c.get("p_value")),
+                   "verdict": verdict or "not significantly different"}
+            p = "" if out["p_value"] is None else f", McNemar p = {out['p_value']:.3g}"
+            return out, (f"{a} vs {b}: {out['verdict']} ({100 * out['diff']:+.1f} points [{100 * out['low']:+.1f}, "
+                         f"{100 * out['high']:+.1f}]{p}).")
+    return None, f"No paired comparison of {a} and {b} in the results (comparisons are against the best rung only)."
+
+
+def _quality(o: Option) -> str:
+    return f"{_pct(o.quality)}% [{_pct(o.low)}, {_pct(o.high)}]"
+
+
+def _goal(target: Mapping[str, float]) -> str:
+    return " and ".join(f"{100 * v:g}% {k}" for k, v in target.items())
+
+
+def _break_even(ranked: Sequence[Option], rungs: Mapping[str, Any], rpm: int | None,
+                retrain_days: float | None) -> tuple[dict[str, Any] | None, list[str]]:
+    prompt = next((o for o in ranked if o.kind == "prompt" and o.per_1k_usd is not None), None)
+    tuned = next((o for o in ranked if o.kind == "tuned" and o.per_1k_usd is not None and o.one_off_usd is not None),
+                 None)
+    if prompt is None or tuned is None:
+        return None, []
+    fixed = retraining_monthly_cost(tuned.one_off_usd, retrain_days) if retrain_days else 0.0
+    volume = break_even_volume(prompt.per_1k_usd / 1000, tuned.per_1k_usd / 1000, tuned.one_off_usd,
+                               horizon_months=HORIZON_MONTHS, tuned_monthly_fixed=fixed)
+    savings = prompt_token_savings(rungs[prompt.name], rungs[tuned.name])
+    out = {"prompt": prompt.name, "tuned": tuned.name, "requests_per_month": volume, "horizon_months": HORIZON_MONTHS,
+           "prompt_per_1k_usd": prompt.per_1k_usd, "tuned_per_1k_usd": tuned.per_1k_usd,
+           "tuned_one_off_usd": tuned.one_off_usd, "tuned_monthly_fixed_usd": fixed,
+           "token_savings": asdict(savings) if savings else None}
+    costs = (f"{_usd(prompt.per_1k_usd)} vs {_usd(tuned.per_1k_usd)} per 1,000 requests, "
+             f"{_usd(tuned.one_off_usd)} one-off" + (f", {_usd(fixed)} a month retraining" if fixed else ""))
+    if volume is None:
+        text = f"{tuned.name} never pays back against {prompt.name}: it is not cheaper per request ({costs})."
+    else:
+        text = (f"{tuned.name} costs less than {prompt.name} over {HORIZON_MONTHS} months above {volume:,.0f} "
+                f"requests a month ({costs}).")
+        if rpm is not None:
+            text = text[:-1] + f"; at {rpm:,} requests a month {'tuning' if rpm > volume else 'prompting'} is cheaper."
+    lines = [text]
+    if savings and savings.share is not None:
+        lines.append(f"{tuned.name} uses {savings.saved:,.0f} fewer prompt tokens per request than {prompt.name} "
+                     f"({savings.after:,.0f} vs {savings.before:,.0f}, {100 * savings.share:.0f}% saved).")
+    return out, lines
+
+
+def _forecast(rungs: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], int] | None:
+    """The most useful curve forecast: the smallest data need, else out of reach, else too few points."""
+    found = []
+    for r in rungs:
+        curve = (r.get("extras") or {}).get("curve") if r.get("status") == "finished" else None
+        if curve and curve.get("forecast"):
+            f = curve["forecast"]
+            order = {"forecast": 0, "out_of_reach": 1, "insufficient_points": 2}.get(f.get("status"), 3)
+            largest = max((int(p.get("n") or 0) for p in curve.get("points") or []), default=0)
+            found.append((order, _num(f.get("n_needed"), 0.0), r.get("name", ""), f, largest))
+    return min(found, key=lambda x: x[:3])[3:] if found else None
+
+
+def _next_step(win: Option | None, ranked: Sequence[Option], s: _Spec, rungs: Sequence[Mapping[str, Any]]) -> str:
+    if not ranked:
+        return "No rung finished; fix the failures recorded in results.json and run again."
+    if win is None:
+        best = ranked[0]
+        return (f"No option meets the constraints (best quality, {best.name}: {'; '.join(best.violations)}); "
+                "relax the constraints or try a smaller, faster model.")
+    money = f"at {_usd(win.per_1k_usd)} per 1,000 requests" + (
+        f", {_usd(win.one_off_usd)} one-off" if (win.one_off_usd or 0) >= 0.01 else "") + (
+        f", about {_usd(win.monthly_usd)} a month at {s.constraints.requests_per_month:,} requests"
+        if win.monthly_usd is not None else "")
+    goal = _goal(s.target)
+    if win.meets_target == WITH_CONFIDENCE:
+        return f"Use {win.name}: {_quality(win)} meets the {goal} target with confidence, {money}."
+    if win.meets_target == POINT_ONLY:
+        return (f"Use {win.name} provisionally: {_quality(win)} meets the {goal} target on the point estimate only "
+                f"({money}); add test examples to narrow the interval before relying on it.")
+    if win.meets_target == NO_TARGET:
+        return f"Use {win.name}, the best {win.metric} of the options that meet the constraints: {_quality(win)}, {money}."
+    head = f"The {goal} target is not met (best: {win.name} at {_quality(win)})."
+    found = _forecast(rungs)
+    if found and found[0].get("status") == "forecast" and found[0].get("n_needed") is not None:
+        more = max(0, math.ceil(found[0]["n_needed"] - found[1]))
+        return f"{head} Collect about {more:,} more labelled examples (forecast: {found[0].get('message', '')})"
+    if found and found[0].get("status") == "out_of_reach":
+        return f"{head} The target looks out of reach for this model ({found[0].get('message', '')}); " \
+               "try a larger base model."
+    if not any(o.kind == "tuned" for o in ranked):
+        return f"{head} Try LoRA fine-tuning (rung lora) on the curated training set."
+    return f"{head} Run a learning curve (rung learning_curve) to forecast how many labelled examples would reach it."
+
+
+def _payback(win: Option | None, break_even: Mapping[str, Any] | None) -> str:
+    """The break-even volume, said from the winner's side, when the winner is one of the pair."""
+    volume = (break_even or {}).get("requests_per_month")
+    if win is None or volume is None or win.name not in (break_even["prompt"], break_even["tuned"]):
+        return ""
+    if win.name == break_even["tuned"]:
+        return f" It pays back against {break_even['prompt']} above {volume:,.0f} requests a month."
+    return f" Fine-tuning ({break_even['tuned']}) would pay back above {volume:,.0f} requests a month."
+
+
+def _status(win: Option | None, ranked: Sequence[Option]) -> str:
+    if not ranked:
+        return "no finished rung"
+    if win is None:
+        return "no option meets the constraints"
+    return {WITH_CONFIDENCE: "target met with confidence", POINT_ONLY: "target met on the point estimate only",
+            NO_TARGET: "no target set"}.get(win.meets_target, "target not met")
+
+
+def _reasons(win: Option | None, ranked: Sequence[Option], s: _Spec) -> list[str]:
+    goal, out = _goal(s.target), []
+    if win is not None:
+        met = f"meets the {goal} target: {win.meets_target}" if goal else "no target set"
+        out.append(f"{win.name}: {win.metric} {_quality(win)} on {win.n:,} test examples; {met}.")
+        out.append(f"{win.name} costs {_usd(win.per_1k_usd)} per 1,000 requests ({win.cost_basis}); one-off "
+                   f"{_usd(win.one_off_usd)} ({win.one_off_basis}); latency p50 {_ms(win.latency_p50_ms)}, "
+                   f"p95 {_ms(win.latency_p95_ms)}.")
+    for o in ranked:
+        if o is win:
+            continue
+        if o.violations:
+            out.append(f"{o.name} is excluded: {'; '.join(o.violations)}.")
+        elif win is not None and _inf(o.per_1k_usd) < _inf(win.per_1k_usd) and o.meets_target != win.meets_target:
+            short = "meets the target only on the point estimate" if o.meets_target == POINT_ONLY else "misses the target"
+            out.append(f"{o.name} is cheaper ({_usd(o.per_1k_usd)} per 1,000 requests) but {short}: {o.metric} "
+                       f"{_quality(o)}.")
+        if o.per_1k_usd is None:
+            out.append(f"{o.name} could not be priced: {o.cost_basis}.")
+    return out
+
+
+def decide(results: Mapping[str, Any], spec: TaskSpec | Mapping[str, Any], prices: Prices, *,
+           device: str | None = None, retrain_every_days: float | None = None) -> Decision:
+    """The winner, runner-up, Pareto frontier, break-even and next step for a ``results.json`` payload.
+
+    ``device`` prices every self-hosted option on that device-hour (e.g. ``"a10g"``) instead of the
+    one it ran on; ``retrain_every_days`` adds the retraining cost to tuned options' monthly costs.
+    """
+    s = _spec(spec)
+    rungs = list(results.get("rungs") or [])
+    env_device = str(((results.get("environment") or {}).get("backend") or {}).get("device") or "cpu")
+    built = (_option(r, s, env_device, prices, device, retrain_every_days) for r in rungs)
+    ranked = sorted((o for o in built if o is not None), key=_rank_key)
+    win = ranked[0] if ranked and ranked[0].meets_constraints else None
+    runner = ranked[1] if win is not None and len(ranked) > 1 else None
+    comparison, said = _comparison(results.get("comparisons") or [], win.name, runner.name) if runner else (None, "")
+    by_name = {r.get("name"): r for r in rungs}
+    break_even, lines = _break_even(ranked, by_name, s.constraints.requests_per_month, retrain_every_days)
+    pareto = _pareto(ranked)
+    front = f"Pareto frontier (quality, cost per 1,000 requests, p95 latency): {', '.join(pareto)}." if pareto else ""
+    reasons = [r for r in (*_reasons(win, ranked, s), said, *lines, front) if r]
+    return Decision(winner=win.name if win else None, status=_status(win, ranked),
+                    runner_up=runner.name if runner else None, comparison=comparison, options=tuple(ranked),
+                    pareto=pareto, break_even=break_even,
+                    next_step=_next_step(win, ranked, s, rungs) + _payback(win, break_even), reasons=tuple(reasons))
