@@ -298,3 +298,12 @@ def test_turned_round_zero_difference_reads_plus_zero():
             "verdict": "not significantly different"}
     d = decide(results(rung("probe", "probe", eps=4), rung("few_shot"), comparisons=[same]), spec(), PRICES)
     assert "probe vs few_shot: not significantly different (+0.0 points [+0.0, +0.0], McNemar p = 1)." in d.reasons
+
+
+def test_batched_rungs_are_judged_on_their_per_request_latency():
+    # a baseline that scored 256 inputs per 5 s call: 20 ms per request, not 5 s
+    probe = rung("probe", "probe", eps=50, p95=5.0)
+    probe["usage"]["request_latency_s"] = {"p50": 0.015, "p95": 0.02}
+    d = decide(results(probe, rung("few_shot", p95=0.3)), spec(max_latency_ms=500), PRICES)
+    assert d.winner == "probe"
+    assert next(o for o in d.options if o.name == "probe").latency_p95_ms == pytest.approx(20.0)

@@ -179,7 +179,9 @@ def _option(rung: Mapping[str, Any], s: _Spec, env_device: str, prices: Prices, 
     else:
         prep, price = _num(rung.get("prepare_s"), 0.0), prices.device_hour.get(dev.split(":")[0], 0.0)
         one_off = Amount(prep / 3600 * price, f"measured {prep:.1f} s preparation x ${price:g}/{dev} device-hour")
-    lat = usage.get("latency_s") or {}
+    # one request at a time: a batched call's time shared by its requests (no-LLM baselines score
+    # 256 inputs per call; their call latency says nothing about serving one request)
+    lat = usage.get("request_latency_s") or usage.get("latency_s") or {}
     p50, p95 = (None if _num(lat.get(q)) is None else 1000 * lat[q] for q in ("p50", "p95"))
     deploy = time_to_deploy(kind, training_wall_s=_num(training.get("wall_s"), 0.0)).value
     checks = _constraints(s.constraints, p95, one_off.value, _num(training.get("device_hours")), deploy)

@@ -62,11 +62,13 @@ def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[s
         "completion_tokens": summarize([p.completion_tokens for p in predictions]),
         "cached_prompt_tokens": summarize([p.cached_tokens for p in predictions]),
         "latency_s": summarize([p.latency_s for p in predictions]),
+        "request_latency_s": summarize([p.latency_s / max(1, p.batch_size) for p in predictions]),
         "model_seconds": model_s,
         "examples_per_s": n / model_s if model_s > 0 else None,
         "wall_s": wall_s,
         "basis": "latency: wall time of the model call that served the request, as measured when it was made "
-        "(a batched call's requests all wait for it); examples/s = requests / model time, where a batched "
-        "call's time is shared evenly by its requests",
+        "(a batched call's requests all wait for it); request latency: that time divided by the requests the call "
+        "served, the latency of serving one request at a time (approximately); examples/s = requests / model "
+        "time, where a batched call's time is shared evenly by its requests",
         "errors": sum(p.error is not None for p in predictions),
     }
