@@ -11,7 +11,7 @@ from tunewise.cli import cli
 
 from .test_run import write_task
 
-COMMANDS = [["run"], ["train"], ["init"], ["advise"], ["runs"], ["runs", "list"], ["runs", "show"]]
+COMMANDS = [["run"], ["train"], ["init"], ["advise"], ["runs"], ["runs", "list"], ["runs", "show"], ["report"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

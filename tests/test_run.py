@@ -63,6 +63,9 @@ def test_run_writes_results_with_every_rung_and_ci(tmp_path):
     assert data["comparisons"] and {"p_value", "low", "high", "verdict"} <= set(data["comparisons"][0])
     assert data["environment"]["versions"]["tunewise"]
     assert "| knn |" in outcome.summary_path.read_text()
+    html = outcome.report_path.read_text()  # the run writes its report beside results.json
+    assert outcome.report_path.parent == outcome.results_path.parent and 'id="plot-pareto"' in html
+    assert (outcome.report_path.parent / "decision.json").is_file()
 
 
 def test_rerun_recomputes_nothing(tmp_path):

@@ -52,6 +52,7 @@ class RunOutcome:
     results_path: Path
     summary_path: Path
     reused: tuple[str, ...]  # rungs whose stored results were reused
+    report_path: Path | None = None  # report.html (with report.md, decision.json, edge_cases.md beside it)
 
 
 class EmbeddingCache:
@@ -214,6 +215,7 @@ def run_task(
     backend: Any = None,
     progress: Progress | None = None,
     task_path: Path | None = None,
+    report: bool = True,
 ) -> RunOutcome:
     """Run (or resume) the task; returns the results and where they were written."""
     spec = _with_limit(spec, limit)
@@ -263,13 +265,18 @@ def run_task(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=spec.seed,
         status="finished" if all(r.status in ("finished", "skipped") for r in results) else "partial",
     )
-    results_path = write_json(out_dir / "results.json", run_results.to_json())
+    payload = run_results.to_json()
+    results_path = write_json(out_dir / "results.json", payload)
     summary_path = out_dir / "summary.md"
     summary_path.write_text(summary_markdown(run_results), encoding="utf-8")
+    if report:  # after results.json: a failure here loses nothing computed, `tunewise report` redoes it
+        from .report import render_report
+
+        report_path = render_report(payload, spec=spec, test_examples=splits.test, out_dir=out_dir).html
     store.finish_run(run_id, "finished" if run_results.status == "finished" else "failed", results_path)
     store.close()
     return RunOutcome(results=run_results, results_path=results_path, summary_path=summary_path,
-                      reused=tuple(reused))
+                      reused=tuple(reused), report_path=report_path if report else None)
 
 
 def train_only(spec: TaskSpec, rung_name: str, *, progress: Progress | None = None) -> Any:

@@ -10,6 +10,7 @@ import click
 from .. import __version__
 from .advise import advise_cmd
 from .init import init_cmd
+from .report import report_cmd
 from .run import run_cmd
 from .runs import runs_group
 from .train import train_cmd
@@ -28,6 +29,7 @@ cli.add_command(train_cmd)
 cli.add_command(init_cmd)
 cli.add_command(advise_cmd)
 cli.add_command(runs_group)
+cli.add_command(report_cmd)
 
 
 def main() -> None:

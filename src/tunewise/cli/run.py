@@ -52,5 +52,7 @@ def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None,
         click.echo(f"{', '.join(names)} {problem}", err=True)
     click.echo(f"results: {outcome.results_path}")
     click.echo(f"summary: {outcome.summary_path}")
+    if outcome.report_path:
+        click.echo(f"report:  {outcome.report_path}")
     if outcome.results.status != "finished":
         sys.exit(1)

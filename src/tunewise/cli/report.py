@@ -1,0 +1,91 @@
+"""``tunewise report RUN``: regenerate the report of a recorded run from its ``results.json`` (no model runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..costs import load_prices
+from ..data import load_splits
+from ..errors import StoreError, TunewiseError
+from ..store import RunRecord, Store
+from ..task import TaskSpec, parse_task
+from ._common import user_errors
+
+
+def _results_path(record: RunRecord, store: Path) -> Path:
+    """The recorded path; a relative one recorded from another directory is found in the store's runs/ folder."""
+    if not record.results_path:
+        raise StoreError(f"Run {record.id} has no results yet (status {record.status}); finish it with `tunewise run`.")
+    recorded, in_store = Path(record.results_path), store / "runs" / record.id / "results.json"
+    return in_store if not recorded.exists() and in_store.exists() else recorded
+
+
+def _results(path: Path, record: RunRecord) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"{path}: the results file of run {record.id} is gone; run the task again.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{path}: cannot read the results of run {record.id} ({exc.__class__.__name__}).") from None
+
+
+def _spec(record: RunRecord, store: Path) -> TaskSpec | dict[str, Any]:
+    """The stored spec, with paths resolved beside the task file (else beside the store); the raw dict if invalid."""
+    base = Path(record.task_path).parent if record.task_path else store.resolve().parent
+    try:
+        return parse_task(dict(record.spec), source=f"run {record.id}", base_dir=base)
+    except TunewiseError:
+        return dict(record.spec)
+
+
+def _test_examples(spec: TaskSpec | dict[str, Any], record: RunRecord) -> tuple[Any, str | None]:
+    """The test examples, or None and the sentence that says why the inputs are not quoted."""
+    if not isinstance(spec, TaskSpec):
+        return None, "The stored task spec no longer validates, so the test inputs were not loaded and are not quoted."
+    try:
+        splits = load_splits(spec)
+    except (TunewiseError, OSError) as exc:
+        return None, f"The test data could not be read ({exc}), so no inputs are quoted and flips are not scored."
+    if splits.data_hash != record.data_hash:
+        return None, (f"The data files changed since this run (data hash {splits.data_hash}, the run used "
+                      f"{record.data_hash}), so no inputs are quoted and flips are not scored.")
+    return splits.test, None
+
+
+@click.command("report")
+@click.argument("run")
+@click.option("--store", type=click.Path(path_type=Path), default=Path(".tunewise"), show_default=True,
+              help="Run-store directory.")
+@click.option("--prices", "prices_path", type=click.Path(path_type=Path),
+              help="YAML/JSON price file merged over the default price table.")
+@click.option("--out", type=click.Path(path_type=Path), help="Directory for the report (default: beside results.json).")
+@click.option("--open", "open_", is_flag=True, help="Open report.html in the default browser.")
+def report_cmd(run: str, store: Path, prices_path: Path | None, out: Path | None, open_: bool) -> None:
+    """Write report.html, report.md, decision.json and edge_cases.md for RUN (an id or unique prefix).
+
+    Everything is recomputed from the stored results.json and task spec; no model is run.
+    """
+    from ..report import render_report  # matplotlib: only when a report is made
+
+    with user_errors():
+        if not (store / "tunewise.db").exists():
+            raise StoreError(f"No run store in {store} (give --store DIR).")
+        with Store(store) as st:
+            record = st.find_run(run)
+        results_path = _results_path(record, store)
+        results = _results(results_path, record)
+        spec = _spec(record, store)
+        examples, note = _test_examples(spec, record)
+        paths = render_report(results, spec=spec, test_examples=examples, prices=load_prices(prices_path),
+                              out_dir=out or results_path.parent, data_note=note)
+    if note:
+        click.echo(f"note: {note}", err=True)
+    for label, path in (("html", paths.html), ("markdown", paths.markdown), ("decision", paths.json),
+                        ("edge cases", paths.edge_cases)):
+        click.echo(f"{label}: {path}")
+    if open_:
+        click.launch(str(paths.html))

@@ -1,0 +1,176 @@
+"""The report's content as formatted values, shared by the HTML page and the Markdown file.
+
+The ranked options table, the rungs that produced no option, the learning-curve forecasts, the
+data checks and the reproducibility record: each a function from ``results.json`` (and the
+decision) to plain strings. Escaping is the renderer's job: nothing here is HTML or Markdown.
+
+Out of scope: choosing the winner (``decision.py``) and layout (``html.py``, ``markdown.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import __version__
+from ..costs import PRICES_AS_OF, Prices
+from ..decision import Decision, Option
+from ..task import TaskSpec
+
+__all__ = ["OptionRow", "option_rows", "other_rungs", "CurveText", "curve_texts", "data_lines", "reproducibility",
+           "status_tone", "pct", "usd", "ms", "quality"]
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
+
+
+def usd(x: float | None, *, floor: float | None = None) -> str:
+    """$1,234.50, $0.12, $0.0034 (two significant digits below ten cents), ``< $0.01`` below ``floor``, or
+    ``unpriced``."""
+    if x is None:
+        return "unpriced"
+    if floor is not None and 0 < x < floor:
+        return f"< ${floor:g}"
+    if x == 0 or x >= 0.1:
+        return f"${x:,.2f}"
+    return f"${x:.{1 - math.floor(math.log10(x))}f}"
+
+
+def ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def quality(o: Option) -> str:
+    return f"{pct(o.quality)} [{pct(o.low)}, {pct(o.high)}]"
+
+
+def status_tone(status: str) -> str:
+    """ok | warn | bad | info: how the verdict's status should look."""
+    return {"target met with confidence": "ok", "target met on the point estimate only": "warn",
+            "no target set": "info"}.get(status, "bad")
+
+
+@dataclass(frozen=True)
+class OptionRow:
+    rank: int
+    name: str
+    kind: str
+    quality: str
+    per_1k: str
+    latency: str  # p50 / p95 ms
+    one_off: str
+    target: str
+    constraints: str  # "yes" or the violations
+    meets_constraints: bool
+    winner: bool
+    pareto: bool
+    cost_basis: str
+    one_off_basis: str
+
+
+_KIND = {"no_llm": "no LLM", "prompt": "prompting", "tuned": "fine-tuned"}
+
+
+def option_rows(decision: Decision) -> list[OptionRow]:
+    return [OptionRow(
+        rank=i, name=o.name, kind=_KIND.get(o.kind, o.kind), quality=quality(o), per_1k=usd(o.per_1k_usd),
+        latency=f"{ms(o.latency_p50_ms)} / {ms(o.latency_p95_ms)}", one_off=usd(o.one_off_usd, floor=0.01),
+        target=o.meets_target, constraints="yes" if o.meets_constraints else "; ".join(o.violations),
+        meets_constraints=o.meets_constraints, winner=o.name == decision.winner, pareto=o.name in decision.pareto,
+        cost_basis=o.cost_basis, one_off_basis=o.one_off_basis) for i, o in enumerate(decision.options, 1)]
+
+
+def other_rungs(results: Mapping[str, Any], decision: Decision) -> list[tuple[str, str, str]]:
+    """(name, status, why) for every rung that is not an option: failed, skipped, or unscored."""
+    ranked = {o.name for o in decision.options}
+    return [(r.get("name", "?"), r.get("status", "?"), r.get("error") or r.get("reason") or "no score on the metric")
+            for r in results.get("rungs") or [] if r.get("name") not in ranked]
+
+
+@dataclass(frozen=True)
+class CurveText:
+    rung: str
+    of: str
+    lines: tuple[str, ...]
+
+
+def curve_texts(results: Mapping[str, Any]) -> list[CurveText]:
+    """The forecast, fit and back-test sentences of every learning-curve rung."""
+    out = []
+    for r in results.get("rungs") or []:
+        curve = (r.get("extras") or {}).get("curve") if r.get("status") == "finished" else None
+        if not curve:
+            continue
+        lines = []
+        f = curve.get("forecast") or {}
+        if f.get("message"):
+            lines.append(f"Forecast: {f['message']}")
+        fit = curve.get("fit") or {}
+        a, ci = (fit.get("params") or {}).get("a"), (fit.get("params_ci") or {}).get("a") or [None, None]
+        if a is not None:
+            lines.append(f"Fitted ceiling {pct(a)}% [{pct(ci[0])}, {pct(ci[1])}] ({curve.get('model') or 'fit'}).")
+        back = curve.get("backtest")
+        if back:
+            band = back.get("forecast_band") or [None, None]
+            measured = back.get("measured_ci") or [None, None]
+            lines.append(f"Back-test: fitted on n = {back.get('fitted_on')}, the curve forecast "
+                         f"{pct(back.get('forecast'))}% [{pct(band[0])}, {pct(band[1])}] at n = {back.get('n')}; "
+                         f"measured {pct(back.get('measured'))}% [{pct(measured[0])}, {pct(measured[1])}].")
+        lines += [f"Warning: {w}" for w in curve.get("warnings") or []]
+        out.append(CurveText(r.get("name", "?"), str(curve.get("of") or "finetune"), tuple(lines)))
+    return out
+
+
+def data_lines(results: Mapping[str, Any]) -> list[str]:
+    c, d = results.get("checks") or {}, results.get("data") or {}
+    sizes = d.get("sizes") or {}
+    lines = [f"Data hash {d.get('hash', '?')}; train {sizes.get('train', '?')}, dev {sizes.get('dev', '?')}, "
+             f"test {sizes.get('test', '?')} examples."]
+    lines += [f"{name} split: {d[key]}." for name, key in (("Dev", "dev_origin"), ("Test", "test_origin"))
+              if d.get(key)]
+    if c.get("volume_assessment"):
+        lines.append(f"Volume: {c['volume_assessment']}")
+    lines.append(f"Leakage train/test: {c.get('leakage_exact', 0)} exact, {c.get('leakage_near', 0)} near-duplicate.")
+    dups = c.get("exact_duplicates") or {}
+    if dups:
+        lines.append("Exact duplicates: " + ", ".join(f"{k} {v}" for k, v in dups.items()) + ".")
+    if c.get("imbalance_ratio") is not None:
+        lines.append(f"Labels: min {c.get('min_per_label')} training examples per label, imbalance ratio "
+                     f"{c['imbalance_ratio']:.1f}.")
+    lines += [f"Warning: {w}" for w in c.get("warnings") or []]
+    for leak in (c.get("leakage_examples") or [])[:3]:
+        lines.append(f"Leak: test \"{' '.join(str(leak.get('test')).split())}\" ~ train "
+                     f"\"{' '.join(str(leak.get('train')).split())}\" (similarity {leak.get('similarity', 1.0):.2f}).")
+    return lines
+
+
+def reproducibility(results: Mapping[str, Any], spec: TaskSpec | Mapping[str, Any],
+                    prices: Prices) -> list[tuple[str, str]]:
+    """(what, value) pairs: everything needed to know what made these numbers."""
+    task = results.get("task") or {}
+    env = results.get("environment") or {}
+    run_id = str(results.get("run_id") or "")
+    rungs = results.get("rungs") or []
+    spec_hash = (spec.fingerprint() if isinstance(spec, TaskSpec)
+                 else f"{run_id.split('-')[0]} (prefix, from the run id)")
+    seeds = sorted({str(s) for r in rungs if (s := (r.get("config") or {}).get("seed")) is not None})
+    versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
+    backend = ", ".join(f"{k} {v}" for k, v in (env.get("backend") or {}).items() if v not in (None, "", {}))
+    hashes = ", ".join(f"{r.get('name')} {r.get('config_hash')}" for r in rungs if r.get("config_hash"))
+    rows = [("run id", run_id), ("created", str(results.get("created_at") or "?")),
+            ("status", str(results.get("status") or "?")),
+            ("task", f"{task.get('name')} ({task.get('kind')}), model {task.get('model')}"),
+            ("task spec hash", spec_hash), ("data hash", str((results.get("data") or {}).get("hash") or "?")),
+            ("seeds", f"run {results.get('seed')}" + (f"; rungs {', '.join(seeds)}" if seeds else "")),
+            ("rung config hashes", hashes or "–"),
+            ("environment", f"Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs"),
+            ("package versions", versions or "–")]
+    if backend:
+        rows.append(("backend", backend))
+    rows += [("prices", f"price table as of {PRICES_AS_OF}; device: {prices.device_source or 'price table'}"),
+             ("report", f"tunewise {__version__}; the decision is recomputed from results.json by "
+                        "tunewise.decision.decide, no model is run")]
+    return rows
