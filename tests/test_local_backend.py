@@ -244,16 +244,18 @@ def test_info_and_fingerprint(backend: LocalBackend, tiny_llama_dir: Path):
     assert backend.fingerprint() == f"hf:{tiny_llama_dir}@{directory_fingerprint(tiny_llama_dir)}|float32|adapter=-"
 
 
-def test_directory_fingerprint_follows_config_and_weight_sizes(tmp_path: Path):
+def test_directory_fingerprint_follows_config_weights_and_provenance(tmp_path: Path):
     (tmp_path / "config.json").write_text('{"a": 1}')
-    (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"x" * 10)
     first = directory_fingerprint(tmp_path)
-    (tmp_path / "model.safetensors").write_bytes(b"y" * 10)
-    assert directory_fingerprint(tmp_path) == first  # cheap: sizes only, not contents
-    (tmp_path / "model.safetensors").write_bytes(b"y" * 11)
+    assert directory_fingerprint(tmp_path) == first
+    # same size, other bytes: two LoRA adapters of one shape must not share a fingerprint (or call cache)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"y" * 10)
     second = directory_fingerprint(tmp_path)
     (tmp_path / "config.json").write_text('{"a": 2}')
-    assert len({first, second, directory_fingerprint(tmp_path)}) == 3
+    third = directory_fingerprint(tmp_path)
+    (tmp_path / "tunewise_provenance.json").write_text('{"artifact_key": "k"}')
+    assert len({first, second, third, directory_fingerprint(tmp_path)}) == 4
 
 
 def test_lora_adapter_is_applied(tiny_llama_dir: Path, tmp_path: Path, backend: LocalBackend):

@@ -49,7 +49,7 @@ def write_task(tmp_path: Path, *, n_train: int = 60, n_test: int = 20, extra: st
 
 
 def test_run_writes_results_with_every_rung_and_ci(tmp_path):
-    outcome = run_task(load_task(write_task(tmp_path)))
+    outcome = run_task(load_task(write_task(tmp_path)), policy=False)  # every rung of the default ladder
     data = json.loads(outcome.results_path.read_text())
     names = [r["name"] for r in data["rungs"]]
     assert names[:2] == ["knn", "probe"] and "cot" in names and "few_shot_retrieved" in names
@@ -156,9 +156,9 @@ def test_extraction_and_generation_tasks_run_end_to_end(tmp_path):
     (tmp_path / "task.yaml").write_text(
         "name: slots\nkind: extraction\ndata: {train: train.jsonl, test: test.jsonl, output: output}\n"
         "extraction: {schema: schema.json}\nmodel: 'fake:echo'\nembedder: hashing\ntarget: {field_f1: 0.8}\n")
-    outcome = run_task(load_task(tmp_path / "task.yaml"))
+    outcome = run_task(load_task(tmp_path / "task.yaml"))  # the policy: no early rejection for field F1
     rung = outcome.results.rungs[0]
-    assert [r.name for r in outcome.results.rungs] == ["zero_shot", "role", "few_shot_random", "few_shot_retrieved",
+    assert [r.name for r in outcome.results.rungs][:5] == ["zero_shot", "role", "few_shot_random", "few_shot_retrieved",
                                                        "cot"]
     assert rung.primary_metric == "field_f1" and {"json_validity", "field_precision"} <= set(rung.metrics)
     assert rung.metrics["json_validity"].value == 0.0  # echo returns the input text, never JSON

@@ -5,8 +5,10 @@ runs the LLM-free baselines first (classification only), then the prompt rungs f
 chain-of-thought. Users can name rungs (``--rungs``), list them in ``task.yaml``, or define their
 own ``{name, strategy, params}`` entries.
 
-Out of scope for now: the escalation policy (stop when the target is met, escalate to
-fine-tuning when prompting plateaus, budgets) which builds on this list.
+With no ``--rungs`` and no ``rungs:`` in the task, ``run_task`` walks :func:`policy_ladder` (the
+default ladder plus the tuning rungs) with the escalation policy of ``policy.py`` (stop when the
+target is met with confidence, escalate to fine-tuning when prompting plateaus, budgets); a named
+list is run as given, without the policy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Sequence
 from .errors import TaskSpecError
 from .task import RungSpec, TaskSpec
 
-__all__ = ["BUILTIN_RUNGS", "DEFAULT_LADDER", "LLM_FREE_STRATEGIES", "resolve_rungs", "needs_llm"]
+__all__ = ["BUILTIN_RUNGS", "DEFAULT_LADDER", "TUNING_RUNGS", "LLM_FREE_STRATEGIES", "resolve_rungs", "needs_llm",
+           "policy_ladder", "uses_policy"]
 
 
 def _prompt(name: str, **params: object) -> RungSpec:
@@ -54,6 +57,9 @@ DEFAULT_LADDER: dict[str, tuple[str, ...]] = {
     "generation": ("zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
 }
 
+#: appended to the default ladder when the policy walks it (learning_curve only when the task has a target)
+TUNING_RUNGS = ("lora", "learning_curve")
+
 LLM_FREE_STRATEGIES = frozenset({"knn", "probe"})
 #: strategies that build their own model backend (a trained artifact) instead of using the run's
 OWN_BACKEND_STRATEGIES = frozenset({"finetune", "learning_curve"})
@@ -81,3 +87,14 @@ def resolve_rungs(spec: TaskSpec, names: Sequence[str] | None = None) -> list[Ru
     if len({r.name for r in rungs}) != len(rungs):
         raise TaskSpecError("each rung may appear only once in a run.")
     return rungs
+
+
+def uses_policy(spec: TaskSpec, names: Sequence[str] | None = None) -> bool:
+    """The policy walks the ladder unless the rungs are named (``--rungs`` or ``rungs:`` in the task)."""
+    return not names and not spec.rungs
+
+
+def policy_ladder(spec: TaskSpec) -> list[RungSpec]:
+    """The default ladder for the task kind, cheapest first, then ``lora`` (and ``learning_curve`` with a target)."""
+    tuning = [n for n in TUNING_RUNGS if n != "learning_curve" or spec.target]
+    return resolve_rungs(spec, [*DEFAULT_LADDER[spec.kind], *tuning])

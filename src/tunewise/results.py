@@ -67,14 +67,24 @@ class RunResults:
     created_at: str
     seed: int
     status: str = "finished"
+    # the ladder policy's walk: {"mode": "policy" | "fixed", "actions": [...], "budget": ..., "early_rejection": ...}
+    ladder: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self, *, with_predictions: bool = True) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "status": self.status, "created_at": self.created_at, "seed": self.seed,
             "task": self.task, "data": self.data, "checks": self.checks,
             "rungs": [r.to_json(with_predictions=with_predictions) for r in self.rungs],
-            "comparisons": self.comparisons, "environment": self.environment,
+            "comparisons": self.comparisons, "environment": self.environment, "ladder": self.ladder,
         }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "RunResults":
+        return cls(run_id=d["run_id"], task=d["task"], data=d["data"], checks=d["checks"],
+                   rungs=tuple(RungResult.from_json(r) for r in d.get("rungs", [])),
+                   comparisons=d.get("comparisons", []), environment=d.get("environment", {}),
+                   created_at=d.get("created_at", ""), seed=d.get("seed", 0), status=d.get("status", "finished"),
+                   ladder=d.get("ladder") or {})
 
 
 def _clean(obj: Any) -> Any:

@@ -33,7 +33,22 @@ from .evaluation.scoring import (
     per_example_correct,
     score_predictions,
 )
-from .ladder import needs_llm, resolve_rungs
+from .ladder import needs_llm, policy_ladder, resolve_rungs, uses_policy
+from .policy import (
+    PRIOR_API_TOKENS,
+    Action,
+    Budget,
+    Observed,
+    PlannedRung,
+    PolicyConfig,
+    Pricing,
+    family_kind,
+    next_action,
+    rung_family,
+    screen_subset,
+    spent,
+    stratified_order,
+)
 from .results import RungResult, RunResults, write_json
 from .store import Store, environment_info, run_id_for
 from .strategies.base import PrepareContext, get_strategy
@@ -164,7 +179,24 @@ class _Runner:
         ev = evaluate(candidate, self.splits.test, backend=None, progress=report)
         return self._score(ev.predictions)["metrics"][PRIMARY_METRIC[self.spec.kind]], ev.predictions
 
-    def run_rung(self, rung: RungSpec) -> RungResult:
+    def _match(self) -> str:
+        return self.spec.generation.match if self.spec.generation else "normalized"
+
+    def correct(self, predictions: Sequence[Any], examples: Sequence[Any] | None = None) -> np.ndarray:
+        """Per-example correctness (the vector paired tests and early rejection use)."""
+        examples = self.splits.test if examples is None else examples
+        return per_example_correct(self.spec.kind, [e.target for e in examples], [p.output for p in predictions],
+                                   match=self._match())
+
+    def run_rung(self, rung: RungSpec, *, screen: Sequence[int] = (), best: tuple[str, float] | None = None,
+                 deadline_s: float | None = None, delta: float = 0.01) -> RungResult:
+        """Prepare and score one rung on the test split.
+
+        ``screen`` (subset sizes) and ``best`` (name, CI low of the best finished rung): score nested
+        stratified subsets first and return a ``skipped`` result with ``extras["early_rejection"]``
+        when the rung cannot win. ``deadline_s``: seconds the evaluation may take before it stops
+        (a ``skipped`` result; every call made is in the call cache).
+        """
         from .backends.cached import CachedBackend
 
         backend = self.backend if needs_llm(rung) else None
@@ -176,9 +208,30 @@ class _Runner:
         start = time.perf_counter()
         candidate = get_strategy(rung.strategy)(rung, ctx)
         prepare_s = time.perf_counter() - start
-        report = (lambda done, total: self.progress(rung.name, done, total)) if self.progress else None
+
+        def report(done: int, total: int) -> None:
+            if self.progress:
+                self.progress(rung.name, done, total)
+            if deadline_s is not None and time.perf_counter() - start > deadline_s and done < total:
+                raise _OutOfBudget(done, total)
+
         try:
+            if screen and best is not None:
+                rejected = self._screen(rung, candidate, backend, screen, best, delta)
+                if rejected is not None:
+                    preds, action = rejected
+                    return RungResult(name=rung.name, strategy=rung.strategy, status="skipped",
+                                      config=candidate.config, config_hash=rung.config_hash(),
+                                      usage=usage_summary(preds, wall_s=time.perf_counter() - start - prepare_s),
+                                      prepare_s=prepare_s, reason=action.reason,
+                                      extras={"early_rejection": action.to_json()})
             ev = evaluate(candidate, self.splits.test, backend=backend, progress=report)
+        except _OutOfBudget as out:
+            return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=candidate.config,
+                              config_hash=rung.config_hash(), prepare_s=time.perf_counter() - start,
+                              reason=f"stopped to stay within budget after {out.done} of {out.total} test examples "
+                                     f"({time.perf_counter() - start:.0f} s of the {deadline_s:.0f} s left); the calls "
+                                     "made are cached for a later run with more budget")
         finally:
             if hasattr(candidate, "close"):
                 candidate.close()
@@ -190,6 +243,37 @@ class _Runner:
             confusions=scored.get("confusions"), parse=scored.get("parse"), prepare_s=prepare_s,
             predictions=ev.predictions, extras=dict(getattr(candidate, "extras", {}) or {}),
         )
+
+    def _screen(self, rung: RungSpec, candidate: Any, backend: Any, sizes: Sequence[int], best: tuple[str, float],
+                delta: float) -> tuple[tuple[Any, ...], Action] | None:
+        """Successive halving: score growing nested stratified subsets; the rejection, or None to score fully.
+
+        Every call goes through the call cache, so the full evaluation that follows reuses these.
+        """
+        test = self.splits.test
+        strata = [e.target if self.spec.kind == "classification" else "" for e in test]
+        order = stratified_order([e.id for e in test], strata, seed=self.spec.seed)
+        preds: list[Any] = []
+        calls = 0
+        for size in sizes:
+            chunk = [test[i] for i in order[len(preds):size]]
+            before = (backend.hits + backend.misses) if backend is not None else 0
+            preds.extend(evaluate(candidate, chunk, backend=backend).predictions)
+            calls += ((backend.hits + backend.misses) if backend is not None else 0) - before
+            subset = [test[i] for i in order[:size]]
+            seconds = sum(p.latency_s / max(1, p.batch_size) for p in preds)
+            action = screen_subset(rung.name, [bool(c) for c in self.correct(preds, subset)], best_name=best[0],
+                                   best_low=best[1], n_test=len(test), calls=calls, seconds=seconds, delta=delta,
+                                   metric=PRIMARY_METRIC[self.spec.kind])
+            if action is not None:
+                return tuple(preds), action
+        return None
+
+
+class _OutOfBudget(Exception):
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"{done}/{total}")
+        self.done, self.total = done, total
 
 
 def _comparisons(kind: str, splits: Splits, rungs: Sequence[RungResult], seed: int) -> list[dict[str, Any]]:
@@ -207,6 +291,229 @@ def _comparisons(kind: str, splits: Splits, rungs: Sequence[RungResult], seed: i
     return out
 
 
+def _device(model: str) -> str:
+    """Where a self-hosted model runs (prices and priors); API and fake models: cpu (no torch import)."""
+    if model.partition(":")[0] not in ("local", "hf"):
+        return "cpu"
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a dependency of local models
+        return "cpu"
+
+
+def _pricing(spec: TaskSpec, device: str) -> Pricing:
+    from .costs import DEFAULT_PRICES, is_self_hosted
+
+    prices = DEFAULT_PRICES
+    if is_self_hosted(spec.model):
+        price = prices.device_hour.get(device)
+        return Pricing(device=device, usd_per_second=None if price is None else price / 3600,
+                       basis=f"{device} at ${price}/device-hour ({prices.device_source})")
+    found = prices.api_price(spec.model)
+    if found is None:
+        return Pricing(device=device, basis=f"no token price for {spec.model!r}")
+    key, p = found
+    per = {fam: (prompt * p.input + completion * p.output) / 1e6 for fam, (prompt, completion) in PRIOR_API_TOKENS.items()}
+    return Pricing(device=device, api_usd_per_example=per, basis=f"{key} token prices ({p.source or 'price table'})")
+
+
+def _plan(runner: "_Runner", rung: RungSpec) -> PlannedRung:
+    """How the policy sees a rung before it runs: family, training work, whether it can run here."""
+    spec = runner.spec
+    family = rung_family(rung.strategy, rung.params, spec.kind)
+    screenable = needs_llm(rung) and spec.kind != "extraction"  # extraction's field F1 is not a per-example mean
+    if family_kind(family) != "tuned":
+        return PlannedRung(rung.name, family, screenable=screenable)
+    from .strategies.finetuning import _CURVE_KEYS, _check_runnable, _curve_steps
+    from .training.settings import settings_from_params
+    from .training.subsets import training_subset
+
+    try:
+        if rung.strategy == "learning_curve":
+            base = settings_from_params(rung.name, rung.params, drop=_CURVE_KEYS)
+            steps = _curve_steps(rung.name, dict(rung.params), spec.kind == "classification")
+            settings = [base.model_copy(update=step) for step in steps]
+        else:
+            settings = [settings_from_params(rung.name, rung.params)]
+        _check_runnable(rung.name, settings[0], spec)
+        work = 0.0
+        for s in settings:
+            n = len(training_subset(runner.splits.train, per_label=s.per_label, fraction=s.fraction, limit=s.limit,
+                                    seed=spec.seed))
+            epochs = s.epochs_for(n)
+            if s.max_steps:
+                epochs = min(epochs, s.max_steps * s.batch_size * s.grad_accum / max(1, n))
+            work += n * epochs
+    except TunewiseError as exc:
+        return PlannedRung(rung.name, family, blocked=str(exc))
+    return PlannedRung(rung.name, family, train_example_epochs=work, evaluations=len(settings))
+
+
+def _observe(runner: "_Runner", result: RungResult, family: str, pricing: Pricing) -> Observed:
+    """What the policy needs from a rung result: scores, correctness and measured cost."""
+    from .costs import DEFAULT_PRICES, is_self_hosted, request_cost
+
+    usage = result.usage or {}
+    eval_s = float(usage.get("model_seconds") or 0.0)
+    seconds = float(result.prepare_s or 0.0) + eval_s
+    examples = int(usage.get("requests") or 0)
+    if pricing.usd_per_second is not None or family_kind(family) == "no_llm":
+        usd = seconds * (pricing.usd_per_second or 0.0)
+    else:
+        per = request_cost(usage, None if is_self_hosted(runner.spec.model) else runner.spec.model,
+                           DEFAULT_PRICES).per_request_usd if examples else 0.0
+        usd = None if per is None else per * examples
+    training = result.extras.get("training") or {}
+    train_s = float(training.get("wall_s") or 0.0)
+    train_work = float(training.get("examples") or 0) * float(training.get("epochs") or 0)
+    if result.status != "finished" or result.primary is None:
+        return Observed(result.name, family, "rejected" if "early_rejection" in result.extras else result.status,
+                        seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd)
+    m = result.primary
+    correct = tuple(bool(c) for c in runner.correct([p for p in result.predictions]))
+    return Observed(result.name, family, "finished", value=m.value, low=m.low, high=m.high, correct=correct,
+                    seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd, train_s=train_s,
+                    train_example_epochs=train_work)
+
+
+def _budget(spec: TaskSpec) -> Budget:
+    return Budget(hours=spec.constraints.budget_hours, usd=spec.constraints.budget_usd)
+
+
+def _deadline(rung: PlannedRung, observed: dict[str, Observed], budget: Budget, pricing: Pricing) -> float | None:
+    """Seconds the rung's evaluation may run before the budget is exceeded (None: no limit)."""
+    spent_s, spent_usd = spent(observed)
+    limits = []
+    if budget.hours is not None:
+        limits.append(budget.hours * 3600 - spent_s)
+    elif rung.kind == "tuned":
+        limits.append(budget.tuning_hours_default * 3600 - spent(observed, kind="tuned")[0])
+    if budget.usd is not None and pricing.usd_per_second:
+        limits.append((budget.usd - spent_usd) / pricing.usd_per_second)
+    return max(0.0, min(limits)) if limits else None
+
+
+def _record_skip(store: Store, run_id: str, rung: RungSpec, reason: str) -> RungResult:
+    store.start_rung(run_id, rung.name, config=rung.model_dump(), config_hash=rung.config_hash())
+    store.skip_rung(run_id, rung.name, reason)
+    return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=rung.model_dump(),
+                      config_hash=rung.config_hash(), reason=reason)
+
+
+def _walk(runner: "_Runner", rung_specs: Sequence[RungSpec], *, config: PolicyConfig = PolicyConfig()
+          ) -> tuple[list[RungResult], list[str], dict[str, Any]]:
+    """Climb the ladder with the policy: each step asks :func:`~tunewise.policy.next_action` what to do."""
+    spec, store, run_id = runner.spec, runner.store, runner.run_id
+    by_name = {r.name: r for r in rung_specs}
+    planned = [_plan(runner, r) for r in rung_specs]
+    plan_of = {p.name: p for p in planned}
+    budget, pricing = _budget(spec), _pricing(spec, _device(spec.model))
+    metric = PRIMARY_METRIC[spec.kind]
+    target = spec.target.get(metric)
+    n_test = len(runner.splits.test)
+    observed: dict[str, Observed] = {}
+    results: list[RungResult] = []
+    reused: list[str] = []
+    actions: list[Action] = []
+
+    def settle(result: RungResult) -> None:
+        results.append(result)
+        observed[result.name] = _observe(runner, result, plan_of[result.name].family, pricing)
+
+    while True:
+        action = next_action(planned, observed, target=target, metric=metric, budget=budget, n_test=n_test,
+                             pricing=pricing, config=config, seed=spec.seed)
+        actions.append(action)
+        if action.kind == "stop":
+            break
+        if action.kind == "escalate":
+            for name in action.skipped:
+                settle(_record_skip(store, run_id, by_name[name], f"skipped: {action.reason}"))
+            continue
+        rung = by_name[action.rung]
+        if action.kind == "skip":
+            settle(_record_skip(store, run_id, rung, action.reason))
+            continue
+        record = store.rung_result(run_id, rung.name, config_hash=rung.config_hash())
+        if record is not None and record.result:
+            settle(RungResult.from_json(record.result))
+            reused.append(rung.name)
+            continue
+        finished = [o for o in observed.values() if o.status == "finished" and o.low is not None]
+        best = max(finished, key=lambda o: o.value) if finished else None
+        try:
+            result = runner.run_rung(rung, screen=action.screen, best=(best.name, best.low) if best else None,
+                                     deadline_s=_deadline(plan_of[rung.name], observed, budget, pricing),
+                                     delta=config.delta)
+        except RungSkipped as exc:
+            store.skip_rung(run_id, rung.name, str(exc))
+            settle(RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=rung.model_dump(),
+                              reason=str(exc)))
+            continue
+        except TunewiseError as exc:
+            store.fail_rung(run_id, rung.name, str(exc))
+            settle(RungResult(name=rung.name, strategy=rung.strategy, status="failed", config=rung.model_dump(),
+                              error=str(exc)))
+            continue
+        if result.status == "finished":
+            store.finish_rung(run_id, rung.name, result.to_json())
+        else:
+            store.skip_rung(run_id, rung.name, result.reason or "skipped")
+            rejection = result.extras.get("early_rejection")
+            if rejection:
+                actions.append(Action(**{**rejection, "skipped": tuple(rejection.get("skipped", ())),
+                                         "screen": tuple(rejection.get("screen", ()))}))
+            else:
+                actions.append(Action("skip", rung.name, result.reason or "skipped"))
+        settle(result)
+    rejected = [a for a in actions if a.kind == "reject"]
+    spent_s, spent_usd = spent(observed)
+    ladder = {
+        "mode": "policy",
+        "target": {metric: target} if target is not None else None,
+        "budget": {"hours": budget.hours, "usd": budget.usd,
+                   "tuning_hours_default": None if budget.hours is not None else budget.tuning_hours_default,
+                   "spent_s": spent_s, "spent_usd": spent_usd, "pricing": pricing.basis},
+        "config": {"patience": config.patience, "fractions": list(config.fractions), "delta": config.delta,
+                   "min_subset": config.min_subset},
+        "actions": [a.to_json() for a in actions],
+        "early_rejection": {"rungs": [a.rung for a in rejected],
+                            "saved_calls": sum(a.saved_calls or 0.0 for a in rejected),
+                            "saved_s": sum(a.saved_s or 0.0 for a in rejected)},
+    }
+    return results, reused, ladder
+
+
+def _run_fixed(runner: "_Runner", rung_specs: Sequence[RungSpec]) -> tuple[list[RungResult], list[str]]:
+    """Every named rung, in order, no policy: reuse a finished result, else run it."""
+    store, run_id = runner.store, runner.run_id
+    results: list[RungResult] = []
+    reused: list[str] = []
+    for rung in rung_specs:
+        record = store.rung_result(run_id, rung.name, config_hash=rung.config_hash())
+        if record is not None and record.result:
+            results.append(RungResult.from_json(record.result))
+            reused.append(rung.name)
+            continue
+        try:
+            result = runner.run_rung(rung)
+        except RungSkipped as exc:
+            store.skip_rung(run_id, rung.name, str(exc))
+            results.append(RungResult(name=rung.name, strategy=rung.strategy, status="skipped",
+                                      config=rung.model_dump(), reason=str(exc)))
+            continue
+        except TunewiseError as exc:
+            store.fail_rung(run_id, rung.name, str(exc))
+            results.append(RungResult(name=rung.name, strategy=rung.strategy, status="failed",
+                                      config=rung.model_dump(), error=str(exc)))
+            continue
+        store.finish_rung(run_id, rung.name, result.to_json())
+        results.append(result)
+    return results, reused
+
+
 def run_task(
     spec: TaskSpec,
     *,
@@ -216,41 +523,34 @@ def run_task(
     progress: Progress | None = None,
     task_path: Path | None = None,
     report: bool = True,
+    policy: bool | None = None,
 ) -> RunOutcome:
-    """Run (or resume) the task; returns the results and where they were written."""
+    """Run (or resume) the task; returns the results and where they were written.
+
+    With no ``rungs`` and no ``rungs:`` in the task, the ladder policy (``policy.py``) walks the
+    default ladder plus the tuning rungs within the task's budgets; named rungs run as a fixed list.
+    ``policy`` forces either way (True: walk the named rungs with the policy; False: run them all).
+    """
     spec = _with_limit(spec, limit)
     splits = load_splits(spec)
     checks = check_data(splits, kind=spec.kind)
-    rung_specs = resolve_rungs(spec, rungs)
+    walk_default = uses_policy(spec, rungs) and policy is not False
+    rung_specs = policy_ladder(spec) if walk_default else resolve_rungs(spec, rungs)
     store = Store(spec.store_dir)
     run_id = run_id_for(spec.fingerprint(), splits.data_hash)
     store.start_run(task_name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=spec.fingerprint(),
                     data_hash=splits.data_hash, task_path=task_path, run_id=run_id)
     runner = _Runner(spec, splits, store, run_id, backend=backend, progress=progress)
+    walk = uses_policy(spec, rungs) if policy is None else policy
     results: list[RungResult] = []
     reused: list[str] = []
+    ladder: dict[str, Any] = {"mode": "fixed"}
     status = "finished"
     try:
-        for rung in rung_specs:
-            record = store.rung_result(run_id, rung.name, config_hash=rung.config_hash())
-            if record is not None and record.result:
-                results.append(RungResult.from_json(record.result))
-                reused.append(rung.name)
-                continue
-            try:
-                result = runner.run_rung(rung)
-            except RungSkipped as exc:
-                store.skip_rung(run_id, rung.name, str(exc))
-                results.append(RungResult(name=rung.name, strategy=rung.strategy, status="skipped",
-                                          config=rung.model_dump(), reason=str(exc)))
-                continue
-            except TunewiseError as exc:
-                store.fail_rung(run_id, rung.name, str(exc))
-                results.append(RungResult(name=rung.name, strategy=rung.strategy, status="failed",
-                                          config=rung.model_dump(), error=str(exc)))
-                continue
-            store.finish_rung(run_id, rung.name, result.to_json())
-            results.append(result)
+        if walk:
+            results, reused, ladder = _walk(runner, rung_specs)
+        else:
+            results, reused = _run_fixed(runner, rung_specs)
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -262,7 +562,7 @@ def run_task(
         run_id=run_id, task=spec.model_dump(mode="json"), data=_data_info(splits), checks=checks.to_json(),
         rungs=tuple(results), comparisons=_comparisons(spec.kind, splits, results, spec.seed),
         environment={**environment_info(), "backend": dict(getattr(runner._backend, "info", {}) or {})},
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=spec.seed,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=spec.seed, ladder=ladder,
         status="finished" if all(r.status in ("finished", "skipped") for r in results) else "partial",
     )
     payload = run_results.to_json()

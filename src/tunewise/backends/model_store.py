@@ -104,18 +104,30 @@ def cache_root() -> Path:
     return Path(platformdirs.user_cache_dir("tunewise"))
 
 
-def directory_fingerprint(path: Path) -> str:
-    """Short hash of a model/adapter directory: its JSON configs plus the sizes of weight files.
+PROVENANCE_FILE = "tunewise_provenance.json"  # written by tunewise.training beside every trained artifact
+_HASH_WEIGHTS_BELOW = 256 << 20  # weight files smaller than this are hashed in full (adapters: ~20 ms)
 
-    Cheap on purpose (no weight hashing): a retrained adapter or a different checkpoint changes
-    a size or a config in practice; identical sizes with different bytes would not be noticed.
+
+def directory_fingerprint(path: Path) -> str:
+    """Short hash of a model/adapter directory: its JSON configs, its weights, and tunewise provenance.
+
+    Weight files under 256 MiB (adapters, small models) are hashed in full; larger ones by name
+    and size only, to keep a multi-GB model's fingerprint cheap. Sizes alone are not enough for
+    adapters: two LoRA adapters with the same rank and modules have the same file sizes. A
+    directory trained by tunewise also has its provenance (which names the content key of the
+    training run) hashed, so two artifacts never share a fingerprint.
     """
     digest = hashlib.sha256()
     for file in sorted(path.iterdir()):
-        if file.suffix == ".json" and file.name.endswith("config.json"):
+        if file.suffix == ".json" and (file.name.endswith("config.json") or file.name == PROVENANCE_FILE):
             digest.update(file.name.encode() + b"\0" + file.read_bytes())
         elif file.suffix in {".safetensors", ".bin", ".gguf"}:
-            digest.update(f"{file.name}\0{file.stat().st_size}".encode())
+            size = file.stat().st_size
+            digest.update(f"{file.name}\0{size}".encode())
+            if size < _HASH_WEIGHTS_BELOW:
+                with file.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
     return digest.hexdigest()[:12]
 
 

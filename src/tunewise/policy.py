@@ -1,0 +1,433 @@
+"""The ladder policy: what to do next, from the rungs (cheapest first), what they measured and the budget.
+
+Pure: no I/O, no model. :func:`next_action` looks at the planned rungs and what the finished ones
+measured (primary metric with its CI, per-example correctness, seconds and dollars) and returns one
+:class:`Action`, always with a one-sentence reason that carries the numbers:
+
+* ``stop`` - a finished rung meets the target *with confidence* (its CI low >= target), or the
+  budget is spent, or every rung was tried. When only a point estimate clears the target the
+  policy keeps climbing and says so in the next ``run``'s reason.
+* ``escalate`` - prompting plateaued: each of the last :attr:`PolicyConfig.patience` prompt rungs
+  is not significantly better than the best prompt rung before it (paired McNemar + bootstrap,
+  :func:`~tunewise.evaluation.stats.compare_paired`), and a tuning rung is runnable and fits the
+  budget: the remaining prompt rungs are skipped and the ladder goes to the tuning rungs.
+* ``skip`` - a rung cannot run here (``blocked``: e.g. fine-tuning needs a transformers model) or
+  its estimated cost does not fit what is left of the budget.
+* ``run`` - the next rung, with its estimate; for an LLM rung whose metric is a mean of
+  per-example scores and when a finished rung exists, with a successive-halving ``screen``
+  (nested stratified test subsets, see :func:`screen_subset`).
+
+Costs are estimated (:func:`estimate_cost`) from the measured throughput of finished rungs of the
+same family (same strategy and prompt mode, with or without demonstrations), else from the priors
+below, measured with SmolLM2-135M on a 2-core CPU (BANKING77, see shared/notes/MEASURED.md).
+Budgets: ``budget.hours`` (wall time, all rungs), ``budget.usd`` (money: device-hours x price for
+self-hosted models, tokens x price for API models). When ``budget.hours`` is not set, tuning rungs
+(which train) must fit :data:`DEFAULT_TUNING_HOURS` by estimate: a big task on a CPU never starts a
+multi-hour fine-tuning unless the user sets ``constraints.budget_hours`` or names the rung.
+
+Early rejection (:func:`screen_subset`): before a full evaluation, the rung is scored on nested
+stratified subsets (1/8, 1/4, 1/2 of the test split); it is dropped when the exact one-sided
+Clopper-Pearson upper bound (confidence 1 - ``delta``) of its accuracy on the subset is below the
+best finished rung's CI low. If the rung's accuracy on the full test split is at least that low
+(in particular, if it would beat the best rung), each look drops it with probability <= delta, so
+<= 3 x delta over the three looks (sampling without replacement and stratification only make the
+subset estimate tighter). A rung that cannot beat the best finished rung could still be the only
+one to meet a latency or cost constraint; the decision ranks candidates on cost only among those
+that meet the quality bar, so early rejection is restricted to rungs that cannot beat the best.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats as _scipy_stats
+
+from .evaluation.stats import compare_paired
+
+__all__ = [
+    "PlannedRung", "Observed", "Budget", "Pricing", "PolicyConfig", "Action", "Estimate",
+    "rung_family", "family_kind", "estimate_cost", "next_action", "screen_subset", "screen_sizes",
+    "stratified_order", "upper_bound", "plateau", "spent",
+    "PRIOR_S_PER_EXAMPLE", "PRIOR_API_TOKENS", "PRIOR_TRAIN_S_PER_EXAMPLE_EPOCH", "DEFAULT_TUNING_HOURS",
+]
+
+#: seconds of model time per test example when no rung of the family has been measured yet
+#: (SmolLM2-135M, 2-core CPU, BANKING77's 77 labels: label scoring ~2 s, chain-of-thought ~4.5 s,
+#: free generation ~0.7 s, embeddings ~0.03 s; a tuned model scores its labels in ~1 s)
+PRIOR_S_PER_EXAMPLE = {
+    "no_llm": 0.03, "prompt_score": 2.0, "prompt_score_demos": 2.5, "prompt_generate": 0.7,
+    "prompt_generate_demos": 0.8, "prompt_cot": 4.5, "prompt_cot_demos": 5.0, "tuned": 1.0, "curve": 1.0,
+    "other": 2.0,
+}
+#: training seconds per (example x epoch) when no tuning rung has been measured: LoRA r=16 on
+#: SmolLM2-135M on a 2-core CPU took 4.8 min for 770 x 1.29 and 9.8 min for 2,310 x 1.01 (0.25-0.29 s);
+#: the CUDA figure is a rough order of magnitude for one data-centre GPU
+PRIOR_TRAIN_S_PER_EXAMPLE_EPOCH = {"cpu": 0.3, "cuda": 0.02}
+#: (prompt tokens, completion tokens) per request assumed for an API model before a rung of the family ran
+PRIOR_API_TOKENS = {"prompt_score": (300, 2), "prompt_score_demos": (1000, 2), "prompt_generate": (300, 16),
+                    "prompt_generate_demos": (1000, 16), "prompt_cot": (300, 80), "prompt_cot_demos": (1000, 80),
+                    "other": (500, 32)}
+#: wall-time budget for the tuning rungs together when the task sets no constraints.budget_hours
+DEFAULT_TUNING_HOURS = 0.5
+
+
+def rung_family(strategy: str, params: Mapping[str, Any], kind: str = "classification") -> str:
+    """Rungs of one family have similar cost per example: ``no_llm``, ``prompt_<mode>[_demos]``, ``tuned``, ``curve``."""
+    if strategy in ("knn", "probe"):
+        return "no_llm"
+    if strategy == "learning_curve":
+        return "no_llm" if params.get("of") == "probe" else "curve"
+    if strategy == "finetune":
+        return "tuned"
+    if strategy == "prompt":
+        mode = str(params.get("mode", "score"))
+        if kind != "classification" and mode == "score":
+            mode = "generate"
+        return f"prompt_{mode}" + ("_demos" if params.get("k") else "")
+    return "other"
+
+
+def family_kind(family: str) -> str:
+    """``no_llm``, ``tuned`` (trains: finetune and its learning curves) or ``prompt`` (every other LLM rung)."""
+    if family == "no_llm":
+        return "no_llm"
+    return "tuned" if family in ("tuned", "curve") else "prompt"
+
+
+@dataclass(frozen=True)
+class PlannedRung:
+    """A rung as the policy sees it before it runs."""
+
+    name: str
+    family: str
+    screenable: bool = False  # scored by a mean of per-example 0/1 scores and uses the run's LLM
+    train_example_epochs: float = 0.0  # tuning rungs: examples x epochs over all trainings
+    evaluations: int = 1  # test-split evaluations (a learning curve scores each point)
+    blocked: str | None = None  # why it cannot run here
+
+    @property
+    def kind(self) -> str:
+        return family_kind(self.family)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a rung that was acted on measured (status: finished, failed, skipped, rejected)."""
+
+    name: str
+    family: str
+    status: str
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    correct: tuple[bool, ...] | None = None  # per-example correctness on the full test split
+    seconds: float = 0.0  # measured: preparation (training included) + model time
+    eval_seconds: float = 0.0  # model time of the evaluation
+    examples: int = 0  # test examples evaluated
+    usd: float | None = None  # measured money
+    train_s: float = 0.0
+    train_example_epochs: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return family_kind(self.family)
+
+
+@dataclass(frozen=True)
+class Budget:
+    hours: float | None = None
+    usd: float | None = None
+    tuning_hours_default: float = DEFAULT_TUNING_HOURS  # tuning rungs, when ``hours`` is None
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """How seconds and examples become money. Self-hosted: ``usd_per_second``; API: ``usd_per_example`` priors."""
+
+    device: str = "cpu"
+    usd_per_second: float | None = None  # self-hosted: device-hour price / 3600
+    api_usd_per_example: Mapping[str, float] = field(default_factory=dict)  # prior per family, API models
+    basis: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    patience: int = 2  # prompt rungs in a row that must fail to beat the best before them
+    fractions: tuple[float, ...] = (1 / 8, 1 / 4, 1 / 2)  # successive-halving subsets of the test split
+    delta: float = 0.01  # one-sided error of each early-rejection look
+    min_subset: int = 8  # smaller subsets are not looked at
+    alpha: float = 0.05  # paired tests
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float
+    usd: float | None
+    basis: str
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # run | stop | escalate | skip | reject | note
+    rung: str | None
+    reason: str
+    skipped: tuple[str, ...] = ()  # rungs this action leaves out (escalate, stop)
+    estimate_s: float | None = None
+    estimate_usd: float | None = None
+    screen: tuple[int, ...] = ()  # run: subset sizes to screen on before the full evaluation
+    scored: int | None = None  # reject: test examples scored before the rung was dropped
+    saved_calls: float | None = None  # reject: model calls not made, against scoring the rung fully
+    saved_s: float | None = None  # reject: model seconds not spent
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["skipped"], d["screen"] = list(self.skipped), list(self.screen)
+        return {k: v for k, v in d.items() if v not in (None, [], ())}
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _pct(x: float | None) -> str:
+    return "?" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def _dur(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _usd(x: float | None) -> str:
+    if x is None:
+        return "an unknown amount"
+    return f"${x:,.2f}" if x >= 1 else f"${x:.2g}" if x > 0 else "$0"
+
+
+def _ci(o: Observed) -> str:
+    return f"{_pct(o.value)} [{_pct(o.low)}, {_pct(o.high)}]"
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def spent(observed: Mapping[str, Observed], *, kind: str | None = None) -> tuple[float, float]:
+    """(seconds, usd) measured so far, over every rung acted on (or those of one kind)."""
+    rows = [o for o in observed.values() if kind is None or o.kind == kind]
+    return sum(o.seconds for o in rows), sum(o.usd or 0.0 for o in rows)
+
+
+def _per_example(family: str, observed: Mapping[str, Observed]) -> tuple[float, str]:
+    same = [o for o in observed.values() if o.family == family and o.examples > 0 and o.eval_seconds > 0]
+    if same:
+        s = sum(o.eval_seconds for o in same) / sum(o.examples for o in same)
+        return s, f"measured {s:.3g} s/example on {', '.join(o.name for o in same)}"
+    s = PRIOR_S_PER_EXAMPLE.get(family, PRIOR_S_PER_EXAMPLE["other"])
+    return s, f"prior {s:g} s/example for {family}"
+
+
+def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: int, pricing: Pricing) -> Estimate:
+    """Seconds (training + evaluation) and dollars the rung is expected to cost, with the basis."""
+    per, basis = _per_example(rung.family, observed)
+    seconds = per * n_test * max(1, rung.evaluations)
+    parts = [f"{n_test * max(1, rung.evaluations)} test examples x {basis}"]
+    if rung.kind == "tuned" and rung.train_example_epochs > 0:
+        tuned = [o for o in observed.values() if o.kind == "tuned" and o.train_example_epochs > 0 and o.train_s > 0]
+        if tuned:
+            rate = sum(o.train_s for o in tuned) / sum(o.train_example_epochs for o in tuned)
+            why = f"measured {rate:.3g} s on {', '.join(o.name for o in tuned)}"
+        else:
+            rate = PRIOR_TRAIN_S_PER_EXAMPLE_EPOCH.get(pricing.device, PRIOR_TRAIN_S_PER_EXAMPLE_EPOCH["cpu"])
+            why = f"prior {rate:g} s on {pricing.device}"
+        seconds += rate * rung.train_example_epochs
+        parts.insert(0, f"training {rung.train_example_epochs:,.0f} example-epochs x {why}")
+    if pricing.usd_per_second is not None:
+        usd: float | None = seconds * pricing.usd_per_second
+    else:  # API model: measured dollars per example of the family, else the token-price prior
+        same = [o for o in observed.values() if o.family == rung.family and o.examples > 0 and o.usd is not None]
+        if same:
+            usd = sum(o.usd or 0.0 for o in same) / sum(o.examples for o in same) * n_test
+        elif rung.kind == "no_llm":
+            usd = 0.0
+        else:
+            prior = pricing.api_usd_per_example.get(rung.family)
+            usd = None if prior is None else prior * n_test
+    return Estimate(seconds, usd, "; ".join(parts))
+
+
+# --------------------------------------------------------------------------- plateau
+
+
+def plateau(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed], *, patience: int = 2,
+            alpha: float = 0.05, seed: int = 0) -> str | None:
+    """The plateau sentence when each of the last ``patience`` prompt rungs failed to beat the best before it."""
+    prompts = [observed[r.name] for r in ladder if r.kind == "prompt" and r.name in observed]
+    prompts = [o for o in prompts if o.status == "finished" and o.correct is not None and o.value is not None]
+    if patience < 1 or len(prompts) < patience + 1:
+        return None
+    sentences = []
+    for i in range(len(prompts) - patience, len(prompts)):
+        last, best = prompts[i], max(prompts[:i], key=lambda o: o.value)
+        c = compare_paired(np.array(last.correct), np.array(best.correct), alpha=alpha, seed=seed)
+        if c["verdict"] == "A better":
+            return None
+        sentences.append(f"{last.name} {_pct(last.value)} vs {best.name} {_pct(best.value)} "
+                         f"(diff {100 * c['diff']:+.1f} points [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}], "
+                         f"McNemar p = {c['p_value']:.3g})")
+    return "; ".join(sentences)
+
+
+# --------------------------------------------------------------------------- the next action
+
+
+def _fits(rung: PlannedRung, est: Estimate, observed: Mapping[str, Observed], budget: Budget) -> str | None:
+    """None when the estimate fits what is left of the budget, else the sentence why not."""
+    spent_s, spent_usd = spent(observed)
+    if budget.hours is not None:
+        left = budget.hours * 3600 - spent_s
+        if est.seconds > left:
+            return (f"estimated {_dur(est.seconds)} ({est.basis}) exceeds the {_dur(max(0.0, left))} left of "
+                    f"budget_hours {budget.hours:g}")
+    elif rung.kind == "tuned":
+        tuned_s, _ = spent(observed, kind="tuned")
+        left = budget.tuning_hours_default * 3600 - tuned_s
+        if est.seconds > left:
+            return (f"estimated {_dur(est.seconds)} ({est.basis}) exceeds the {_dur(max(0.0, left))} left of the "
+                    f"default {budget.tuning_hours_default:g} h tuning budget (no constraints.budget_hours set; "
+                    "set it, or name the rung with --rungs, to train longer)")
+    if budget.usd is not None:
+        left_usd = budget.usd - spent_usd
+        if est.usd is None:
+            return f"its cost cannot be estimated (no price or measurement) and budget_usd {budget.usd:g} is set"
+        if est.usd > left_usd:
+            return (f"estimated {_usd(est.usd)} ({est.basis}) exceeds the {_usd(max(0.0, left_usd))} left of "
+                    f"budget_usd {budget.usd:g}")
+    return None
+
+
+def _spent_out(observed: Mapping[str, Observed], budget: Budget) -> str | None:
+    spent_s, spent_usd = spent(observed)
+    if budget.hours is not None and spent_s >= budget.hours * 3600:
+        return f"the time budget is spent: {_dur(spent_s)} measured of budget_hours {budget.hours:g}"
+    if budget.usd is not None and spent_usd >= budget.usd:
+        return f"the money budget is spent: {_usd(spent_usd)} measured of budget_usd {budget.usd:g}"
+    return None
+
+
+def screen_sizes(n_test: int, config: PolicyConfig = PolicyConfig()) -> tuple[int, ...]:
+    """Nested subset sizes for early rejection: ``ceil(f * n)`` for each fraction, at least ``min_subset``."""
+    sizes = sorted({math.ceil(f * n_test) for f in config.fractions})
+    return tuple(s for s in sizes if config.min_subset <= s < n_test)
+
+
+def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed], *, target: float | None,
+                metric: str, budget: Budget, n_test: int, pricing: Pricing,
+                config: PolicyConfig = PolicyConfig(), seed: int = 0) -> Action:
+    """The next step of the walk (module docstring); ``observed`` holds every rung acted on so far."""
+    pending = [r for r in ladder if r.name not in observed]
+    finished = [o for o in observed.values() if o.status == "finished" and o.value is not None]
+    best = max(finished, key=lambda o: o.value) if finished else None
+    if target is not None:
+        confident = [o for o in finished if o.low is not None and o.low >= target]
+        if confident:
+            o = max(confident, key=lambda o: o.low)
+            return Action("stop", o.name, f"target met with confidence: {o.name} {metric} {_ci(o)} has its CI low "
+                          f"{_pct(o.low)} >= target {_pct(target)}" + (f"; not run: {', '.join(r.name for r in pending)}"
+                                                                       if pending else ""),
+                          skipped=tuple(r.name for r in pending))
+    if not pending:
+        best_txt = f"; best {best.name} {metric} {_ci(best)}" if best else ""
+        return Action("stop", None, f"every rung of the ladder was tried{best_txt}")
+    out = _spent_out(observed, budget)
+    if out:
+        return Action("stop", None, f"{out}; not run: {', '.join(r.name for r in pending)}",
+                      skipped=tuple(r.name for r in pending))
+    nxt = pending[0]
+    if nxt.kind == "prompt":
+        flat = plateau(ladder, observed, patience=config.patience, alpha=config.alpha, seed=seed)
+        tuning = [r for r in pending if r.kind == "tuned" and r.blocked is None]
+        fitting = [r for r in tuning if _fits(r, estimate_cost(r, observed, n_test, pricing), observed, budget) is None]
+        if flat and fitting:
+            rest = tuple(r.name for r in pending if r.kind == "prompt")
+            return Action("escalate", fitting[0].name, f"prompting plateaued ({flat}): skipping {', '.join(rest)} "
+                          f"and going to {', '.join(r.name for r in fitting)}", skipped=rest)
+    if nxt.blocked:
+        return Action("skip", nxt.name, f"{nxt.name} cannot run here: {nxt.blocked}")
+    est = estimate_cost(nxt, observed, n_test, pricing)
+    why_not = _fits(nxt, est, observed, budget)
+    if why_not:
+        return Action("skip", nxt.name, f"{nxt.name} skipped to stay within budget: {why_not}",
+                      estimate_s=est.seconds, estimate_usd=est.usd)
+    reason = f"next cheapest rung, estimated {_dur(est.seconds)} and {_usd(est.usd)} ({est.basis})"
+    if target is not None and best is not None and best.value >= target:
+        reason += (f"; keep climbing: {best.name}'s point estimate {_pct(best.value)} clears the target "
+                   f"{_pct(target)} but its CI low {_pct(best.low)} does not")
+    screen: tuple[int, ...] = ()
+    if nxt.screenable and best is not None and best.low is not None:
+        screen = screen_sizes(n_test, config)
+        if screen:
+            reason += f"; screened first on {', '.join(map(str, screen))} of {n_test} test examples " \
+                      f"against {best.name}'s CI low {_pct(best.low)}"
+    return Action("run", nxt.name, reason, estimate_s=est.seconds, estimate_usd=est.usd, screen=screen)
+
+
+# --------------------------------------------------------------------------- early rejection
+
+
+def upper_bound(correct: int, n: int, delta: float) -> float:
+    """Exact one-sided Clopper-Pearson upper bound of a proportion, confidence ``1 - delta``."""
+    if n <= 0:
+        return 1.0
+    if correct >= n:
+        return 1.0
+    return float(_scipy_stats.beta.ppf(1 - delta, correct + 1, n - correct))
+
+
+def screen_subset(name: str, correct: Sequence[bool], *, best_name: str, best_low: float, n_test: int,
+                  calls: float, seconds: float, delta: float = 0.01, metric: str = "accuracy") -> Action | None:
+    """A ``reject`` action when the rung's upper bound on the subset is below the best rung's CI low, else None.
+
+    ``calls`` and ``seconds``: model calls and model seconds the subset took; the savings scale
+    them to the ``n_test - len(correct)`` examples not scored.
+    """
+    n, k = len(correct), int(sum(bool(c) for c in correct))
+    ub = upper_bound(k, n, delta)
+    if ub >= best_low:
+        return None
+    rest = n_test - n
+    saved_calls, saved_s = calls / n * rest if n else 0.0, seconds / n * rest if n else 0.0
+    return Action("reject", name, f"rejected early: {name} scored {k}/{n} ({_pct(k / n if n else None)}) on a "
+                  f"stratified subset; its {100 * (1 - delta):g}% upper bound {_pct(ub)} is below {best_name}'s "
+                  f"{metric} CI low {_pct(best_low)}, so it cannot win; saved about {saved_calls:,.0f} model calls "
+                  f"and {_dur(saved_s)} against scoring all {n_test} examples",
+                  scored=n, saved_calls=saved_calls, saved_s=saved_s)
+
+
+def stratified_order(ids: Sequence[str], strata: Sequence[Any], seed: int = 0) -> list[int]:
+    """Indices of the examples in an order whose every prefix is stratified (nested subsets).
+
+    Within a stratum, examples are ranked by a hash of (seed, id); each example's key is its
+    stratum quantile ``(rank + 0.5) / stratum size``, so a prefix of length m holds about
+    ``m x share`` of each stratum. Depends only on ids, strata and the seed.
+    """
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(strata):
+        groups[repr(s)].append(i)
+
+    def h(*parts: object) -> str:
+        return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+
+    keys: dict[int, tuple[float, str]] = {}
+    for stratum, members in groups.items():
+        ranked = sorted(members, key=lambda i: h(seed, ids[i]))
+        for rank, i in enumerate(ranked):
+            keys[i] = ((rank + 0.5) / len(ranked), h(seed, stratum))
+    return sorted(range(len(ids)), key=lambda i: keys[i])
