@@ -31,7 +31,7 @@ class ClassifierBackend(Backend):
         from peft import PeftModel
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from .model_store import directory_fingerprint, local_model_path, resolve_model
+        from .model_store import adapter_fingerprint, local_model_path, resolve_model
 
         super().__init__(name=spec)
         self.can_score = True
@@ -56,7 +56,7 @@ class ClassifierBackend(Backend):
         self._model = model.merge_and_unload().to(self.device).eval()
         self.labels = labels
         self._index = {label: i for i, label in enumerate(labels)}
-        self._fp = f"{resolved.fingerprint}|seq-cls|adapter={directory_fingerprint(self.adapter)}"
+        self._fp = f"{resolved.fingerprint}|seq-cls|adapter={adapter_fingerprint(self.adapter)}"
         self.info = {"model": spec, "head": "sequence classification", "adapter": str(self.adapter),
                      "labels": len(labels), "device": self.device, "fingerprint": self._fp}
 
@@ -111,7 +111,7 @@ class ClassifierBackend(Backend):
 def _labels_of(adapter: Path) -> list[str]:
     import json
 
-    from ..training.trainer import PROVENANCE_FILE
+    from .model_store import PROVENANCE_FILE
 
     meta = adapter / PROVENANCE_FILE
     if not meta.is_file():

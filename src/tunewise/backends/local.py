@@ -46,7 +46,7 @@ from tunewise.backends.base import (
 )
 from tunewise.backends.model_store import (
     ResolvedModel,
-    directory_fingerprint,
+    adapter_fingerprint,
     load_pretrained,
     resolve_model,
 )
@@ -57,7 +57,6 @@ from tunewise.backends.token_trie import (
     build_trie,
     common_prefix_len,
 )
-from tunewise.errors import ModelNotFoundError
 
 __all__ = [
     "DEFAULT_SYSTEM",
@@ -121,7 +120,7 @@ class LocalBackend(Backend):
         self.batch_size = max(1, batch_size)
         self.resolved: ResolvedModel = resolve_model(spec)
         self.adapter = Path(adapter).expanduser() if adapter else None
-        self._adapter_fp = _adapter_fingerprint(self.adapter) if self.adapter else None
+        self._adapter_fp = adapter_fingerprint(self.adapter) if self.adapter else None
         self._model, self._tok = load_pretrained(self.resolved, dtype=self.dtype, device=self.device)
         if self.adapter:
             self._model = _apply_adapter(self._model, self.adapter)
@@ -475,12 +474,6 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     return _DTYPES[dtype]
-
-
-def _adapter_fingerprint(adapter: Path) -> str:
-    if not (adapter / "adapter_config.json").is_file():
-        raise ModelNotFoundError(f"Adapter {adapter} is not a directory containing an adapter_config.json.")
-    return directory_fingerprint(adapter)
 
 
 def _apply_adapter(model: Any, adapter: Path) -> Any:

@@ -34,6 +34,8 @@ from tunewise.errors import ModelNotFoundError
 __all__ = [
     "EMBEDDED",
     "EmbeddedModel",
+    "PROVENANCE_FILE",
+    "adapter_fingerprint",
     "ResolvedModel",
     "cache_root",
     "directory_fingerprint",
@@ -106,6 +108,13 @@ def cache_root() -> Path:
 
 PROVENANCE_FILE = "tunewise_provenance.json"  # written by tunewise.training beside every trained artifact
 _HASH_WEIGHTS_BELOW = 256 << 20  # weight files smaller than this are hashed in full (adapters: ~20 ms)
+
+
+def adapter_fingerprint(adapter: Path) -> str:
+    """:func:`directory_fingerprint` of a PEFT adapter directory, which must hold an ``adapter_config.json``."""
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"Adapter {adapter} is not a directory containing an adapter_config.json.")
+    return directory_fingerprint(adapter)
 
 
 def directory_fingerprint(path: Path) -> str:

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import Message
+from ..backends.model_store import PROVENANCE_FILE
 from .settings import DEFAULT_DEVICE_HOUR_USD, TuneSettings
 
 __all__ = ["TrainingJob", "TrainedArtifact", "train", "PROVENANCE_FILE", "read_artifact", "encode_pair"]
 
-PROVENANCE_FILE = "tunewise_provenance.json"
 Progress = Callable[[int, int], None]
 
 
