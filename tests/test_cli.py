@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -86,3 +87,25 @@ def test_progress_without_a_terminal_prints_quarters(capsys):
             bars("zero_shot", done, 8)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" (")[0] for line in lines] == [f"zero_shot: {n}/8" for n in (2, 4, 6, 8)]
+
+
+def test_run_takes_a_price_file_and_report_reuses_it(tmp_path):
+    task = write_task(tmp_path)
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("device_hour: {cpu: 7.5}\n")
+    result = CliRunner().invoke(cli, ["run", str(task), "--rungs", "knn,zero_shot", "--quiet", "--prices", str(prices)])
+    assert result.exit_code == 0, result.output
+    assert "decision: " in result.output and "next step: " in result.output
+    results_path = Path(result.output.split("results: ")[1].split()[0])
+    assert json.loads(results_path.read_text())["environment"]["prices"]["device_hour"]["cpu"] == 7.5
+    first = json.loads((results_path.parent / "decision.json").read_text())
+    assert first["context"]["prices"]["device_hour_usd"]["cpu"] == 7.5
+    (results_path.parent / "decision.json").unlink()
+    again = CliRunner().invoke(cli, ["report", json.loads(results_path.read_text())["run_id"][:6],
+                                     "--store", str(tmp_path / ".tunewise")])
+    assert again.exit_code == 0, again.output
+    assert json.loads((results_path.parent / "decision.json").read_text()) == first  # same table, same decision
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("device_hour: {cpu: -1}\n")
+    failed = CliRunner().invoke(cli, ["run", str(task), "--quiet", "--prices", str(bad)])
+    assert failed.exit_code != 0 and "bad.yaml" in failed.output and "device_hour.cpu" in failed.output

@@ -216,9 +216,10 @@ def test_unknown_fake_mode_lists_modes():
         load_backend("fake:telepathy")
 
 
-def test_openai_is_not_available_yet():
-    with pytest.raises(BackendError, match="not available yet"):
-        load_backend("openai:gpt-4o-mini")
+def test_openai_kind_builds_the_http_backend():  # behaviour: tests/test_openai_backend.py
+    backend = load_backend("openai:gpt-4o-mini", base_url="http://127.0.0.1:9/v1")
+    assert type(backend).__name__ == "OpenAIBackend" and backend.can_score is False
+    backend.close()
 
 
 def test_backend_kinds_are_exported():

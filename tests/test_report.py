@@ -269,3 +269,29 @@ def test_figures_draw_user_text_as_escaped_text():
                                        "ok": {"f1": 0.9, "precision": 0.9, "recall": 0.9, "support": 3}}})
     assert svg is not None and "<script" not in svg
     assert "&lt;script&gt;alert(2)&lt;/script&gt; costs $5 &amp; $6" in svg  # literal text, not mathtext
+
+
+def test_ladder_steps_are_in_the_html_and_markdown():
+    from tunewise.report.html import Figures, render_html
+    from tunewise.report.markdown import report_markdown
+    from tunewise.report.sections import ladder_text
+
+    ladder = {"mode": "policy", "budget": {"hours": 1.0, "spent_s": 120.0, "spent_usd": 0.0033},
+              "actions": [{"kind": "run", "rung": "knn", "reason": "next cheapest rung"},
+                          {"kind": "reject", "rung": "zero_shot", "reason": "rejected early: <b>3/39</b>"},
+                          {"kind": "stop", "rung": "probe", "reason": "every rung of the ladder was tried."}],
+              "early_rejection": {"rungs": ["zero_shot"], "saved_calls": 269.0, "saved_s": 540.0}}
+    text = ladder_text(ladder)
+    assert text.steps == (("ran", "knn", "next cheapest rung"), ("rejected early", "zero_shot",
+                          "rejected early: <b>3/39</b>"), ("stopped", "", "every rung of the ladder was tried"))
+    assert "budget_hours 1" in text.budget and "120 s" in text.budget and "269 model calls" in text.saved
+    assert ladder_text({"mode": "fixed"}) is None
+    from tunewise.decision import Decision
+
+    empty = Decision(winner=None, status="no finished rung", runner_up=None, comparison=None, options=(), pareto=(),
+                     break_even=None, next_step="", reasons=())
+    results = {"task": {"name": "t"}, "run_id": "r", "ladder": ladder, "rungs": []}
+    page = render_html(results, empty, figures=Figures(), edge_cases_md="", repro=[])
+    assert 'id="ladder"' in page and "&lt;b&gt;3/39&lt;/b&gt;" in page and "<b>3/39" not in page
+    md = report_markdown(results, empty, edge_cases_md="", repro=[])
+    assert "## How the ladder was climbed" in md and "2. **rejected early zero_shot**" in md

@@ -118,8 +118,9 @@ def test_killed_run_resumes_without_repeating_a_finished_call(tmp_path):
     assert done.returncode == 0, done.stderr
     calls = _calls(log)
     unique = {(json.loads(c)["kind"], json.loads(c)["prompt"]) for c in calls}
-    # 24 examples x 2 rungs + 3 calibration calls; at most the one call in flight at the kill is repeated
-    assert len(unique) == 24 * 2 + 3
+    # 24 examples x 2 rungs + 3 calibration calls + few_shot_random's stability (2 re-drawn and 2 re-ordered
+    # demonstration sets on a subset that is the whole 24-example split); at most the call in flight is repeated
+    assert len(unique) == 24 * 2 + 3 + 4 * 24
     assert len(calls) - len(unique) <= 1
 
 
@@ -173,3 +174,59 @@ def test_extraction_and_generation_tasks_run_end_to_end(tmp_path):
     outcome = run_task(load_task(gen / "task.yaml"), rungs=["zero_shot"])
     em = outcome.results.rungs[0].metrics["exact_match"]
     assert em.value == 1.0  # "Input: say alpha" contains "alpha" under the contains match
+
+
+def test_few_shot_rung_measures_its_stability_across_draws_and_orders(tmp_path):
+    from tunewise.costs import load_prices
+    from tunewise.data import load_splits
+    from tunewise.decision import decide
+    from tunewise.report.edge_cases import edge_cases_markdown
+
+    spec = load_task(write_task(tmp_path, n_test=24))
+    outcome = run_task(spec, rungs=["knn", "few_shot_random"])
+    rung = next(r for r in outcome.results.rungs if r.name == "few_shot_random")
+    st = rung.extras["stability"]
+    assert st["subset"] == 24 and len(st["example_ids"]) == 24  # a quarter, at least 60: the whole small split
+    assert [v["variant"] for v in st["variants"]] == ["as scored", "re-drawn", "re-ordered", "re-drawn", "re-ordered"]
+    assert [v["seed"] for v in st["variants"]] == [0, 1, 0, 2, 0]
+    assert [v["order_seed"] for v in st["variants"]] == [None, None, 1, None, 2]
+    values = [v["value"] for v in st["variants"]]
+    assert st["spread"] == pytest.approx(max(values) - min(values))
+    # "as scored" is the rung's own predictions on that subset
+    own = {p.example_id: p.output for p in rung.predictions}
+    assert st["variants"][0]["outputs"] == [own[i] for i in st["example_ids"]]
+    payload = outcome.results.to_json()
+    doc = edge_cases_markdown(payload, load_splits(spec).test, decide(payload, spec, load_prices()))
+    assert "| few_shot_random | finished | 24 |" in doc
+
+
+def test_order_seed_shuffles_the_same_demonstrations(tmp_path):
+    from tunewise.data import load_splits
+    from tunewise.strategies.base import PrepareContext, get_strategy
+    from tunewise.task import RungSpec
+
+    spec = load_task(write_task(tmp_path))
+    splits = load_splits(spec)
+    ctx = PrepareContext(spec=spec, splits=splits, seed=0)
+
+    def demos(**params):
+        rung = RungSpec(name="fs", strategy="prompt", params={"mode": "score", "k": 8, **params})
+        return get_strategy("prompt")(rung, ctx).fixed_demos
+
+    base, shuffled, other = demos(), demos(order_seed=3), demos(seed=5)
+    assert sorted(base) == sorted(shuffled) and base != shuffled
+    assert sorted(base) != sorted(other)
+
+
+def test_quick_mode_caps_the_test_subset_and_the_budget(tmp_path):
+    from tunewise.run import QUICK_BUDGET_HOURS, QUICK_TEST_LIMIT, quick_spec
+
+    spec = load_task(write_task(tmp_path, n_test=200))
+    quick = quick_spec(spec)
+    assert quick.data.test_limit == QUICK_TEST_LIMIT and quick.constraints.budget_hours == QUICK_BUDGET_HOURS
+    assert quick.fingerprint() != spec.fingerprint()  # its own run, never mixed with the full one
+    tight = spec.model_copy(update={"constraints": spec.constraints.model_copy(update={"budget_hours": 0.01})})
+    assert quick_spec(tight).constraints.budget_hours == 0.01  # a smaller user budget stays
+    outcome = run_task(spec, quick=True)
+    assert len(outcome.results.rungs[0].predictions) == QUICK_TEST_LIMIT
+    assert outcome.results.ladder["budget"]["hours"] == QUICK_BUDGET_HOURS

@@ -34,7 +34,7 @@ BUILTIN_RUNGS: dict[str, RungSpec] = {
         _prompt("zero_shot", mode="score", calibrate=True),
         _prompt("zero_shot_generate", mode="generate"),
         _prompt("role", mode="score", calibrate=True, role="expert"),
-        _prompt("few_shot_random", mode="score", k=8, selection="random"),
+        _prompt("few_shot_random", mode="score", k=8, selection="random", stability=2),
         _prompt("few_shot_balanced", mode="score", k=8, selection="balanced"),
         _prompt("few_shot_retrieved", mode="score", k=8, selection="retrieved", choices="demos"),
         _prompt("cot", mode="cot"),

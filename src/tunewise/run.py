@@ -55,7 +55,7 @@ from .strategies.base import PrepareContext, get_strategy
 from .summary import summary_markdown
 from .task import RungSpec, TaskSpec
 
-__all__ = ["RunOutcome", "run_task", "train_only", "Progress"]
+__all__ = ["RunOutcome", "run_task", "train_only", "quick_spec", "Progress", "QUICK_TEST_LIMIT", "QUICK_BUDGET_HOURS"]
 
 # progress(label, done, total): the CLI draws bars; the library never prints
 Progress = Callable[[str, int, int], None]
@@ -68,6 +68,7 @@ class RunOutcome:
     summary_path: Path
     reused: tuple[str, ...]  # rungs whose stored results were reused
     report_path: Path | None = None  # report.html (with report.md, decision.json, edge_cases.md beside it)
+    version: str | None = None  # the decision's winner as a deployable version, alias ``candidate``
 
 
 class EmbeddingCache:
@@ -82,6 +83,11 @@ class EmbeddingCache:
         self._embedder: Any = None
         self._memo: dict[str, np.ndarray] = {}
         self._cost: dict[str, float] = {}
+        self._frozen = False
+
+    def freeze(self) -> None:
+        """From now on, new texts are embedded but neither remembered nor stored (served traffic)."""
+        self._frozen = True
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self._embedder is None:
@@ -93,6 +99,9 @@ class EmbeddingCache:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if missing and self._frozen:
+            fresh = dict(zip(missing, self._embed(missing)))
+            return np.stack([self._memo[t] if t in self._memo else fresh[t] for t in texts])
         if missing:
             key = "emb:" + self.name + ":" + hashlib.sha256("\x00".join(missing).encode()).hexdigest()
             blob = self.store.get_blob(key)
@@ -119,12 +128,44 @@ def _with_limit(spec: TaskSpec, limit: int | None) -> TaskSpec:
     return spec.model_copy(update={"data": spec.data.model_copy(update={"test_limit": limit})})
 
 
-def _build_backend(spec: TaskSpec, store: Store, backend: Any) -> Any:
+#: ``quick`` mode: a stratified test subset of at most this many examples ...
+QUICK_TEST_LIMIT = 100
+#: ... and at most this wall-time budget for the whole ladder (rungs that cannot fit are skipped and say so)
+QUICK_BUDGET_HOURS = 4 / 60
+
+
+def quick_spec(spec: TaskSpec) -> TaskSpec:
+    """The spec of a quick run: a smaller frozen test subset and a few minutes of budget; a separate run id."""
+    limit = min(spec.data.test_limit or QUICK_TEST_LIMIT, QUICK_TEST_LIMIT)
+    hours = min(spec.constraints.budget_hours or QUICK_BUDGET_HOURS, QUICK_BUDGET_HOURS)
+    return _with_limit(spec, limit).model_copy(update={
+        "constraints": spec.constraints.model_copy(update={"budget_hours": hours})})
+
+
+def _build_backend(spec: TaskSpec, store: Store, backend: Any, prices: Any = None) -> Any:
     from .backends import load_backend
     from .backends.cached import CachedBackend
 
-    inner = backend if backend is not None else load_backend(spec.model)
+    inner = backend if backend is not None else load_backend(spec.model, **_backend_options(spec, prices))
     return CachedBackend(inner, store)
+
+
+def _backend_options(spec: TaskSpec, prices: Any) -> dict[str, Any]:
+    """Constructor options of an ``openai:`` model: the task's ``backend`` section, paths resolved against the
+    task file, the money cap defaulting to ``constraints.budget_usd`` and prices to the run's table."""
+    if not spec.model.startswith("openai:"):
+        return {}  # a --model override to another kind: the endpoint settings do not apply
+    section = spec.backend
+    options = {k: v for k, v in section.model_dump(exclude_unset=True).items() if v is not None} if section else {}
+    if section is None or "budget_usd" not in section.model_fields_set:  # an explicit null: no cap
+        options["budget_usd"] = spec.constraints.budget_usd
+    if "api_key_file" in options:
+        options["api_key_file"] = spec.resolve(options["api_key_file"])
+    if isinstance(options.get("prices"), Path):
+        options["prices"] = spec.resolve(options["prices"])
+    elif "prices" not in options and prices is not None:
+        options["prices"] = prices
+    return options
 
 
 def _data_info(splits: Splits) -> dict[str, Any]:
@@ -141,8 +182,11 @@ class _Runner:
     """One run's state: the spec, splits, store and (lazily) backend and embeddings."""
 
     def __init__(self, spec: TaskSpec, splits: Splits, store: Store, run_id: str, *, backend: Any,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, prices: Any = None) -> None:
+        from .costs import DEFAULT_PRICES
+
         self.spec, self.splits, self.store, self.run_id = spec, splits, store, run_id
+        self.prices = prices or DEFAULT_PRICES
         self.progress = progress
         self._backend_arg = backend
         self._backend: Any = None
@@ -156,7 +200,7 @@ class _Runner:
             raise self._backend_error
         if self._backend is None:
             try:
-                self._backend = _build_backend(self.spec, self.store, self._backend_arg)
+                self._backend = _build_backend(self.spec, self.store, self._backend_arg, self.prices)
             except TunewiseError as exc:
                 self._backend_error = exc
                 raise
@@ -220,11 +264,14 @@ class _Runner:
                 rejected = self._screen(rung, candidate, backend, screen, best, delta)
                 if rejected is not None:
                     preds, action = rejected
+                    extras: dict[str, Any] = {"early_rejection": action.to_json()}
+                    stability = self._stability(rung, ctx, candidate, backend, preds)
+                    if stability:
+                        extras["stability"] = stability
                     return RungResult(name=rung.name, strategy=rung.strategy, status="skipped",
                                       config=candidate.config, config_hash=rung.config_hash(),
                                       usage=usage_summary(preds, wall_s=time.perf_counter() - start - prepare_s),
-                                      prepare_s=prepare_s, reason=action.reason,
-                                      extras={"early_rejection": action.to_json()})
+                                      prepare_s=prepare_s, reason=action.reason, extras=extras)
             ev = evaluate(candidate, self.splits.test, backend=backend, progress=report)
         except _OutOfBudget as out:
             return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=candidate.config,
@@ -236,13 +283,66 @@ class _Runner:
             if hasattr(candidate, "close"):
                 candidate.close()
         scored = self._score(ev.predictions)
+        extras = dict(getattr(candidate, "extras", {}) or {})
+        stability = self._stability(rung, ctx, candidate, backend, ev.predictions)
+        if stability:
+            extras["stability"] = stability
         return RungResult(
             name=rung.name, strategy=rung.strategy, status="finished", config=candidate.config,
             config_hash=rung.config_hash(), metrics=scored["metrics"], primary_metric=PRIMARY_METRIC[self.spec.kind],
             usage=usage_summary(ev.predictions, wall_s=ev.wall_s), per_label=scored.get("per_label"),
             confusions=scored.get("confusions"), parse=scored.get("parse"), prepare_s=prepare_s,
-            predictions=ev.predictions, extras=dict(getattr(candidate, "extras", {}) or {}),
+            predictions=ev.predictions, extras=extras,
         )
+
+    def _screen_order(self) -> list[int]:
+        """The test split in the stratified order early rejection scores it (nested subsets are prefixes)."""
+        test = self.splits.test
+        strata = [e.target if self.spec.kind == "classification" else "" for e in test]
+        return stratified_order([e.id for e in test], strata, seed=self.spec.seed)
+
+    def _stability(self, rung: RungSpec, ctx: PrepareContext, candidate: Any, backend: Any,
+                   predictions: Sequence[Any]) -> dict[str, Any] | None:
+        """How much a fixed-demonstration prompt rung's score moves with the demonstrations drawn and their order.
+
+        For ``stability: n`` (a prompt parameter), the rung is re-prepared ``n`` times with other draw
+        seeds (new demonstrations, new order) and ``n`` times with the same demonstrations shuffled,
+        and each variant is scored on the same stratified test subset: the one early rejection
+        stopped at, else a quarter of the test split (at least 60 examples). Every call is cached.
+        """
+        settings = getattr(candidate, "settings", None)
+        n = int(getattr(settings, "stability", 0) or 0)
+        if rung.strategy != "prompt" or n <= 0 or not getattr(candidate, "fixed_demos", None):
+            return None
+        test = self.splits.test
+        order = self._screen_order()
+        size = len(predictions) if len(predictions) < len(test) else min(len(test), max(60, len(test) // 4))
+        subset = [test[i] for i in order[:size]]
+        by_id = {p.example_id: p for p in predictions}
+        base_seed = candidate.config.get("seed", self.spec.seed)
+        variants = [("as scored", base_seed, None, [by_id[e.id] for e in subset])]
+        params = {k: v for k, v in rung.params.items() if k not in ("seed", "order_seed", "stability")}
+        for i in range(1, n + 1):
+            for kind, extra in (("re-drawn", {"seed": base_seed + i}), ("re-ordered", {"seed": base_seed,
+                                                                                      "order_seed": base_seed + i})):
+                variant = rung.model_copy(update={"name": f"{rung.name}~{kind}{i}", "params": {**params, **extra}})
+                other = get_strategy(rung.strategy)(variant, ctx)
+                label = f"{rung.name}: stability {kind} {i}"
+                report = (lambda done, total, label=label: self.progress(label, done, total)) if self.progress else None
+                preds = evaluate(other, subset, backend=backend, progress=report).predictions
+                variants.append((kind, extra["seed"], extra.get("order_seed"), list(preds)))
+        rows = []
+        for kind, seed, order_seed, preds in variants:
+            correct = self.correct(preds, subset)
+            rows.append({"variant": kind, "seed": seed, "order_seed": order_seed,
+                         "value": float(np.mean(correct)), "correct": int(np.sum(correct)),
+                         "outputs": [p.output for p in preds]})
+        values = [r["value"] for r in rows]
+        outputs = [r["outputs"] for r in rows]
+        same = float(np.mean([len({str(o[j]) for o in outputs}) == 1 for j in range(size)]))
+        return {"subset": size, "example_ids": [e.id for e in subset], "metric": PRIMARY_METRIC[self.spec.kind],
+                "variants": rows, "spread": max(values) - min(values),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "same_answer": same}
 
     def _screen(self, rung: RungSpec, candidate: Any, backend: Any, sizes: Sequence[int], best: tuple[str, float],
                 delta: float) -> tuple[tuple[Any, ...], Action] | None:
@@ -251,14 +351,16 @@ class _Runner:
         Every call goes through the call cache, so the full evaluation that follows reuses these.
         """
         test = self.splits.test
-        strata = [e.target if self.spec.kind == "classification" else "" for e in test]
-        order = stratified_order([e.id for e in test], strata, seed=self.spec.seed)
+        order = self._screen_order()
         preds: list[Any] = []
         calls = 0
         for size in sizes:
             chunk = [test[i] for i in order[len(preds):size]]
             before = (backend.hits + backend.misses) if backend is not None else 0
-            preds.extend(evaluate(candidate, chunk, backend=backend).predictions)
+            done = len(preds)
+            report = ((lambda d, t, done=done, size=size: self.progress(f"{rung.name}: screen", done + d, size))
+                      if self.progress else None)
+            preds.extend(evaluate(candidate, chunk, backend=backend, progress=report).predictions)
             calls += ((backend.hits + backend.misses) if backend is not None else 0) - before
             subset = [test[i] for i in order[:size]]
             seconds = sum(p.latency_s / max(1, p.batch_size) for p in preds)
@@ -303,10 +405,9 @@ def _device(model: str) -> str:
         return "cpu"
 
 
-def _pricing(spec: TaskSpec, device: str) -> Pricing:
-    from .costs import DEFAULT_PRICES, is_self_hosted
+def _pricing(spec: TaskSpec, device: str, prices: Any) -> Pricing:
+    from .costs import is_self_hosted
 
-    prices = DEFAULT_PRICES
     if is_self_hosted(spec.model):
         price = prices.device_hour.get(device)
         return Pricing(device=device, usd_per_second=None if price is None else price / 3600,
@@ -353,7 +454,7 @@ def _plan(runner: "_Runner", rung: RungSpec) -> PlannedRung:
 
 def _observe(runner: "_Runner", result: RungResult, family: str, pricing: Pricing) -> Observed:
     """What the policy needs from a rung result: scores, correctness and measured cost."""
-    from .costs import DEFAULT_PRICES, is_self_hosted, request_cost
+    from .costs import is_self_hosted, request_cost
 
     usage = result.usage or {}
     eval_s = float(usage.get("model_seconds") or 0.0)
@@ -363,7 +464,7 @@ def _observe(runner: "_Runner", result: RungResult, family: str, pricing: Pricin
         usd = seconds * (pricing.usd_per_second or 0.0)
     else:
         per = request_cost(usage, None if is_self_hosted(runner.spec.model) else runner.spec.model,
-                           DEFAULT_PRICES).per_request_usd if examples else 0.0
+                           runner.prices).per_request_usd if examples else 0.0
         usd = None if per is None else per * examples
     training = result.extras.get("training") or {}
     train_s = float(training.get("wall_s") or 0.0)
@@ -409,7 +510,7 @@ def _walk(runner: "_Runner", rung_specs: Sequence[RungSpec], *, config: PolicyCo
     by_name = {r.name: r for r in rung_specs}
     planned = [_plan(runner, r) for r in rung_specs]
     plan_of = {p.name: p for p in planned}
-    budget, pricing = _budget(spec), _pricing(spec, _device(spec.model))
+    budget, pricing = _budget(spec), _pricing(spec, _device(spec.model), runner.prices)
     metric = PRIMARY_METRIC[spec.kind]
     target = spec.target.get(metric)
     n_test = len(runner.splits.test)
@@ -524,14 +625,23 @@ def run_task(
     task_path: Path | None = None,
     report: bool = True,
     policy: bool | None = None,
+    prices: Any = None,
+    quick: bool = False,
 ) -> RunOutcome:
     """Run (or resume) the task; returns the results and where they were written.
 
     With no ``rungs`` and no ``rungs:`` in the task, the ladder policy (``policy.py``) walks the
     default ladder plus the tuning rungs within the task's budgets; named rungs run as a fixed list.
     ``policy`` forces either way (True: walk the named rungs with the policy; False: run them all).
+    ``prices``: a :class:`~tunewise.costs.Prices` table (default: the built-in one); it prices the
+    budget, the decision and the report, and is recorded in ``results.json`` so that
+    ``tunewise report`` recomputes the same decision.
+    ``quick``: :func:`quick_spec` (at most :data:`QUICK_TEST_LIMIT` test examples, a
+    :data:`QUICK_BUDGET_HOURS` budget): a first answer in minutes, with wider intervals.
     """
     spec = _with_limit(spec, limit)
+    if quick:
+        spec = quick_spec(spec)
     splits = load_splits(spec)
     checks = check_data(splits, kind=spec.kind)
     walk_default = uses_policy(spec, rungs) and policy is not False
@@ -540,7 +650,7 @@ def run_task(
     run_id = run_id_for(spec.fingerprint(), splits.data_hash)
     store.start_run(task_name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=spec.fingerprint(),
                     data_hash=splits.data_hash, task_path=task_path, run_id=run_id)
-    runner = _Runner(spec, splits, store, run_id, backend=backend, progress=progress)
+    runner = _Runner(spec, splits, store, run_id, backend=backend, progress=progress, prices=prices)
     walk = uses_policy(spec, rungs) if policy is None else policy
     results: list[RungResult] = []
     reused: list[str] = []
@@ -561,7 +671,8 @@ def run_task(
     run_results = RunResults(
         run_id=run_id, task=spec.model_dump(mode="json"), data=_data_info(splits), checks=checks.to_json(),
         rungs=tuple(results), comparisons=_comparisons(spec.kind, splits, results, spec.seed),
-        environment={**environment_info(), "backend": dict(getattr(runner._backend, "info", {}) or {})},
+        environment={**environment_info(), "backend": dict(getattr(runner._backend, "info", {}) or {}),
+                     "prices": runner.prices.model_dump(mode="json")},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=spec.seed, ladder=ladder,
         status="finished" if all(r.status in ("finished", "skipped") for r in results) else "partial",
     )
@@ -572,11 +683,27 @@ def run_task(
     if report:  # after results.json: a failure here loses nothing computed, `tunewise report` redoes it
         from .report import render_report
 
-        report_path = render_report(payload, spec=spec, test_examples=splits.test, out_dir=out_dir).html
+        report_path = render_report(payload, spec=spec, test_examples=splits.test, out_dir=out_dir,
+                                    prices=runner.prices).html
     store.finish_run(run_id, "finished" if run_results.status == "finished" else "failed", results_path)
+    version = _register_winner(store, run_id, payload, spec, runner.prices)
     store.close()
+    if runner._backend is not None and backend is None:  # ours to close (threads, connections); not a caller's
+        runner._backend.close()
     return RunOutcome(results=run_results, results_path=results_path, summary_path=summary_path,
-                      reused=tuple(reused), report_path=report_path if report else None)
+                      reused=tuple(reused), report_path=report_path if report else None, version=version)
+
+
+def _register_winner(store: Store, run_id: str, payload: dict[str, Any], spec: TaskSpec, prices: Any) -> str | None:
+    """The decision's winner becomes a version under the alias ``candidate`` (None: no deployable winner)."""
+    from .decision import decide
+    from .versions import register_winner
+
+    try:
+        version = register_winner(store, run_id, decide(payload, spec, prices).winner)
+    except TunewiseError:  # e.g. its artifact was deleted meanwhile: the run's results stand without it
+        return None
+    return version.id if version else None
 
 
 def train_only(spec: TaskSpec, rung_name: str, *, progress: Progress | None = None) -> Any:

@@ -44,6 +44,7 @@ __all__ = [
     "RungRecord",
     "Blob",
     "ArtifactRecord",
+    "VersionRecord",
     "Store",
     "migrate",
     "applied_migrations",
@@ -140,6 +141,31 @@ MIGRATIONS: list[Migration] = [
             created_at TEXT NOT NULL
         );
         CREATE INDEX artifacts_run ON artifacts(run_id);
+        """,
+    ),
+    (
+        # deployable versions (see versions.py): a content-hashed manifest each; aliases point at
+        # them and every move of an alias is appended to alias_history, which is what rollback replays
+        "m006_versions",
+        """
+        CREATE TABLE versions (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            manifest_json TEXT NOT NULL
+        );
+        CREATE TABLE aliases (
+            alias TEXT PRIMARY KEY,
+            version TEXT NOT NULL REFERENCES versions(id),
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE alias_history (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            alias TEXT NOT NULL,
+            version TEXT NOT NULL REFERENCES versions(id),
+            action TEXT NOT NULL,
+            ts TEXT NOT NULL
+        );
+        CREATE INDEX alias_history_alias ON alias_history(alias, id);
         """,
     ),
 ]
@@ -249,6 +275,13 @@ class ArtifactRecord:
         import numpy as np  # lazy: the store itself needs no numpy
 
         return np.load(io.BytesIO(self.data), allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    id: str
+    created_at: str
+    manifest: dict[str, Any]
 
 
 def _now() -> str:
@@ -562,6 +595,47 @@ class Store:
                            r["created_at"])
             for r in rows
         ]
+
+
+    # ---------------------------------------------------------------- versions and aliases
+
+    def put_version(self, version_id: str, manifest: Mapping[str, Any]) -> VersionRecord:
+        """Record a version; one that exists already is kept as it was (ids are content hashes)."""
+        self._execute("INSERT OR IGNORE INTO versions (id, created_at, manifest_json) VALUES (?, ?, ?)",
+                      (version_id, _now(), _dumps(dict(manifest))))
+        record = self.get_version(version_id)
+        assert record is not None
+        return record
+
+    def get_version(self, version_id: str) -> VersionRecord | None:
+        row = self._one("SELECT * FROM versions WHERE id = ?", (version_id,))
+        return None if row is None else VersionRecord(row["id"], row["created_at"], _loads(row["manifest_json"]))
+
+    def version_ids(self, prefix: str = "") -> list[str]:
+        """Ids starting with ``prefix``, newest first."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._all("SELECT id FROM versions WHERE id LIKE ? ESCAPE '\\' ORDER BY created_at DESC, id",
+                         (escaped + "%",))
+        return [row["id"] for row in rows]
+
+    def set_alias(self, alias: str, version_id: str, *, action: str) -> None:
+        """Point ``alias`` at a version and append the move (``promote`` | ``rollback``) to its history."""
+        now = _now()
+        with self._lock, _transaction(self._conn):
+            self._conn.execute(
+                "INSERT INTO aliases (alias, version, updated_at) VALUES (?, ?, ?) ON CONFLICT(alias) DO UPDATE"
+                " SET version = excluded.version, updated_at = excluded.updated_at", (alias, version_id, now))
+            self._conn.execute("INSERT INTO alias_history (alias, version, action, ts) VALUES (?, ?, ?, ?)",
+                               (alias, version_id, action, now))
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> version id."""
+        return {row["alias"]: row["version"] for row in self._all("SELECT alias, version FROM aliases ORDER BY alias")}
+
+    def alias_history(self, alias: str) -> list[tuple[str, str, str]]:
+        """``(version id, action, timestamp)`` for every move of ``alias``, oldest first."""
+        rows = self._all("SELECT version, action, ts FROM alias_history WHERE alias = ? ORDER BY id", (alias,))
+        return [(row["version"], row["action"], row["ts"]) for row in rows]
 
 
 # --------------------------------------------------------------------------- environment

@@ -155,35 +155,17 @@ def _curves(results: RunResults) -> list[str]:
     return lines
 
 
-_VERB = {"run": "ran", "stop": "stopped", "escalate": "escalated", "skip": "skipped", "reject": "rejected early",
-         "note": "note"}
-
-
 def _ladder(results: RunResults) -> list[str]:
     """The policy's walk: one line per action, with its reason, and what early rejection saved."""
-    ladder = results.ladder or {}
-    if ladder.get("mode") != "policy":
+    from .report.sections import ladder_text
+
+    text = ladder_text(results.ladder)
+    if text is None:
         return []
-    lines = ["## Ladder", ""]
-    budget = ladder.get("budget") or {}
-    limits = []
-    if budget.get("hours") is not None:
-        limits.append(f"budget_hours {budget['hours']:g}")
-    if budget.get("usd") is not None:
-        limits.append(f"budget_usd {budget['usd']:g}")
-    if budget.get("tuning_hours_default") is not None:
-        limits.append(f"tuning rungs {budget['tuning_hours_default']:g} h by default")
-    lines.append(f"Budget: {', '.join(limits) or 'none'}; measured {_num(budget.get('spent_s'), '{:.0f}')} s, "
-                 f"${_num(budget.get('spent_usd'), '{:.4f}')}.")
-    lines.append("")
-    for a in ladder.get("actions", []):
-        rung = f" {a['rung']}" if a.get("rung") and a["kind"] not in ("stop",) else ""
-        lines.append(f"- **{_VERB.get(a['kind'], a['kind'])}{rung}**: {a['reason'].rstrip('.')}.")
-    saved = ladder.get("early_rejection") or {}
-    if saved.get("rungs"):
-        lines += ["", f"Early rejection dropped {', '.join(saved['rungs'])}, saving about "
-                  f"{saved.get('saved_calls', 0):,.0f} model calls and {saved.get('saved_s', 0):,.1f} s of model time "
-                  "against scoring them on the whole test split."]
+    lines = ["## Ladder", "", text.budget, ""]
+    lines += [f"- **{verb}{' ' + rung if rung else ''}**: {reason}." for verb, rung, reason in text.steps]
+    if text.saved:
+        lines += ["", text.saved]
     return lines + [""]
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "ExtractionSpec",
     "GenerationSpec",
     "Constraints",
+    "BackendOptions",
     "RungSpec",
     "TaskSpec",
     "load_task",
@@ -97,6 +98,26 @@ class Constraints(_Strict):
     deadline_days: float | None = Field(default=None, gt=0)
 
 
+class BackendOptions(_Strict):
+    """How to reach an ``openai:`` model (any OpenAI-compatible endpoint); unset keys keep the backend's defaults.
+
+    The API key itself never goes in the task file: name the environment variable or file that holds it.
+    """
+
+    base_url: str | None = Field(default=None, description="API root, e.g. http://localhost:8000/v1 (default: "
+                                 "$OPENAI_BASE_URL, else https://api.openai.com/v1).")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the key (OPENAI_API_KEY).")
+    api_key_file: Path | None = Field(default=None, description="A file holding the key (relative to the task file).")
+    max_concurrency: int | None = Field(default=None, ge=1, description="Requests in flight at once (4).")
+    max_retries: int | None = Field(default=None, ge=0, description="Retries on 429, 5xx and timeouts (6).")
+    timeout_s: float | None = Field(default=None, gt=0, description="Seconds to wait for one reply (120).")
+    backoff_s: float | None = Field(default=None, ge=0, description="First retry wait, doubled each time (0.5).")
+    budget_usd: float | None = Field(default=None, ge=0, description="Money cap for this endpoint's calls "
+                                     "(default: constraints.budget_usd; null: no cap).")
+    prices: dict[str, Any] | Path | None = Field(default=None, description="Price-table overrides or a price file, "
+                                                 "e.g. {api: {my-model: {input: 0, output: 0}}}.")
+
+
 class RungSpec(_Strict):
     """One rung: a strategy and its parameters. ``name`` must be unique in the ladder."""
 
@@ -116,6 +137,7 @@ class TaskSpec(_Strict):
     target: dict[str, float] = Field(default_factory=dict)
     constraints: Constraints = Field(default_factory=Constraints)
     model: str = "local:smollm2-135m"
+    backend: BackendOptions | None = Field(default=None, description="Endpoint settings of an openai: model.")
     seed: int = 0
     embedder: str = Field(default="minilm-l6-v2", description="Sentence embedder for baselines and retrieval.")
     instructions: str | None = Field(
@@ -143,6 +165,8 @@ class TaskSpec(_Strict):
             raise ValueError("the 'extraction' section is only allowed with kind: extraction")
         if self.generation is not None and self.kind != "generation":
             raise ValueError("the 'generation' section is only allowed with kind: generation")
+        if self.backend is not None and not self.model.startswith("openai:"):
+            raise ValueError("the 'backend' section only applies to openai: models")
         for metric in self.target:
             if metric not in TARGET_METRICS[self.kind]:
                 allowed = ", ".join(TARGET_METRICS[self.kind])
@@ -161,8 +185,10 @@ class TaskSpec(_Strict):
         return self.resolve(self.store) if self.store else self.base_dir / ".tunewise"
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not the store location)."""
-        blob = self.model_dump_json(exclude={"store", "base_dir"})
+        """Hash of everything that changes results (not the store location, nor an endpoint's limits)."""
+        blob = self.model_dump_json(exclude={"store", "base_dir", "backend"})
+        if self.backend is not None and self.backend.base_url:  # another server may answer differently
+            blob += "|" + self.backend.base_url
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -4,7 +4,7 @@
 
 * ``fake:...`` - :class:`tunewise.backends.fake.FakeBackend` (dry runs, tests);
 * ``local:...`` and ``hf:...`` - :class:`tunewise.backends.local.LocalBackend` (transformers);
-* ``openai:...`` - not available yet.
+* ``openai:...`` - :class:`tunewise.backends.openai.OpenAIBackend` (any OpenAI-compatible endpoint, httpx).
 
 Built-in kinds are imported lazily, so naming the fake backend never imports torch.
 
@@ -65,7 +65,13 @@ def _load_local(spec: str, **options: Any) -> Backend:
 
 
 def _load_openai(spec: str, **options: Any) -> Backend:
-    raise BackendError(f"The openai backend ({spec!r}) is not available yet; use local:, hf: or fake: for now.")
+    try:
+        from .openai import OpenAIBackend
+    except ModuleNotFoundError as exc:
+        if exc.name != "httpx":
+            raise
+        raise BackendError(f"The {spec!r} backend needs httpx, which is not installed; run `pip install httpx`.") from exc
+    return OpenAIBackend(spec, **options)
 
 
 _BUILTIN: dict[str, Callable[..., Backend]] = {

@@ -43,16 +43,25 @@ def messages(*pairs: tuple[str, str]) -> tuple[Message, ...]:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Greedy (temperature 0) unless ``temperature`` > 0; stops at end of turn or a stop string."""
+    """Greedy (temperature 0) unless ``temperature`` > 0; stops at end of turn or a stop string.
+
+    ``choices``: the answer must be exactly one of these (classification without log-probabilities).
+    A backend that can constrain decoding does (the openai backend sends a JSON schema); others may
+    answer free text, so callers still map the text to a choice.
+    """
 
     prompt: tuple[Message, ...]
     max_new_tokens: int = 64
     stop: tuple[str, ...] = ()
     temperature: float = 0.0
     seed: int = 0
+    choices: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.choices:  # unconstrained requests keep the call-cache keys they always had
+            del d["choices"]
+        return d
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,13 @@ import click
 from .. import __version__
 from .advise import advise_cmd
 from .init import init_cmd
+from .monitor import monitor_cmd
 from .report import report_cmd
 from .run import run_cmd
 from .runs import runs_group
+from .serve import serve_cmd
 from .train import train_cmd
+from .versions import versions_group
 
 __all__ = ["main", "cli"]
 
@@ -30,6 +33,9 @@ cli.add_command(init_cmd)
 cli.add_command(advise_cmd)
 cli.add_command(runs_group)
 cli.add_command(report_cmd)
+cli.add_command(monitor_cmd)
+cli.add_command(versions_group)
+cli.add_command(serve_cmd)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..costs import load_prices
+from ..costs import Prices, load_prices
 from ..data import load_splits
 from ..errors import StoreError, TunewiseError
 from ..store import RunRecord, Store
@@ -56,12 +56,23 @@ def _test_examples(spec: TaskSpec | dict[str, Any], record: RunRecord) -> tuple[
     return splits.test, None
 
 
+def _prices(results: dict[str, Any], path: Path | None) -> Prices:
+    """``--prices`` over the defaults; else the table the run recorded (its decision is recomputed as it was)."""
+    recorded = (results.get("environment") or {}).get("prices")
+    if path is not None or not recorded:
+        return load_prices(path)
+    try:
+        return Prices.model_validate(recorded)
+    except ValueError:
+        raise StoreError("the price table recorded in results.json is invalid; pass --prices FILE.") from None
+
+
 @click.command("report")
 @click.argument("run")
 @click.option("--store", type=click.Path(path_type=Path), default=Path(".tunewise"), show_default=True,
               help="Run-store directory.")
 @click.option("--prices", "prices_path", type=click.Path(path_type=Path),
-              help="YAML/JSON price file merged over the default price table.")
+              help="YAML/JSON price file merged over the default price table (default: the table the run used).")
 @click.option("--out", type=click.Path(path_type=Path), help="Directory for the report (default: beside results.json).")
 @click.option("--open", "open_", is_flag=True, help="Open report.html in the default browser.")
 def report_cmd(run: str, store: Path, prices_path: Path | None, out: Path | None, open_: bool) -> None:
@@ -80,7 +91,7 @@ def report_cmd(run: str, store: Path, prices_path: Path | None, out: Path | None
         results = _results(results_path, record)
         spec = _spec(record, store)
         examples, note = _test_examples(spec, record)
-        paths = render_report(results, spec=spec, test_examples=examples, prices=load_prices(prices_path),
+        paths = render_report(results, spec=spec, test_examples=examples, prices=_prices(results, prices_path),
                               out_dir=out or results_path.parent, data_note=note)
     if note:
         click.echo(f"note: {note}", err=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from ..run import run_task
+from ..costs import load_prices
+from ..run import RunOutcome, run_task
 from ..task import load_task
 from ._common import user_errors
 from .progress import ProgressBars
@@ -22,24 +24,49 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def _verdict(outcome: RunOutcome) -> None:
+    """Why the ladder stopped, the decision and its next step (from decision.json, written with the report)."""
+    actions = (outcome.results.ladder or {}).get("actions") or []
+    if actions and actions[-1].get("kind") == "stop":
+        click.echo(f"ladder: {actions[-1].get('reason')}")
+    saved = (outcome.results.ladder or {}).get("early_rejection") or {}
+    if saved.get("rungs"):
+        click.echo(f"early rejection: {', '.join(saved['rungs'])}; saved about {saved.get('saved_calls', 0):,.0f} "
+                   f"model calls, {saved.get('saved_s', 0) / 60:.1f} min")
+    decision_path = outcome.report_path.parent / "decision.json" if outcome.report_path else None
+    if decision_path is None or not decision_path.is_file():
+        return
+    decision = json.loads(decision_path.read_text(encoding="utf-8"))
+    winner = decision.get("winner")
+    click.echo(f"decision: {winner or 'no candidate meets the target and constraints'} ({decision.get('status')})")
+    if decision.get("next_step"):
+        click.echo(f"next step: {decision['next_step']}")
+
+
 @click.command("run")
 @click.argument("task", type=click.Path(path_type=Path))
 @click.option("--rungs", help="Comma-separated rung names to run instead of the default ladder.")
 @click.option("--limit", type=int, help="Score a stratified subset of N test examples (quick runs).")
 @click.option("--model", help="Override the task's model, e.g. local:smollm2-135m, hf:/path/to/model, fake:random.")
 @click.option("--store", type=click.Path(path_type=Path), help="Run-store directory (default: .tunewise/ beside TASK).")
+@click.option("--prices", "prices_path", type=click.Path(path_type=Path),
+              help="YAML/JSON price file merged over the default price table (API token and device-hour prices).")
+@click.option("--quick", is_flag=True, help="A first answer in minutes: at most 100 stratified test examples and "
+              "a 4-minute budget (wider intervals; rungs that cannot fit are skipped and say so).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None, store: Path | None,
-            quiet: bool) -> None:
+            prices_path: Path | None, quick: bool, quiet: bool) -> None:
     """Run (or resume) TASK: baselines and prompt rungs, each with 95% CIs, tokens and latency."""
     with user_errors():
         spec = load_task(task)
+        prices = load_prices(prices_path)  # a bad price file fails before any model runs
         updates = {k: v for k, v in {"model": model, "store": store.resolve() if store else None}.items() if v}
         spec = spec.model_copy(update=updates) if updates else spec
         names = [r.strip() for r in rungs.split(",") if r.strip()] if rungs else None
         _quiet_libraries()
         with ProgressBars(enabled=not quiet) as bars:
-            outcome = run_task(spec, rungs=names, limit=limit, progress=bars, task_path=task.resolve())
+            outcome = run_task(spec, rungs=names, limit=limit, progress=bars, task_path=task.resolve(),
+                               prices=prices, quick=quick)
     problems: dict[str, list[str]] = {}
     for r in outcome.results.rungs:
         if r.status == "finished" and r.primary is not None:
@@ -50,9 +77,13 @@ def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None,
             problems.setdefault(f"{r.status}: {r.error or r.reason}", []).append(r.name)
     for problem, names in problems.items():  # one line per distinct error, not one per rung
         click.echo(f"{', '.join(names)} {problem}", err=True)
+    _verdict(outcome)
     click.echo(f"results: {outcome.results_path}")
     click.echo(f"summary: {outcome.summary_path}")
     if outcome.report_path:
         click.echo(f"report:  {outcome.report_path}")
+    if outcome.version:
+        click.echo(f"version: {outcome.version} (alias candidate; deploy it with "
+                   "`tunewise versions promote candidate --alias production`)")
     if outcome.results.status != "finished":
         sys.exit(1)

@@ -7,8 +7,10 @@ Four sections, in Markdown, all from ``results.json``, the test examples and the
 2. flips between the best prompt rung and the best tuned rung on the same test examples (prompt
    right -> tuned wrong, and wrong -> right), counted by gold label and by input length, with
    quoted examples;
-3. instability of prompt rungs: rungs whose configurations differ only in their seed (hence the
-   demonstrations drawn and their order), with the spread of their scores.
+3. instability of prompt rungs: the variants a rung with ``stability: n`` scored (re-drawn and
+   re-ordered demonstrations on one test subset, measured by ``run.py``), and rungs whose
+   configurations differ only in their seed, with the spread of their scores and quoted inputs
+   on which the variants disagree.
 
 Pure: no I/O. Inputs are users' data, so every quoted text goes through :func:`md_escape` and is
 truncated. Out of scope: rendering (``html.py``) and any new statistics (the paired tests live in
@@ -24,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..decision import Decision, Option
 from ..evaluation.scoring import per_example_correct
 from .markup import md_escape
@@ -38,7 +42,7 @@ QUOTE_CHARS = 160  # quoted inputs are cut to this many characters
 _MAX_QUOTES = 5
 _MAX_ROWS = 12
 # config keys that may differ between repeats of one prompt rung (the seed draws the demonstrations)
-_REPEAT_KEYS = frozenset({"seed", "demonstrations", "calibration"})
+_REPEAT_KEYS = frozenset({"seed", "order_seed", "stability", "demonstrations", "calibration"})
 
 
 def length_bucket(text: str) -> str:
@@ -232,13 +236,64 @@ def _same_answers(group: Sequence[Mapping[str, Any]]) -> float | None:
     return sum(len({m[i] for m in maps}) == 1 for i in ids) / len(ids)
 
 
-def _instability(rungs: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
+def _measured_stability(rungs: Sequence[Mapping[str, Any]], data: _Data) -> list[str]:
+    """Rungs that measured their own stability (``stability: n``): re-drawn and re-ordered demonstrations."""
+    measured = [r for r in rungs if (r.get("extras") or {}).get("stability")]
+    if not measured:
+        return []
+    lines = ["| rung | status | subset | as scored % | re-drawn % | re-ordered % | spread, points | SD, points "
+             "| 95% CI half-width on the subset, points | same answer on |", "|---|---|---|---|---|---|---|---|---|---|"]
+    quotes: list[str] = []
+    for r in measured:
+        st = r["extras"]["stability"]
+        rows = st.get("variants") or []
+        n = int(st.get("subset") or 0)
+        base = next((v for v in rows if v.get("variant") == "as scored"), None)
+        drawn = [v for v in rows if v.get("variant") == "re-drawn"]
+        ordered = [v for v in rows if v.get("variant") == "re-ordered"]
+        mean = float(np.mean([v["value"] for v in rows])) if rows else 0.0
+        half = 1.96 * (mean * (1 - mean) / n) ** 0.5 if n else 0.0
+        lines.append(
+            f"| {md_escape(r.get('name'))} | {md_escape(r.get('status'))} | {n} | {_pct(base and base['value'])} "
+            f"| {', '.join(_pct(v['value']) for v in drawn) or '–'} | {', '.join(_pct(v['value']) for v in ordered) or '–'} "
+            f"| {100 * float(st.get('spread') or 0):.1f} | {100 * float(st.get('sd') or 0):.1f} | {100 * half:.1f} "
+            f"| {100 * float(st.get('same_answer') or 0):.0f}% of examples |")
+        ids = st.get("example_ids") or []
+        outs = [v.get("outputs") or [] for v in rows]
+        shown = 0
+        for j, ex_id in enumerate(ids):
+            answers = [o[j] if j < len(o) else None for o in outs]
+            example = data.examples.get(ex_id)
+            if len({json.dumps(a, sort_keys=True, default=str) for a in answers}) == 1 or example is None:
+                continue
+            said = "; ".join(f"{md_escape(v['variant'])} (seed {v.get('seed')}"
+                             f"{'' if v.get('order_seed') is None else ', order ' + str(v['order_seed'])}): "
+                             f"{_shown(a)}" for v, a in zip(rows, answers))
+            quotes.append(f"- {md_escape(r.get('name'))}: {_quote(example.text)}, gold {_shown(example.target)} -> "
+                          f"{said}")
+            shown += 1
+            if shown >= 3:
+                break
+    lines += ["", "Re-drawn: other demonstrations (and their order) drawn with another seed; re-ordered: the same "
+              "demonstrations shuffled. Every variant is scored on the same stratified test subset (where early "
+              "rejection stopped, else a quarter of the test split)."]
+    if quotes:
+        lines += ["", "Inputs on which the variants disagree:", "", *quotes]
+    return lines + [""]
+
+
+def _instability(rungs: Sequence[Mapping[str, Any]], metric: str, data: _Data) -> list[str]:
     lines = ["## Prompt instability (demonstration order and seed)", ""]
+    measured = _measured_stability(rungs, data)
     groups = repeated_prompt_groups(rungs)
+    if not groups and not measured:
+        return lines + ["No prompt rung measured its stability in this run (the few-shot rungs did not run, or "
+                        "ran without `stability`): to measure how much the score moves with the demonstrations "
+                        "drawn and their order, run a few-shot rung with `stability: 2` (the built-in "
+                        "`few_shot_random` does), or copies of it that differ only in `seed` / `order_seed`.", ""]
+    lines += measured
     if not groups:
-        return lines + ["No repeated prompt runs exist in this run: to measure how much the score moves with the "
-                        "demonstrations drawn and their order, add copies of a few-shot rung that differ only in "
-                        "their seed (prompt rungs currently draw demonstrations with the task seed).", ""]
+        return lines
     lines += [f"| rungs | k / selection / mode | seeds | {metric} % (min-max) | spread, points | SD, points "
               "| widest 95% CI half-width, points | same answer on |", "|---|---|---|---|---|---|---|---|"]
     for g in groups:
@@ -290,5 +345,5 @@ def edge_cases_markdown(results: Mapping[str, Any], test_examples: Sequence[Any]
               f"[{_pct(best.low)}, {_pct(best.high)}] on {best.n} test examples.", ""]
     lines += _worst_labels(rungs[best.name]) + _confusions(rungs[best.name], data)
     lines += _flips(rungs, decision, data)
-    lines += _instability(list(rungs.values()), best.metric)
+    lines += _instability(list(rungs.values()), best.metric, data)
     return "\n".join(lines)

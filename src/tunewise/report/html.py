@@ -1,7 +1,7 @@
 """``report.html``: one self-contained page (inline CSS and SVG, no script, no external URL).
 
 Top to bottom: the verdict (winner, status, key numbers, next step, reasons), the ranked options
-table, the Pareto plot, learning curves with their forecasts, per-label results, latency, data
+table, how the ladder was climbed (the policy's steps and what early rejection saved), the Pareto plot, learning curves with their forecasts, per-label results, latency, data
 checks, the edge cases and a reproducibility record. Every piece of data text is HTML-escaped
 (inputs are users' data); a Content-Security-Policy forbids scripts and any network access, so the
 page works offline and stays inert even if something slipped through.
@@ -23,6 +23,7 @@ from .markup import markdown_to_html, shift_headings
 from .sections import (
     curve_texts,
     data_lines,
+    ladder_text,
     ms,
     option_rows,
     other_rungs,
@@ -201,6 +202,18 @@ def _curves(results: Mapping[str, Any], svg: str | None) -> str:
     return f'<section id="curves"><h2>Learning curves</h2>{svg or ""}{cap if svg else ""}{parts}</section>'
 
 
+def _ladder(results: Mapping[str, Any]) -> str:
+    text = ladder_text(results.get("ladder"))
+    if text is None:
+        return ('<section id="ladder"><h2>How the ladder was climbed</h2><p class="note">The rungs were named, so '
+                "they ran as a fixed list without the ladder policy.</p></section>")
+    steps = "".join(f"<li><strong>{escape(verb)}{' ' + escape(rung) if rung else ''}</strong>: {escape(reason)}.</li>"
+                    for verb, rung, reason in text.steps)
+    saved = f"<p>{escape(text.saved)}</p>" if text.saved else ""
+    return (f'<section id="ladder"><h2>How the ladder was climbed</h2><p>{escape(text.budget)}</p>'
+            f"<ol>{steps}</ol>{saved}</section>")
+
+
 def _data(results: Mapping[str, Any]) -> str:
     items = "".join(f"<li>{escape(line)}</li>" for line in data_lines(results))
     return f'<section id="data"><h2>Data checks</h2><ul>{items}</ul></section>'
@@ -211,7 +224,7 @@ def _repro(rows: list[tuple[str, str]]) -> str:
     return f'<section id="reproducibility"><h2>Reproducibility</h2><dl class="repro">{items}</dl></section>'
 
 
-_TOC = (("options", "Options"), ("pareto", "Cost vs quality"), ("curves", "Learning curves"),
+_TOC = (("options", "Options"), ("ladder", "Ladder"), ("pareto", "Cost vs quality"), ("curves", "Learning curves"),
         ("per-label", "Per label"), ("latency", "Latency"), ("data", "Data"), ("edge-cases", "Edge cases"),
         ("reproducibility", "Reproducibility"))
 
@@ -235,6 +248,7 @@ def render_html(results: Mapping[str, Any], decision: Decision, *, figures: Figu
         '<nav class="toc" aria-label="Sections">' + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in _TOC)
         + "</nav>",
         _options(results, decision),
+        _ladder(results),
         _figure_section("pareto", "Cost against quality", figures.pareto,
                         "Each option's quality with its 95% CI against its cost per 1,000 requests. Circled: the "
                         "Pareto frontier over quality, cost and p95 latency (a frontier point can look dominated "

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..decision import Decision
 from .markup import md_escape, shift_headings
-from .sections import curve_texts, data_lines, option_rows, other_rungs
+from .sections import curve_texts, data_lines, ladder_text, option_rows, other_rungs
 
 __all__ = ["report_markdown"]
 
@@ -49,12 +49,22 @@ def _forecasts(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _ladder(results: Mapping[str, Any]) -> list[str]:
+    text = ladder_text(results.get("ladder"))
+    if text is None:
+        return []
+    lines = ["## How the ladder was climbed", "", md_escape(text.budget), ""]
+    lines += [f"{i}. **{verb}{' ' + md_escape(rung) if rung else ''}**: {md_escape(reason)}."
+              for i, (verb, rung, reason) in enumerate(text.steps, 1)]
+    return lines + ([""] + [md_escape(text.saved)] if text.saved else []) + [""]
+
+
 def report_markdown(results: Mapping[str, Any], decision: Decision, *, edge_cases_md: str,
                     repro: list[tuple[str, str]]) -> str:
     task = results.get("task") or {}
     lines = [f"# tunewise report: {md_escape(task.get('name') or 'task')} (run `{results.get('run_id')}`)", "",
              f"Kind {task.get('kind')}, model `{task.get('model')}`, created {results.get('created_at')}.", "",
-             *_verdict(decision), *_options(results, decision), *_forecasts(results),
+             *_verdict(decision), *_options(results, decision), *_ladder(results), *_forecasts(results),
              "## Data checks", "", *[f"- {md_escape(line)}" for line in data_lines(results)], "",
              shift_headings(edge_cases_md, 1), "",
              "## Reproducibility", "", *[f"- {k}: {md_escape(v)}" for k, v in repro], ""]

@@ -174,3 +174,41 @@ def reproducibility(results: Mapping[str, Any], spec: TaskSpec | Mapping[str, An
              ("report", f"tunewise {__version__}; the decision is recomputed from results.json by "
                         "tunewise.decision.decide, no model is run")]
     return rows
+
+
+_VERB = {"run": "ran", "stop": "stopped", "escalate": "escalated", "skip": "skipped", "reject": "rejected early",
+         "note": "note"}
+
+
+@dataclass(frozen=True)
+class LadderText:
+    budget: str
+    steps: tuple[tuple[str, str, str], ...]  # (verb, rung or "", reason)
+    saved: str | None
+
+
+def ladder_text(ladder: Mapping[str, Any] | None) -> LadderText | None:
+    """The policy's walk in words (None for a fixed list of rungs): budget, one step per action, early-rejection savings."""
+    ladder = ladder or {}
+    if ladder.get("mode") != "policy":
+        return None
+    budget = ladder.get("budget") or {}
+    limits = []
+    if budget.get("hours") is not None:
+        limits.append(f"budget_hours {budget['hours']:g}")
+    if budget.get("usd") is not None:
+        limits.append(f"budget_usd {budget['usd']:g}")
+    if budget.get("tuning_hours_default") is not None:
+        limits.append(f"tuning rungs {budget['tuning_hours_default']:g} h by default")
+    spent_s, spent_usd = budget.get("spent_s"), budget.get("spent_usd")
+    head = (f"Budget: {', '.join(limits) or 'none'}; measured "
+            f"{'–' if spent_s is None else f'{spent_s:.0f}'} s, {'–' if spent_usd is None else f'${spent_usd:.4f}'}.")
+    steps = tuple((_VERB.get(a.get("kind"), str(a.get("kind"))), str(a.get("rung") or "") if a.get("kind") != "stop"
+                   else "", str(a.get("reason") or "").rstrip(".")) for a in ladder.get("actions") or [])
+    saved = ladder.get("early_rejection") or {}
+    text = None
+    if saved.get("rungs"):
+        text = (f"Early rejection dropped {', '.join(saved['rungs'])}, saving about {saved.get('saved_calls', 0):,.0f} "
+                f"model calls and {saved.get('saved_s', 0):,.1f} s of model time against scoring them on the whole "
+                "test split.")
+    return LadderText(head, steps, text)

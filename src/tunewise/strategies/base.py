@@ -49,6 +49,8 @@ class PrepareContext:
     # evaluate(candidate, label) -> (primary MetricValue on the test split, predictions)
     evaluate: "Callable[[Candidate, str], tuple[Any, Any]] | None" = None
     report: "Callable[[str, int, int], None] | None" = None  # labelled progress (label, done, total)
+    # False: reuse trained artifacts only, a missing one is an error (rebuilding a version to serve it)
+    may_train: bool = True
 
 
 class Candidate(ABC):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import Backend
-from ..errors import RungSkipped, TaskSpecError
+from ..errors import RungSkipped, StoreError, TaskSpecError
 from ..evaluation.records import Prediction
 from ..prompts import PromptTemplate, answer_text
 from ..training.settings import TuneSettings, settings_from_params
@@ -168,8 +168,14 @@ def _training_job(rung_name: str, ctx: PrepareContext, s: TuneSettings) -> _Rung
 
 
 def _train(rung_name: str, ctx: PrepareContext, planned: _RungTraining, label: str | None) -> Any:
-    from ..training.trainer import train
+    from ..training.trainer import read_artifact, train
 
+    if not ctx.may_train:
+        found = read_artifact(planned.job.out_dir)
+        if found is None:
+            raise StoreError(f"rung '{rung_name}': its trained artifact {planned.job.out_dir} is missing and "
+                             "serving never trains; run the task again to train it.")
+        return found
     report = None
     if ctx.report is not None:
         title = f"{label or rung_name}: training"

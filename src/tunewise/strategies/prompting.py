@@ -9,7 +9,9 @@ parameters for it (see ``ladder.py``):
   retrieved ones are the k most similar training examples to each input (embedding cosine);
 - ``mode``: ``score`` (classification by scoring every label's log-likelihood with the prompt
   computed once), ``generate`` (free generation, then parsing), ``cot`` (reason first, then
-  answer: for classification the answer is scored over the labels after the reasoning);
+  answer: for classification the answer is scored over the labels after the reasoning); on a
+  backend without log-probabilities (``can_score`` False, e.g. ``openai:``) label scoring becomes
+  generation constrained to the labels (``GenerationRequest.choices``), without a confidence;
 - ``choices``: ``all`` labels, or ``demos`` (only the labels of the retrieved demonstrations);
 - ``calibrate``: contextual calibration of label scores with content-free inputs.
 
@@ -43,6 +45,7 @@ from .parsing import parse_answer, split_reasoning
 __all__ = ["PromptProgram", "prepare_prompt", "select_demos"]
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
+CONSTRAINED = "constrained generation: backend has no log-probabilities"
 _MODES = ("score", "generate", "cot")
 _SELECTIONS = ("random", "balanced", "retrieved")
 
@@ -56,6 +59,9 @@ class PromptSettings:
     calibrate: bool = False
     max_new_tokens: int = 32
     reasoning_tokens: int = 64
+    seed: int | None = None  # draws the fixed demonstrations (default: the task seed)
+    order_seed: int | None = None  # shuffles the drawn demonstrations' order only (None: as drawn)
+    stability: int = 0  # re-draws and re-orders to measure how much the score moves (see run.py)
 
     @classmethod
     def from_params(cls, rung_name: str, params: dict[str, Any], kind: str) -> "PromptSettings":
@@ -138,6 +144,8 @@ class PromptProgram(Candidate):
         return self.labels
 
     def _by_scoring(self, examples, prompts, demos, backend, prefixes=None) -> list[Prediction]:
+        if not backend.can_score:
+            return self._by_choosing(examples, prompts, demos, backend, prefixes)
         choice_sets = [self._choices(d) for d in demos]
         prefixes = prefixes or [""] * len(examples)
         todo = [i for i, c in enumerate(choice_sets) if len(c) > 1]
@@ -156,6 +164,31 @@ class PromptProgram(Candidate):
             preds.append(Prediction(example_id=ex.id, output=choice_sets[i][j], raw=choice_sets[i][j],
                                     confidence=float(probs[j]), prompt_tokens=r.prompt_tokens,
                                     completion_tokens=0, cached_tokens=r.cached_tokens, latency_s=r.latency_s))
+        return preds
+
+    def _by_choosing(self, examples, prompts, demos, backend, prefixes=None) -> list[Prediction]:
+        """Classification on a backend without log-probabilities: generation constrained to the labels.
+
+        Text a backend could not constrain is mapped to a label like free generation; no confidence.
+        """
+        choice_sets = [self._choices(d) for d in demos]
+        prefixes = prefixes or [""] * len(examples)
+        todo = [i for i, c in enumerate(choice_sets) if len(c) > 1]
+        requests = [GenerationRequest(prompt=_continued(prompts[i], prefixes[i]), choices=tuple(choice_sets[i]),
+                                      max_new_tokens=self.settings.max_new_tokens) for i in todo]
+        results = dict(zip(todo, backend.generate(requests))) if requests else {}
+        preds = []
+        for i, ex in enumerate(examples):
+            if i not in results:  # a single candidate label: no model call is needed
+                preds.append(Prediction(example_id=ex.id, output=choice_sets[i][0], raw=choice_sets[i][0],
+                                        confidence=1.0))
+                continue
+            g = results[i]
+            output, error, rule = parse_answer(g.text, kind="classification", labels=choice_sets[i])
+            preds.append(Prediction(example_id=ex.id, output=output, raw=g.text, prompt_tokens=g.prompt_tokens,
+                                    completion_tokens=g.completion_tokens, cached_tokens=g.cached_tokens,
+                                    latency_s=g.latency_s, batch_size=g.batch_size, error=error,
+                                    parse_rule=f"{CONSTRAINED} ({rule})"))
         return preds
 
     def _probabilities(self, logprobs: np.ndarray, choices: list[str]) -> np.ndarray:
@@ -188,7 +221,8 @@ class PromptProgram(Candidate):
         return [
             Prediction(example_id=p.example_id, output=p.output, raw=g.text.strip() + "\nAnswer: " + str(p.output),
                        confidence=p.confidence, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
-                       cached_tokens=g.cached_tokens, latency_s=g.latency_s / g.batch_size + p.latency_s)
+                       cached_tokens=g.cached_tokens, latency_s=g.latency_s / g.batch_size + p.latency_s,
+                       error=p.error, parse_rule=p.parse_rule)
             for p, g in zip(scored, gens)
         ]
 
@@ -206,8 +240,18 @@ def _retriever(ctx: PrepareContext, k: int):
     return retrieve
 
 
-def _calibration(program: PromptProgram, backend: Backend) -> np.ndarray:
-    """Contextual calibration (Zhao et al., 2021): mean label probabilities on content-free inputs."""
+def _continued(prompt: tuple[Message, ...], prefix: str) -> tuple[Message, ...]:
+    """The prompt with what the assistant already wrote (chain-of-thought reasoning) as its turn."""
+    return prompt + (Message("assistant", prefix.strip()),) if prefix.strip() else prompt
+
+
+def _calibration(program: PromptProgram, backend: Backend) -> np.ndarray | None:
+    """Contextual calibration (Zhao et al., 2021): mean label probabilities on content-free inputs.
+
+    None on a backend without log-probabilities (its constrained answers have no probabilities).
+    """
+    if not backend.can_score:
+        return None
     prompts = [program.prompt_for(t, program.fixed_demos) for t in CONTENT_FREE]
     scores = backend.score([ScoreRequest(prompt=p, choices=tuple(program.labels)) for p in prompts])
     probs = []
@@ -234,8 +278,11 @@ def prepare_prompt(rung: Any, ctx: PrepareContext) -> PromptProgram:
     retrieved = s.k > 0 and s.selection == "retrieved"
     if retrieved and ctx.embed is None:
         raise TaskSpecError(f"rung '{rung.name}': retrieved demonstrations need an embedder.")
+    draw_seed = ctx.seed if s.seed is None else s.seed
     fixed = [] if retrieved else [(e.text, e.target) for e in select_demos(ctx.splits.train, k=s.k,
-                                                                          selection=s.selection, seed=ctx.seed)]
+                                                                          selection=s.selection, seed=draw_seed)]
+    if s.order_seed is not None:
+        random.Random(s.order_seed).shuffle(fixed)
     program = PromptProgram(
         rung=rung.name, config={}, template=template, variables=variables, settings=s, kind=spec.kind,
         labels=labels, fixed_demos=fixed, retriever=_retriever(ctx, s.k) if retrieved else None, schema=schema)
@@ -245,7 +292,7 @@ def prepare_prompt(rung: Any, ctx: PrepareContext) -> PromptProgram:
         "strategy": "prompt", **s.__dict__, "role": role, "template": template.to_json(),
         "instructions": variables["instructions"], "model": ctx.backend.name if ctx.backend else None,
         "demonstrations": [{"text": t, "target": y} for t, y in fixed],
-        "demonstration_source": "train split only", "seed": ctx.seed,
+        "demonstration_source": "train split only", "seed": draw_seed,
         "calibration": None if program.calibration is None else {
             "content_free_inputs": list(CONTENT_FREE), "mean_probabilities_top5": _top(program.calibration, labels)},
     }

@@ -246,6 +246,9 @@ def _args(job: TrainingJob, plan: _Plan, out: Path, device: str, *, lr: float, s
         disable_tqdm=True, use_cpu=device == "cpu", bf16=device == "cuda" and _bf16_ok(),
         **_checkpointing_arg(s.gradient_checkpointing), dataloader_num_workers=0, save_total_limit=2,
         remove_unused_columns=False,
+        # every trainable parameter (adapter, or the whole model) takes part in each step: DDP need not
+        # search the graph for unused ones (transformers' default does, and warns on every run)
+        ddp_find_unused_parameters=False,
     )
     if sweep:
         args.update(save_strategy="no", eval_strategy="no")

@@ -1,0 +1,114 @@
+"""The money cap of an API backend: refuse a call that could exceed the budget; count what was spent.
+
+Before a batch is sent, :meth:`MoneyCap.admit` adds up each request's worst case: one token per
+UTF-8 byte of the prompt (a byte-level BPE token is at least one byte) plus a few per message, at
+the input price, and ``max_new_tokens`` at the output price. When what is spent, plus what calls in
+flight could still cost, plus that worst case would pass the budget, the whole batch is refused and
+nothing of it is sent (so no answer that was paid for is thrown away). After each answer,
+:meth:`MoneyCap.charge` books the cost of the usage the endpoint reported, with the formula of
+``costs.py``, and frees the reservation.
+
+An attempt that may have been billed without giving us an answer (a read timeout, a dropped
+connection, an unreadable reply) is booked at its worst case as *unconfirmed*: the cap stays a
+promise even when a provider bills a call we never saw answered.
+
+Out of scope: the price table (``costs.py``) and HTTP (``openai.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from ..costs import ApiPrice
+from ..errors import BackendError
+from .base import GenerationRequest
+
+__all__ = ["MoneyCap", "worst_case_tokens"]
+
+_PER_MESSAGE_TOKENS = 4  # role and separators of the chat format
+_PER_REQUEST_TOKENS = 3  # the assistant turn's opening
+
+
+def worst_case_tokens(request: GenerationRequest) -> tuple[int, int]:
+    """-> (most prompt tokens, most completion tokens) the request can be billed for."""
+    prompt = sum(len(m.content.encode()) + len(m.role) + _PER_MESSAGE_TOKENS for m in request.prompt)
+    schema = sum(len(c.encode()) for c in request.choices)  # a response_format schema is billed as input too
+    return prompt + schema + _PER_REQUEST_TOKENS, request.max_new_tokens
+
+
+class MoneyCap:
+    """What an API backend has spent and may still spend; thread-safe.
+
+    ``price`` is ``(table key, ApiPrice)`` or None when the price table has no entry (then nothing
+    is counted in dollars, and a budget cannot be enforced: the constructor refuses one).
+    """
+
+    def __init__(self, *, what: str, budget_usd: float | None, price: tuple[str, ApiPrice] | None) -> None:
+        if budget_usd is not None and price is None:
+            raise BackendError(
+                f"The budget of ${budget_usd:g} cannot be enforced for {what}: the price table has no price for "
+                "this model; add one under the backend's prices (such as {api: {<model>: {input: 0, output: 0}}}) "
+                "or set its budget_usd to null.")
+        self.what, self.budget_usd, self.price = what, budget_usd, price
+        self.spent_usd = 0.0  # from the usage the endpoint reported
+        self.unconfirmed_usd = 0.0  # worst case of attempts that may have been billed without an answer
+        self._pending = 0.0  # worst case of calls admitted and not answered yet
+        self._lock = threading.Lock()
+
+    def worst_case_usd(self, request: GenerationRequest) -> float:
+        if self.price is None:
+            return 0.0
+        prompt, completion = worst_case_tokens(request)
+        p = self.price[1]
+        return (prompt * p.input + completion * p.output) / 1e6
+
+    def admit(self, requests: Sequence[GenerationRequest]) -> list[float]:
+        """Reserve each request's worst case, or refuse them all; -> the reservations, in order."""
+        worst = [self.worst_case_usd(r) for r in requests]
+        with self._lock:
+            self._refuse_beyond(sum(worst), len(worst))
+            self._pending += sum(worst)
+        return worst
+
+    def check(self) -> None:
+        """Refuse to go on when what is booked and reserved already passes the budget (before a retry)."""
+        with self._lock:
+            self._refuse_beyond(0.0, 0)
+
+    def charge(self, reserved: float, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> float:
+        """Book an answer's reported usage and free its reservation; -> its cost in USD."""
+        cost = self.cost(prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, completion_tokens=completion_tokens)
+        with self._lock:
+            self._pending -= reserved
+            self.spent_usd += cost
+        return cost
+
+    def book_unconfirmed(self, reserved: float) -> None:
+        with self._lock:
+            self.unconfirmed_usd += reserved
+
+    def release(self, reserved: float) -> None:
+        """Free the reservation of a call that ended without an answer."""
+        with self._lock:
+            self._pending -= reserved
+
+    def cost(self, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> float:
+        if self.price is None:
+            return 0.0
+        p = self.price[1]
+        cached = min(cached_tokens, prompt_tokens)
+        cached_price = p.input if p.cached_input is None else p.cached_input
+        return ((prompt_tokens - cached) * p.input + cached * cached_price + completion_tokens * p.output) / 1e6
+
+    def _refuse_beyond(self, worst: float, n: int) -> None:
+        if self.budget_usd is None:
+            return
+        committed = self.spent_usd + self.unconfirmed_usd + self._pending
+        if committed + worst > self.budget_usd + 1e-12:
+            what = f"the next {n} request(s) to {self.what} could cost up to ${worst:.4f}, which" if n else \
+                f"retrying a call to {self.what}"
+            raise BackendError(
+                f"Refused: {what} would exceed the budget of ${self.budget_usd:g} (spent ${self.spent_usd:.4f}, "
+                f"${self.unconfirmed_usd + self._pending:.4f} more possibly billed or in flight); raise the budget "
+                "to go on, and the calls already answered stay cached.")

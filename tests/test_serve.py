@@ -1,0 +1,406 @@
+"""``tunewise serve`` on loopback: the official openai client, A/B split, shadow, promote/rollback under load,
+admin auth, the request log with redaction, Prometheus metrics and feedback. Versions of a fake-backend run."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tunewise.run import run_task
+from tunewise.serving import Split, create_app
+from tunewise.serving.redact import MASK, redact
+from tunewise.serving.requestlog import RequestLog, request_log_path
+from tunewise.serving.router import bucket
+from tunewise.store import Store
+from tunewise.task import load_task
+from tunewise.versions import create_version, promote
+
+from .test_run import write_task
+
+TOKEN = "s3cret-admin-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A run with two deployable rungs: knn -> ``production`` (A), zero_shot on fake:random -> ``candidate`` (B)."""
+    tmp = tmp_path_factory.mktemp("serve")
+    task = write_task(tmp)
+    outcome = run_task(load_task(task), rungs=["knn", "zero_shot"], task_path=task, report=False)
+    with Store(tmp / ".tunewise") as st:
+        a = create_version(st, outcome.results.run_id, "knn")
+        b = create_version(st, outcome.results.run_id, "zero_shot")
+        promote(st, a.id, "production")
+        promote(st, b.id, "candidate")
+    return tmp / ".tunewise", a.id, b.id
+
+
+@pytest.fixture
+def store_dir(recorded, tmp_path) -> Path:
+    shutil.copytree(recorded[0], tmp_path / "store")
+    return tmp_path / "store"
+
+
+@contextmanager
+def live(app):
+    """uvicorn in a thread on a free loopback port; yields the base URL."""
+    import uvicorn
+
+    # proto IPPROTO_TCP, as uvicorn's own binding has: asyncio only sets TCP_NODELAY on such sockets,
+    # and without it every response waits ~40 ms for a delayed ACK
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    assert server.started, "the server did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def chat(client: httpx.Client, text: str, *, model: str = "production", user: str | None = None,
+         **kw) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **kw}
+    if user is not None:
+        body["user"] = user
+    return client.post("/v1/chat/completions", json=body)
+
+
+def log_rows(store_dir: Path) -> list:
+    log = RequestLog(request_log_path(store_dir))
+    try:
+        return log.rows()
+    finally:
+        log.close()
+
+
+# ---------------------------------------------------------------- the official client
+
+
+def test_official_openai_client_unchanged(store_dir, recorded):
+    import openai
+
+    _, a, b = recorded
+    with live(create_app(store_dir, admin_token=TOKEN)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0)
+        reply = client.chat.completions.create(
+            model="production", messages=[{"role": "system", "content": "ignored"},
+                                          {"role": "user", "content": "when will my new card arrive"}])
+        assert reply.id.startswith("chatcmpl-") and reply.object == "chat.completion" and reply.model == a
+        assert reply.choices[0].message.role == "assistant" and reply.choices[0].finish_reason == "stop"
+        assert reply.choices[0].message.content == "card_arrival"
+        assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+        by_id = client.chat.completions.create(model=b[:6], messages=[{"role": "user", "content": "top up"}])
+        assert by_id.model == b and by_id.usage.prompt_tokens > 0  # a version id prefix; the LLM rung counts tokens
+        stream = client.chat.completions.create(model="production", stream=True,
+                                                messages=[{"role": "user", "content": "when will my new card arrive"}])
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "card_arrival"
+        ids = {m.id for m in client.models.list()}
+        assert {"production", "candidate", a, b} <= ids
+        assert client.models.retrieve("candidate").owned_by == f"tunewise:{b}"
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+        assert missing.value.code == "model_not_found" and "no-such-model" in missing.value.message
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(model="production", messages=[{"role": "system", "content": "no user"}])
+        assert bad.value.body["param"] == "messages"
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="production", messages=[])
+
+
+def test_tunewise_serve_command_on_loopback(store_dir, recorded):
+    import openai
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "TUNEWISE_ADMIN_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "tunewise", "serve", str(store_dir), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read()
+                time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(model="production", messages=[{"role": "user", "content": "top up"}])
+        assert reply.model == recorded[1]
+        moved = httpx.post(f"{url}/admin/promote", json={"version": "candidate", "alias": "production"}, headers=ADMIN)
+        assert moved.status_code == 200 and moved.json()["version"] == recorded[2]
+        reply = client.chat.completions.create(model="production", messages=[{"role": "user", "content": "top up"}])
+        assert reply.model == recorded[2]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# ---------------------------------------------------------------- routing
+
+
+def test_ab_split_ratio_within_binomial_bound(store_dir, recorded):
+    """2000 requests from distinct users through the service (routing, workers, request log; no HTTP)."""
+    import asyncio
+
+    from tunewise.serving.service import Service
+
+    _, a, b = recorded
+    n, p = 2000, 0.1
+    users = [f"user-{i}" for i in range(n)]
+
+    async def serve_all() -> list:
+        service = Service(store_dir, split=Split("production", "candidate", fraction_b=p))
+        try:
+            return await asyncio.gather(*(service.answer("production", "top up my card", u) for u in users))
+        finally:
+            await service.close()
+
+    answers = asyncio.run(serve_all())
+    k = sum(x.arm == "b" for x in answers)
+    assert abs(k - n * p) <= 4 * math.sqrt(n * p * (1 - p)), k  # 4 sigma: 200 +- 54
+    assert all((bucket(u) < p) == (x.arm == "b") for u, x in zip(users, answers))  # the arm is the user's bucket
+    assert all(x.version == (b if x.arm == "b" else a) for x in answers)
+    assert Counter(r.arm for r in log_rows(store_dir)) == {"a": n - k, "b": k}
+
+
+def test_ab_split_is_sticky_per_user_over_http(store_dir, recorded):
+    _, a, b = recorded
+    users = [f"user-{i}" for i in range(40)]
+    with live(create_app(store_dir, split=Split("production", "candidate", fraction_b=0.5))) as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
+        arms = {u: chat(client, "top up", user=u).json()["tunewise"]["arm"] for u in users}
+        assert set(arms.values()) == {"a", "b"}
+        for user in users:  # the same user, the same arm: by the user field and by the X-User header
+            again = {chat(client, f"query {i}", user=user).json()["tunewise"]["arm"] for i in range(2)}
+            by_header = client.post("/v1/chat/completions", headers={"X-User": user}, json={
+                "model": "production", "messages": [{"role": "user", "content": "x"}]}).json()
+            assert again == {arms[user]} and by_header["tunewise"]["arm"] == arms[user]
+            assert by_header["model"] == (a if arms[user] == "a" else b)
+        assert chat(client, "top up", model=a, user=users[0]).json()["tunewise"]["arm"] == "a"  # ids are never split
+        anonymous = Counter(chat(client, "top up").json()["tunewise"]["arm"] for _ in range(40))
+        assert set(anonymous) == {"a", "b"}  # no user: random, so both arms (P(all one arm) = 2 * 2**-40)
+
+
+def test_shadow_answers_are_logged_but_never_returned(store_dir, recorded):
+    _, a, b = recorded
+    app = create_app(store_dir, split=Split("production", "candidate", fraction_b=1.0, shadow=True))
+    texts = [f"top up my account now {i}" for i in range(12)]
+    with live(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        replies = [chat(client, t, user=f"u{i}").json() for i, t in enumerate(texts)]
+        expected = [chat(client, t, model=a).json()["choices"][0]["message"]["content"] for t in texts]
+        assert {r["model"] for r in replies} == {a} and {r["tunewise"]["arm"] for r in replies} == {"a"}
+        assert [r["choices"][0]["message"]["content"] for r in replies] == expected
+        deadline = time.time() + 30
+        while sum(r.arm == "shadow" for r in log_rows(store_dir)) < len(texts) and time.time() < deadline:
+            time.sleep(0.05)
+    rows = log_rows(store_dir)
+    shadows = [r for r in rows if r.arm == "shadow"]
+    primary = {r.id: r for r in rows if r.id in {x["id"] for x in replies}}
+    assert len(shadows) == len(texts) and {r.version for r in shadows} == {b} and {r.alias for r in shadows} == {
+        "candidate"}
+    assert {r.ts for r in shadows} == {r.ts for r in primary.values()}  # same timestamp, own id
+    assert not {r.id for r in shadows} & set(primary) and all(r.status == 200 and r.output for r in shadows)
+
+
+def test_promote_and_rollback_under_concurrent_load_drop_nothing(store_dir, recorded):
+    _, a, b = recorded
+    results: list[tuple[int, str]] = []
+    with live(create_app(store_dir, admin_token=TOKEN)) as url:
+
+        def load(worker: int) -> None:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                for i in range(50):
+                    r = chat(client, f"when will my card arrive {worker}-{i}", user=f"w{worker}")
+                    results.append((r.status_code, r.json().get("model", "")))
+
+        threads = [threading.Thread(target=load, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        switches = 0
+        with httpx.Client(base_url=url, timeout=60, headers=ADMIN) as admin:
+            while any(t.is_alive() for t in threads):
+                up = admin.post("/admin/promote", json={"version": b, "alias": "production"})
+                time.sleep(0.03)
+                down = admin.post("/admin/rollback", json={"alias": "production"})
+                time.sleep(0.03)
+                assert (up.status_code, down.status_code) == (200, 200), (up.text, down.text)
+                assert down.json()["version"] == a
+                switches += 1
+        for t in threads:
+            t.join()
+    statuses = Counter(s for s, _ in results)
+    assert statuses == {200: 400}, statuses  # zero failed requests
+    assert {m for _, m in results} == {a, b} and switches >= 2  # both versions served
+
+
+# ---------------------------------------------------------------- admin
+
+
+def test_admin_endpoints_require_the_bearer_token(store_dir, recorded):
+    from fastapi.testclient import TestClient
+
+    _, a, b = recorded
+    calls = [("/admin/promote", {"version": b, "alias": "production"}), ("/admin/rollback", {"alias": "production"}),
+             ("/admin/split", {"alias_a": "production", "alias_b": "candidate", "fraction_b": 0.5})]
+    with TestClient(create_app(store_dir, admin_token=TOKEN)) as client:
+        for path, body in calls:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                            {"Authorization": f"Basic {TOKEN}"}):
+                r = client.post(path, json=body, headers=headers)
+                assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", (path, headers)
+        assert client.post("/admin/promote", json={"version": b, "alias": "production"}, headers=ADMIN).json() == {
+            "alias": "production", "version": b}
+        assert client.post("/admin/rollback", json={"alias": "production"}, headers=ADMIN).json()["version"] == a
+        nothing = client.post("/admin/rollback", json={"alias": "production"}, headers=ADMIN)
+        assert nothing.status_code == 409 and "no earlier version" in nothing.json()["error"]["message"]
+        assert client.post("/admin/promote", json={"version": "nope", "alias": "production"},
+                           headers=ADMIN).status_code == 404
+        split = client.post("/admin/split", json=calls[2][1], headers=ADMIN)
+        assert split.status_code == 200 and split.json()["split"]["fraction_b"] == 0.5
+    with TestClient(create_app(store_dir, admin_token=None)) as client:  # no token configured: admin is off
+        r = client.post("/admin/rollback", json={"alias": "production"}, headers={"Authorization": "Bearer "})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "admin_disabled"
+
+
+def test_admin_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    from tunewise.errors import TaskSpecError
+    from tunewise.serving.app import admin_token
+
+    monkeypatch.delenv("TUNEWISE_ADMIN_TOKEN", raising=False)
+    assert admin_token() is None
+    monkeypatch.setenv("TUNEWISE_ADMIN_TOKEN", "from-env")
+    (tmp_path / "token").write_text("from-file\n")
+    assert admin_token() == "from-env" and admin_token(tmp_path / "token") == "from-file"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(TaskSpecError, match="empty"):
+        admin_token(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------- log, redaction, metrics, feedback
+
+
+SECRETS = [
+    "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+    "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx",
+    "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "AKIAIOSFODNN7EXAMPLE",
+    "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH",
+    "xoxb-123456789012-abcdefghijkl",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "0123456789abcdef0123456789abcdef01234567",
+    "dGhpcyBpcyBhIHNlY3JldCB0b2tlbiB2YWx1ZSAxMjM0NQ==",
+]
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_redact_masks_api_key_like_tokens(secret):
+    out = redact(f"please use {secret} for the transfer")
+    assert secret not in out and MASK in out and out.startswith("please use ") and out.endswith(" for the transfer")
+
+
+def test_redact_masks_named_secrets_and_bearer_and_keeps_ordinary_text():
+    assert redact("Authorization: Bearer abc.def-123456") == f"Authorization: Bearer {MASK}"
+    assert redact("my password=hunter22 ok") == f"my password={MASK} ok"
+    assert redact('api_key: "1234abcd"') == f"api_key: {MASK}\""
+    for text in ("How do I top up my card with 20 euros?", "transfer 12345 failed on 2024-01-05",
+                 "order #A1B2C3 arrived", "internationalisation-and-localisation", "", None):
+        assert redact(text) == text
+
+
+def parse_prometheus(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A strict reader of the text exposition format: every sample has a declared family and a valid line."""
+    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_]\w*="(?:[^"\\\n]|\\.)*",?)*)\})? '
+                        r'(-?(?:\d+(?:\.\d*)?(?:e[+-]?\d+)?|\+Inf|NaN))$')
+    types: dict[str, str] = {}
+    out: dict[str, list] = {}
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram") and name not in types
+            types[name] = kind
+            continue
+        if line.startswith("# HELP ") or not line:
+            continue
+        m = sample.match(line)
+        assert m, line
+        name, labels, value = m.groups()
+        family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
+        assert family in types, line
+        pairs = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels or ""))
+        out.setdefault(name, []).append((pairs, float(value)))
+    return out
+
+
+def test_request_log_rows_redaction_metrics_and_feedback(store_dir, recorded):
+    from fastapi.testclient import TestClient
+
+    _, a, _ = recorded
+    key = "sk-live-abcdefghijklmnopqrstuvwxyz123456"
+    with TestClient(create_app(store_dir, admin_token=TOKEN)) as client:
+        ok = []
+        for i in range(3):  # the key is in the input and in an Authorization header
+            ok.append(client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={
+                "model": "production", "user": "alice",
+                "messages": [{"role": "user", "content": f"top up my card {i}, my key is {key}"}]}))
+        assert all(r.status_code == 200 for r in ok)
+        assert chat(client, "x", model="nope").status_code == 404
+        first = ok[0].json()["id"]
+        fb = client.post("/v1/feedback", json={"response_id": first, "label": "top_up", "score": 1.0})
+        assert fb.status_code == 200 and fb.json()["recorded"] is True
+        unknown = client.post("/v1/feedback", json={"response_id": "chatcmpl-nope", "label": "top_up"})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "response_not_found"
+        assert client.post("/v1/feedback", json={"response_id": first}).status_code == 400
+        metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = parse_prometheus(metrics.text)
+    requests = {(s["version"], s["arm"], s["status"]): v for s, v in families["tunewise_requests_total"]}
+    assert requests == {(a, "a", "200"): 3, ("-", "-", "404"): 1}
+    buckets = [v for s, v in families["tunewise_request_latency_seconds_bucket"] if s["version"] == a]
+    assert buckets == sorted(buckets) and buckets[-1] == 3  # cumulative, +Inf last
+    assert families["tunewise_request_latency_seconds_count"][0][1] == 3
+    assert families["tunewise_feedback_total"][0][1] == 1
+    assert ({"alias": "production", "version": a}, 1.0) in families["tunewise_alias_info"]
+
+    rows = log_rows(store_dir)
+    assert [r.id for r in rows] == [r.json()["id"] for r in ok]
+    for r in rows:
+        assert r.version == a and r.alias == "production" and r.arm == "a" and r.user == "alice"
+        assert r.status == 200 and r.output == "top_up" and 0 < r.confidence <= 1 and r.latency_s > 0
+        assert key not in r.input and MASK in r.input and r.input.startswith("top up my card")
+        assert r.prompt_tokens == 0 and r.completion_tokens == 0  # knn: no LLM tokens
+    raw = b"".join(f.read_bytes() for f in request_log_path(store_dir).parent.glob("requests.sqlite*"))
+    assert key.encode() not in raw  # neither the input's key nor the Authorization header is anywhere in the file
+    conn = sqlite3.connect(request_log_path(store_dir))
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT response_id, label, score FROM feedback").fetchall() == [(first, "top_up", 1.0)]
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(requests)")]
+    assert columns == ["id", "ts", "alias", "version", "arm", "user", "input", "output", "confidence", "latency_s",
+                       "prompt_tokens", "completion_tokens", "status", "error"]
+    conn.close()
