@@ -170,7 +170,7 @@ def _screen_trials(acc_best: float, acc_rung: float, *, n: int = 320, trials: in
         for size in [*screen_sizes(n), n]:
             sub = [bool(rung[i]) for i in order[:size]]
             if size < n and screen_subset("r", sub, best_name="b", best_low=low, n_test=n, calls=size,
-                                          seconds=size) is not None:
+                                          seconds=size, delta=PolicyConfig().look_delta) is not None:
                 rejected += 1
                 break
         scored.append(size)

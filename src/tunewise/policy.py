@@ -26,12 +26,13 @@ self-hosted models, tokens x price for API models). When ``budget.hours`` is not
 multi-hour fine-tuning unless the user sets ``constraints.budget_hours`` or names the rung.
 
 Early rejection (:func:`screen_subset`): before a full evaluation, the rung is scored on nested
-stratified subsets (1/8, 1/4, 1/2 of the test split); it is dropped when the exact one-sided
+stratified subsets (1/32, 1/8, 1/4, 1/2 of the test split, each at least 8 examples); it is dropped when the exact one-sided
 Clopper-Pearson upper bound (confidence 1 - ``delta``) of its accuracy on the subset is below the
 best finished rung's CI low. If the rung's accuracy on the full test split is at least that low
-(in particular, if it would beat the best rung), each look drops it with probability <= delta, so
-<= 3 x delta over the three looks (sampling without replacement and stratification only make the
-subset estimate tighter). A rung that cannot beat the best finished rung could still be the only
+(in particular, if it would beat the best rung), each look drops it with probability <= delta / 4
+(:attr:`PolicyConfig.look_delta`), so <= delta over the four looks (sampling without replacement and
+stratification only make the subset estimate tighter). The first look is small on purpose: a rung at 5% against a best CI low of
+88% is out after 10 examples (0/10 has a 99% upper bound of 37%) instead of 39. A rung that cannot beat the best finished rung could still be the only
 one to meet a latency or cost constraint; the decision ranks candidates on cost only among those
 that meet the quality bar, so early rejection is restricted to rungs that cannot beat the best.
 """
@@ -159,10 +160,15 @@ class Pricing:
 @dataclass(frozen=True)
 class PolicyConfig:
     patience: int = 2  # prompt rungs in a row that must fail to beat the best before them
-    fractions: tuple[float, ...] = (1 / 8, 1 / 4, 1 / 2)  # successive-halving subsets of the test split
-    delta: float = 0.01  # one-sided error of each early-rejection look
+    fractions: tuple[float, ...] = (1 / 32, 1 / 8, 1 / 4, 1 / 2)  # successive-halving subsets of the test split
+    delta: float = 0.01  # one-sided error of early rejection over all its looks (split evenly between them)
     min_subset: int = 8  # smaller subsets are not looked at
     alpha: float = 0.05  # paired tests
+
+    @property
+    def look_delta(self) -> float:
+        """The one-sided error of each early-rejection look (Bonferroni over the looks)."""
+        return self.delta / max(1, len(self.fractions))
 
 
 @dataclass(frozen=True)

@@ -547,7 +547,7 @@ def _walk(runner: "_Runner", rung_specs: Sequence[RungSpec], *, config: PolicyCo
         try:
             result = runner.run_rung(rung, screen=action.screen, best=(best.name, best.low) if best else None,
                                      deadline_s=_deadline(plan_of[rung.name], observed, budget, pricing),
-                                     delta=config.delta)
+                                     delta=config.look_delta)
         except RungSkipped as exc:
             store.skip_rung(run_id, rung.name, str(exc))
             settle(RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=rung.model_dump(),
