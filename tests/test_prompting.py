@@ -129,3 +129,30 @@ def test_unknown_prompt_parameter_is_named(tmp_path):
     ctx = PrepareContext(spec=_spec(tmp_path), splits=_splits(), backend=FakeBackend("fake:random"), seed=0)
     with pytest.raises(TaskSpecError, match="unknown parameter 'shots'"):
         get_strategy("prompt")(RungSpec(name="r", strategy="prompt", params={"shots": 3}), ctx)
+
+
+def test_single_candidate_label_is_answered_without_a_model_call_and_counted(tmp_path):
+    """Retrieved demonstrations that all share one label leave one candidate: no call, and usage says so."""
+    import math
+
+    from tunewise.evaluation.runner import usage_summary
+
+    class OneLabelRetriever:
+        def __call__(self, texts):
+            return [[("a", "card_linking"), ("b", "card_linking")] if "card" in t
+                    else [("c", "exchange_rate"), ("d", "card_arrival")] for t in texts]
+
+    backend = FakeBackend("fake:random")
+    ctx = PrepareContext(spec=_spec(tmp_path), splits=_splits(), backend=backend, seed=0,
+                         embed=lambda texts: [[1.0]] * len(texts))
+    program = get_strategy("prompt")(RungSpec(name="r", strategy="prompt", params={
+        "mode": "score", "k": 2, "selection": "retrieved", "choices": "demos"}), ctx)
+    program.retriever = OneLabelRetriever()
+    preds = program.predict(_splits().test, backend=backend)  # two "card" queries, one "exchange_rate"
+    assert [p.model_call for p in preds] == [False, False, True]
+    assert [p.output for p in preds[:2]] == ["card_linking", "card_linking"]
+    assert preds[0].latency_s == 0 and preds[0].prompt_tokens == 0
+    usage = usage_summary(preds, wall_s=1.0)
+    assert usage["without_model_call"] == 2 and usage["requests"] == 3
+    assert math.isclose(usage["called_request_latency_s"]["p50"], preds[2].latency_s / preds[2].batch_size)
+    assert "without_model_call" not in usage_summary(preds[2:], wall_s=1.0)

@@ -295,3 +295,20 @@ def test_ladder_steps_are_in_the_html_and_markdown():
     assert 'id="ladder"' in page and "&lt;b&gt;3/39&lt;/b&gt;" in page and "<b>3/39" not in page
     md = report_markdown(results, empty, edge_cases_md="", repro=[])
     assert "## How the ladder was climbed" in md and "2. **rejected early zero_shot**" in md
+
+
+def test_requests_answered_without_a_model_call_are_explained():
+    from types import SimpleNamespace
+
+    from tunewise.report.sections import latency_notes
+
+    usage = {"requests": 308, "without_model_call": 171,
+             "called_request_latency_s": {"mean": 0.7, "p50": 0.62, "p95": 1.4, "max": 1.9}}
+    results = {"rungs": [{"name": "few_shot_retrieved", "usage": usage},
+                         {"name": "probe", "usage": {"requests": 308}},
+                         {"name": "not_ranked", "usage": usage}]}
+    decision = SimpleNamespace(options=[SimpleNamespace(name="few_shot_retrieved"), SimpleNamespace(name="probe")])
+    notes = latency_notes(results, decision)
+    assert notes == ["few_shot_retrieved: 171 of 308 requests (56%) were answered without a model call (one candidate "
+                     "label left, e.g. every retrieved demonstration had the same label), at 0 ms; the 137 that "
+                     "called it: p50 620 ms, p95 1,400 ms."]

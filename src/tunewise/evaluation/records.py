@@ -28,6 +28,7 @@ class Prediction:
     batch_size: int = 1  # examples served together by that call (model time per example = latency / batch)
     error: str | None = None
     parse_rule: str | None = None  # how free text became ``output`` (exact, fuzzy, ...), when parsed
+    model_call: bool = True  # False: answered without calling the model (e.g. a single candidate label)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -56,6 +56,11 @@ def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[s
     """Tokens and latency per request (mean, p50, p95, max) and examples per second."""
     model_s = sum(p.latency_s / max(1, p.batch_size) for p in predictions)
     n = len(predictions)
+    called = [p for p in predictions if p.model_call]
+    skipped = {} if len(called) == n else {  # e.g. every retrieved demonstration had the same label
+        "without_model_call": n - len(called),
+        "called_request_latency_s": summarize([p.latency_s / max(1, p.batch_size) for p in called]),
+    }
     return {
         "requests": n,
         "prompt_tokens": summarize([p.prompt_tokens for p in predictions]),
@@ -71,4 +76,5 @@ def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[s
         "served, the latency of serving one request at a time (approximately); examples/s = requests / model "
         "time, where a batched call's time is shared evenly by its requests",
         "errors": sum(p.error is not None for p in predictions),
+        **skipped,
     }

@@ -24,6 +24,7 @@ from .sections import (
     curve_texts,
     data_lines,
     ladder_text,
+    latency_notes,
     ms,
     option_rows,
     other_rungs,
@@ -175,6 +176,7 @@ def _options(results: Mapping[str, Any], decision: Decision) -> str:
         f"{escape(n)} ({escape(s)}: {escape(w)})" for n, s, w in others) + ".</p>") if others else ""
     bases = "".join(f"<li><strong>{escape(r.name)}</strong>: {escape(r.cost_basis)}; one-off: {escape(r.one_off_basis)}"
                     "</li>" for r in option_rows(decision))
+    extra += "".join(f'<p class="caption">{escape(note)}</p>' for note in latency_notes(results, decision))
     return ('<section id="options"><h2>Options, ranked</h2>'
             + (table if rows else '<p class="note">No rung finished with a score.</p>') + extra
             + '<p class="caption">Rank: meets the target with confidence, then on the point estimate, then best '

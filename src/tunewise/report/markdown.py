@@ -11,7 +11,7 @@ from typing import Any
 
 from ..decision import Decision
 from .markup import md_escape, shift_headings
-from .sections import curve_texts, data_lines, ladder_text, option_rows, other_rungs
+from .sections import curve_texts, data_lines, ladder_text, latency_notes, option_rows, other_rungs
 
 __all__ = ["report_markdown"]
 
@@ -36,6 +36,7 @@ def _options(results: Mapping[str, Any], decision: Decision) -> list[str]:
     others = other_rungs(results, decision)
     if others:
         lines += ["", "Not ranked: " + "; ".join(f"{md_escape(n)} ({s}: {md_escape(w)})" for n, s, w in others) + "."]
+    lines += [line for note in latency_notes(results, decision) for line in ("", md_escape(note))]
     return lines + [""]
 
 

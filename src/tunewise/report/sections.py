@@ -19,7 +19,7 @@ from ..costs import PRICES_AS_OF, Prices
 from ..decision import Decision, Option
 from ..task import TaskSpec
 
-__all__ = ["OptionRow", "option_rows", "other_rungs", "CurveText", "curve_texts", "data_lines", "reproducibility",
+__all__ = ["OptionRow", "option_rows", "other_rungs", "latency_notes", "CurveText", "curve_texts", "data_lines", "reproducibility",
            "status_tone", "pct", "usd", "ms", "quality"]
 
 
@@ -95,6 +95,24 @@ class CurveText:
     rung: str
     of: str
     lines: tuple[str, ...]
+
+
+def latency_notes(results: Mapping[str, Any], decision: Decision) -> list[str]:
+    """Why a ranked option's latency can read 0 ms: requests it answered without calling the model."""
+    ranked = {o.name for o in decision.options}
+    notes = []
+    for r in results.get("rungs", []):
+        usage = r.get("usage") or {}
+        skipped, n = usage.get("without_model_call"), usage.get("requests")
+        if r.get("name") not in ranked or not skipped or not n:
+            continue
+        called = usage.get("called_request_latency_s") or {}
+        tail = (f"; the {n - skipped} that called it: p50 {ms(1000 * called['p50'])} ms, p95 "
+                f"{ms(1000 * called['p95'])} ms" if n > skipped and math.isfinite(called.get("p50", math.nan)) else "")
+        notes.append(f"{r['name']}: {skipped} of {n} requests ({100 * skipped / n:.0f}%) were answered without a "
+                     f"model call (one candidate label left, e.g. every retrieved demonstration had the same "
+                     f"label), at 0 ms{tail}.")
+    return notes
 
 
 def curve_texts(results: Mapping[str, Any]) -> list[CurveText]:

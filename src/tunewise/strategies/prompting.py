@@ -156,7 +156,7 @@ class PromptProgram(Candidate):
         for i, ex in enumerate(examples):
             if i not in results:  # a single candidate label: no model call is needed
                 preds.append(Prediction(example_id=ex.id, output=choice_sets[i][0], raw=choice_sets[i][0],
-                                        confidence=1.0))
+                                        confidence=1.0, model_call=False))
                 continue
             r = results[i]
             probs = self._probabilities(np.array(r.logprobs), choice_sets[i])
@@ -181,7 +181,7 @@ class PromptProgram(Candidate):
         for i, ex in enumerate(examples):
             if i not in results:  # a single candidate label: no model call is needed
                 preds.append(Prediction(example_id=ex.id, output=choice_sets[i][0], raw=choice_sets[i][0],
-                                        confidence=1.0))
+                                        confidence=1.0, model_call=False))
                 continue
             g = results[i]
             output, error, rule = parse_answer(g.text, kind="classification", labels=choice_sets[i])
