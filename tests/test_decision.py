@@ -307,3 +307,21 @@ def test_batched_rungs_are_judged_on_their_per_request_latency():
     d = decide(results(probe, rung("few_shot", p95=0.3)), spec(max_latency_ms=500), PRICES)
     assert d.winner == "probe"
     assert next(o for o in d.options if o.name == "probe").latency_p95_ms == pytest.approx(20.0)
+
+
+def test_rungs_not_scored_are_said_with_their_reason():
+    skipped = [
+        {"name": "zero_shot", "status": "skipped", "reason": "rejected early: zero_shot scored 0/10 (0.0%); saved"},
+        {"name": "cot", "status": "skipped", "reason": "rejected early: cot scored 0/10"},
+        {"name": "lora", "status": "skipped", "reason": "lora skipped to stay within budget: estimated 50.0 min "
+                                                         "exceeds the 30.0 min left; raise budget_hours"},
+        {"name": "qlora", "status": "failed", "error": "qlora needs CUDA."},
+    ]
+    d = decide(results(rung("probe", "probe", eps=4), *skipped), spec(), PRICES)
+    assert d.winner == "probe"
+    assert d.reasons[-3:] == (
+        "Rejected early on a small subset, since they could not win: zero_shot, cot.",
+        "lora was not scored (skipped): lora skipped to stay within budget: estimated 50.0 min exceeds the 30.0 min "
+        "left; raise budget_hours.",
+        "qlora was not scored (failed): qlora needs CUDA.")
+    assert not any("not scored" in r for r in decide(results(rung("probe", "probe")), spec(), PRICES).reasons)

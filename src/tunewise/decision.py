@@ -361,6 +361,21 @@ def _reasons(win: Option | None, ranked: Sequence[Option], s: _Spec) -> list[str
     return out
 
 
+def _not_scored(rungs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What was not measured, and why: a team defending the choice is asked "did you try fine-tuning?"."""
+    early, other = [], []
+    for r in rungs:
+        if r.get("status") in ("finished", None):
+            continue
+        why = str(r.get("reason") or r.get("error") or r.get("status"))
+        if why.startswith("rejected early"):
+            early.append(str(r.get("name")))
+        else:
+            other.append(f"{r.get('name')} was not scored ({r.get('status')}): {why.rstrip('.')}.")
+    early_line = f"Rejected early on a small subset, since they could not win: {', '.join(early)}." if early else ""
+    return [line for line in (early_line, *other) if line]
+
+
 def decide(results: Mapping[str, Any], spec: TaskSpec | Mapping[str, Any], prices: Prices, *,
            device: str | None = None, retrain_every_days: float | None = None) -> Decision:
     """The winner, runner-up, Pareto frontier, break-even and next step for a ``results.json`` payload.
@@ -380,7 +395,7 @@ def decide(results: Mapping[str, Any], spec: TaskSpec | Mapping[str, Any], price
     break_even, lines = _break_even(ranked, by_name, s.constraints.requests_per_month, retrain_every_days)
     pareto = _pareto(ranked)
     front = f"Pareto frontier (quality, cost per 1,000 requests, p95 latency): {', '.join(pareto)}." if pareto else ""
-    reasons = [r for r in (*_reasons(win, ranked, s), said, *lines, front) if r]
+    reasons = [r for r in (*_reasons(win, ranked, s), said, *lines, front, *_not_scored(rungs)) if r]
     return Decision(winner=win.name if win else None, status=_status(win, ranked),
                     runner_up=runner.name if runner else None, comparison=comparison, options=tuple(ranked),
                     pareto=pareto, break_even=break_even,
