@@ -1,0 +1,253 @@
+"""Run every benchmark (or ``--quick`` versions), then regenerate the README's results table.
+
+The table between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in the top-level README is
+written from ``benchmarks/results/*.json`` only, never by hand; ``--table-only`` rewrites it from
+the results already there without running anything. If the markers are missing, a "Benchmarks"
+section holding them is inserted before the README's "Layout" section (or at its end).
+
+Run:  python benchmarks/run_all.py            (~35-45 min on 2 free cores)
+      python benchmarks/run_all.py --quick    (~12-15 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+README = C.ROOT / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+ORDER = ("scoring", "fewshot", "training", "hardware", "decision")  # hardware reads scoring's and training's results
+TECHNIQUES = {"scoring": ["--variants", "no-prefix-cache,tw-generate"],
+              "fewshot": ["--variants", "score-all,tw-generate"],
+              "training": ["--variants", "tw-full-head,tw-padded,tw-grad-ckpt,trl-tuned"]}
+DEFAULT_VARIANTS = {"scoring": ["--variants", "no-prefix-cache"],
+                    "training": ["--variants", "tw-full-head,trl-tuned"]}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
+    p.add_argument("--only", default=",".join(ORDER), help=f"comma-separated subset of {', '.join(ORDER)}")
+    p.add_argument("--techniques", action="store_true",
+                   help="also time each technique switched off/on (many more runs; see each script's --help)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--table-only", action="store_true", help="only rewrite the README table from results/")
+    p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    return p.parse_args(argv)
+
+
+def run(name: str, args: argparse.Namespace) -> float:
+    cmd = [sys.executable, str(HERE / f"bench_{name}.py")]
+    if args.quick:
+        cmd.append("--quick")
+    if args.threads and name != "decision":  # the decision runs the CLI as a user would, threads untouched
+        cmd += ["--threads", str(args.threads)]
+    variants = (TECHNIQUES if args.techniques else DEFAULT_VARIANTS).get(name, [])
+    if name == "scoring":  # the thread count the run does not use
+        variants = [variants[0], variants[1] + (",threads2" if args.threads == 1 else ",threads1")]
+    cmd += variants
+    print(f"\n=== {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - start
+
+
+# --- the README table -------------------------------------------------------------------------
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}x" if v < 100 else f"{v:.0f}x"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _rate(v: float | None, unit: str = "ex/s") -> str:
+    return "-" if v is None else f"{v:.3g} {unit}"
+
+
+def _round_stat(results: list[dict[str, Any] | None], key: str, fmt: str) -> str:
+    values = []
+    for r in results:
+        for c in (r or {}).get("contenders", {}).values():
+            values += [x[key] for x in c.get("rounds", []) if x.get(key) is not None]
+    return f"{min(values):{fmt}}-{max(values):{fmt}}" if values else "-"
+
+
+def _busy_words(results: list[dict[str, Any] | None]) -> str:
+    busy = [x["cpu_busy"] for r in results for c in (r or {}).get("contenders", {}).values()
+            for x in c.get("rounds", []) if x.get("cpu_busy") is not None]
+    if busy and min(busy) >= 0.9:
+        return "the cores were free for the benchmark"
+    return "other jobs shared the cores in some rounds: read the ratios, not the absolute rates"
+
+
+def _rounds(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+def _dev_test(ratios: dict[str, Any], c: dict[str, Any]) -> str:
+    """The dev accuracies' difference with its 95% CI: paired (McNemar) when recorded, else from the counts."""
+    paired = ratios.get("dev_paired_test")
+    if paired:
+        return (f"{paired['verdict']}, {100 * paired['diff']:+.1f} points [{100 * paired['low']:+.1f}, "
+                f"{100 * paired['high']:+.1f}], McNemar p {paired['p_value']:.2f}")
+    from tunewise.monitoring.arms import compare_accuracy
+
+    a, b = c["tunewise"]["dev"], c["trl"]["dev"]
+    r = compare_accuracy(round(a["accuracy"] * a["n"]), a["n"], round(b["accuracy"] * b["n"]), b["n"])
+    return (f"{r.verdict}, {100 * r.diff:+.1f} points [{100 * r.low:+.1f}, {100 * r.high:+.1f}], unpaired "
+            f"test from the counts, p {r.p_value:.2f}")
+
+
+def table() -> str:
+    res = {name: C.read_result(name) for name in ORDER}
+    first = next((r for r in res.values() if r), None)
+    if first is None:
+        return "_No benchmark results yet: run `python benchmarks/run_all.py`._"
+    env = first["environment"]
+    v = env["versions"]
+    dates = sorted({r["environment"]["date"][:10] for r in res.values() if r})
+    lines = [
+        f"Measured {', '.join(dates)} on {env['cpu']['model']} ({env['cpu']['logical_cores']} cores, "
+        f"{' '.join(env['cpu']['simd'])}), {env['threads']} torch thread(s), torch {v.get('torch')}, transformers "
+        f"{v.get('transformers')}, TRL {v.get('trl')}, PEFT {v.get('peft')}, model SmolLM2-135M-Instruct fp32. "
+        f"Each script alternates the contenders round by round in one process; per round, CPU time / (wall x "
+        f"threads) was {_round_stat(list(res.values()), 'cpu_busy', '.0%')} and the load average "
+        f"{_round_stat(list(res.values()), 'load_average', '.1f')} ({_busy_words(list(res.values()))}). "
+        f"Speed-ups in parentheses are per round.",
+        "",
+        "| benchmark | tunewise | alternative | speed-up (rounds) | accuracy tunewise / alternative | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    s = res["scoring"]
+    if s:
+        c, r = s["contenders"], s["ratios"]
+        lines.append(
+            f"| label scoring, zero-shot, 77 labels ({c['tunewise']['n']} ex.) | {_rate(c['tunewise']['items_per_s'])} "
+            f"| naive: one forward per label ({c['naive']['n']} ex.), {_rate(c['naive']['items_per_s'])} "
+            f"| **{_x(r['tunewise_vs_naive']['speedup'])}** ({_rounds(r['tunewise_vs_naive']['per_round'])}) "
+            f"| {_pct(c['tunewise']['accuracy_on_naive_subset'])} / {_pct(c['naive']['accuracy'])} (same {c['naive']['n']}) "
+            f"| >= 10x |")
+        lines.append(
+            f"| | | `pipeline(\"text-generation\")` greedy + parse, {_rate(c['generate']['items_per_s'])} "
+            f"| **{_x(r['tunewise_vs_generate']['speedup'])}** ({_rounds(r['tunewise_vs_generate']['per_round'])}) "
+            f"| {_pct(c['tunewise']['accuracy'])} / {_pct(c['generate']['accuracy'])}"
+            + (f" (tunewise uncalibrated: {_pct(c['tunewise']['accuracy_raw'])})" if "accuracy_raw" in c["tunewise"] else "")
+            + " | >= 5x |")
+    f = res["fewshot"]
+    if f:
+        c, r = f["contenders"], f["ratios"]["tunewise_vs_generate"]
+        lines.append(
+            f"| few-shot, k={f['settings']['k']} retrieved demos ({c['tunewise']['n']} ex.) "
+            f"| {_rate(c['tunewise']['items_per_s'])} | `model.generate` loop, batch 1, + parse, "
+            f"{_rate(c['generate']['items_per_s'])} | **{_x(r['speedup'])}** ({_rounds(r['per_round'])}) "
+            f"| {_pct(c['tunewise']['accuracy'])} / {_pct(c['generate']['accuracy'])} | - |")
+    t = res["training"]
+    if t:
+        c, r = t["contenders"], t["ratios"]["tunewise_vs_trl"]
+        st = t["settings"]
+        lines.append(
+            f"| LoRA r=16 all-linear, {st['train_examples']} ex., {st['max_steps']} steps x {st['batch_size']} "
+            f"| {_rate(c['tunewise']['tokens_per_s'], 'tok/s')} | TRL `SFTTrainer` defaults (+`use_cpu`, bf16 off), "
+            f"{_rate(c['trl']['tokens_per_s'], 'tok/s')} | **{_x(r['tokens_per_s'])}** tokens/s "
+            f"({_rounds(r['per_round'])}); wall {_x(r['wall'])} "
+            f"| dev {_pct(c['tunewise']['dev']['accuracy'])} / {_pct(c['trl']['dev']['accuracy'])} "
+            f"(n={c['tunewise']['dev']['n']}; {_dev_test(r, c)}) | >= 1.5x |")
+    h = res["hardware"]
+    if h:
+        m = h["mfu"]
+        parts = [f"best fp32 matmul {h['fp32']['peak_flops'] / 1e9:.1f} GFLOP/s "
+                 f"(nominal {(h['nominal_peak_fp32_flops'] or 0) / 1e9:.0f})"]
+        if "bf16" in h:
+            mix = h["bf16"]["speed_vs_fp32_layer_mix"]
+            parts.append(f"bf16 {min(mix.values()):.2f}-{max(mix.values()):.2f}x fp32 "
+                         f"({'native' if h['bf16']['native'] else 'no AVX512-BF16/AMX'})")
+        mfu = []
+        if "scoring" in m:
+            mfu.append(f"scoring {_pct(m['scoring']['mfu'])} (2N: {_pct(m['scoring']['mfu_2N'])})")
+        if "training" in m and "tunewise" in m["training"]:
+            mfu.append(f"training tunewise {_pct(m['training']['tunewise']['mfu_6N'])}, "
+                       f"TRL {_pct(m['training']['trl']['mfu_6N'])} (6N)")
+        lines.append(f"| hardware ceiling | MFU: {'; '.join(mfu) or '-'} | {'; '.join(parts)} | | | |")
+    d = res["decision"]
+    if d:
+        for mode, m in d["modes"].items():
+            er = m.get("early_rejection") or {}
+            finished = [r for r in m["rungs"] if r.get("value") is not None]
+            best = max(finished, key=lambda r: r["value"], default=None)
+            lines.append(
+                f"| time to decision, BANKING77 {'full ladder' if mode == 'full' else '`--quick`'} "
+                f"({m['test_examples']} test ex., empty store) | **{m['wall_min']:.1f} min** "
+                f"| decision: {(m.get('decision') or {}).get('winner') or 'none meets the target and constraints'}"
+                + (f"; best {best['name']} {_pct(best['value'])} [{_pct(best['low'])}, {_pct(best['high'])}]" if best else "")
+                + f" | {len(er.get('rungs') or [])} rung(s) rejected early, ~{(er.get('saved_s') or 0) / 60:.0f} min saved "
+                f"| | < {m['target_min']} min |")
+    tech = _techniques(res)
+    if tech:
+        lines += ["", "Techniques, each switched against tunewise's default in the same alternation "
+                  "(speed relative to the default; below 1 means the default's choice pays):", "",
+                  "| benchmark | variant | speed vs default | accuracy |", "|---|---|---|---|"] + tech
+    return "\n".join(lines)
+
+
+def _techniques(res: dict[str, Any]) -> list[str]:
+    rows = []
+    tok = C.read_result("tokenisation")
+    if tok:
+        c = tok["contenders"]
+        rows.append(f"| scoring | `whole-prompt tokenisation` (`probe_tokenisation.py`): each label tokenised with the "
+                    f"whole ~{tok['settings']['prompt_tokens_mean']:.0f}-token prompt instead of the prompt's tail after "
+                    f"its last special token, {c['whole-prompt']['ms_per_prompt']:.1f} vs {c['tail']['ms_per_prompt']:.1f} "
+                    f"ms per example for {tok['settings']['labels']} labels, identical tokens on {tok['identical_tokens']} "
+                    f"| {1 / tok['speedup']['speedup']:.2f}x | - |")
+    for name in ("scoring", "fewshot", "training"):
+        for variant, v in ((res[name] or {}).get("variants") or {}).items():
+            speed = v["speed_vs_tunewise"]
+            speed = speed["speedup"] if isinstance(speed, dict) else speed
+            acc = v.get("accuracy", (v.get("dev") or {}).get("accuracy"))
+            rows.append(f"| {name} | `{variant}`: {v['what']} | {speed:.2f}x | {_pct(acc)} |")
+    return rows
+
+
+def write_readme(text: str) -> None:
+    body = README.read_text()
+    block = f"{START}\n{text}\n{END}"
+    if START in body and END in body:
+        body = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, body, flags=re.S)
+    else:
+        section = ("## Benchmarks\n\nRerun with `python benchmarks/run_all.py` (`--quick` for a short run; "
+                   "see `benchmarks/README.md`).\n\n" + block + "\n\n")
+        body = body.replace("## Layout", section + "## Layout", 1) if "## Layout" in body else \
+            body.rstrip() + "\n\n" + section
+    README.write_text(body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    timings = {}
+    if not args.table_only:
+        for name in [n for n in ORDER if n in args.only.split(",")]:
+            timings[name] = round(run(name, args), 1)
+        print("\nbenchmark wall times (s):", json.dumps(timings))
+    text = table()
+    print("\n" + text)
+    if not args.no_readme:
+        write_readme(text)
+        print(f"\nREADME table updated: {README}")
+
+
+if __name__ == "__main__":
+    main()
