@@ -321,7 +321,7 @@ def test_rungs_not_scored_are_said_with_their_reason():
     assert d.winner == "probe"
     assert d.reasons[-3:] == (
         "Rejected early on a small subset, since they could not win: zero_shot, cot.",
-        "lora was not scored (skipped): lora skipped to stay within budget: estimated 50.0 min exceeds the 30.0 min "
+        "lora was not scored (skipped): skipped to stay within budget: estimated 50.0 min exceeds the 30.0 min "
         "left; raise budget_hours.",
-        "qlora was not scored (failed): qlora needs CUDA.")
+        "qlora was not scored (failed): needs CUDA.")
     assert not any("not scored" in r for r in decide(results(rung("probe", "probe")), spec(), PRICES).reasons)

@@ -371,7 +371,9 @@ def _not_scored(rungs: Sequence[Mapping[str, Any]]) -> list[str]:
         if why.startswith("rejected early"):
             early.append(str(r.get("name")))
         else:
-            other.append(f"{r.get('name')} was not scored ({r.get('status')}): {why.rstrip('.')}.")
+            name = str(r.get("name"))
+            why = why[len(name) + 1:] if why.startswith(f"{name} ") else why  # "lora skipped to ..." -> "skipped to ..."
+            other.append(f"{name} was not scored ({r.get('status')}): {why.rstrip('.')}.")
     early_line = f"Rejected early on a small subset, since they could not win: {', '.join(early)}." if early else ""
     return [line for line in (early_line, *other) if line]
 
