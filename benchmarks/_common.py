@@ -110,8 +110,12 @@ def quiet() -> None:
 # --- command line -------------------------------------------------------------------------
 
 
-def parser(doc: str, variants: dict[str, str] | None = None, *, rounds: int = 3, out: str) -> argparse.ArgumentParser:
-    """The options every comparison takes: rounds, threads, variants, seed, quick, out."""
+def parser(doc: str, variants: dict[str, str] | None = None, *, rounds: int = 3, out: str,
+           quick: dict[str, int] | None = None) -> argparse.ArgumentParser:
+    """The options every comparison takes: rounds, threads, seed, out, and variants / ``--quick`` when given.
+
+    ``quick`` caps options under ``--quick`` (``{"n": 24}``: at most 24), applied by :func:`parse`.
+    """
     variants = variants or {}
     width = max(map(len, variants), default=0) + 2
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -123,15 +127,21 @@ def parser(doc: str, variants: dict[str, str] | None = None, *, rounds: int = 3,
     p.add_argument("--out", default=out, help=f"results file name (benchmarks/results/<out>.json, default {out})")
     if variants:
         p.add_argument("--variants", default="", help="comma-separated, from: " + ", ".join(variants))
+    if quick:
+        p.add_argument("--quick", action="store_true",
+                       help="a short run: " + ", ".join(f"{k.replace('_', '-')} <= {v}" for k, v in quick.items()))
+        p.set_defaults(quick_caps=quick)
     return p
 
 
-def parse(p: argparse.ArgumentParser, argv: list[str] | None, variants: dict[str, str] | None = None,
-          quick: Callable[[argparse.Namespace], None] | None = None) -> argparse.Namespace:
-    """Parse, apply ``--quick`` (when the parser has it) and check ``--variants`` against ``variants``."""
+def parse(p: argparse.ArgumentParser, argv: list[str] | None,
+          variants: dict[str, str] | None = None) -> argparse.Namespace:
+    """Parse, apply the ``--quick`` caps (when the parser has them) and check ``--variants`` against ``variants``."""
     args = p.parse_args(argv)
-    if getattr(args, "quick", False) and quick:
-        quick(args)
+    caps = vars(args).pop("quick_caps", None) or {}
+    if getattr(args, "quick", False):
+        for name, cap in caps.items():
+            setattr(args, name, min(getattr(args, name), cap))
     if variants is not None:
         args.variants = [v for v in args.variants.split(",") if v]
         unknown = set(args.variants) - set(variants)

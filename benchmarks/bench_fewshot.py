@@ -41,18 +41,13 @@ VARIANTS = {
 }
 
 
-def _quick(args: argparse.Namespace) -> None:
-    args.n, args.pool_per_label = min(args.n, 18), min(args.pool_per_label, 10)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = C.parser(__doc__, VARIANTS, out="fewshot")
+    p = C.parser(__doc__, VARIANTS, out="fewshot", quick={"n": 18, "pool_per_label": 10})
     p.add_argument("--n", type=int, default=36, help="test examples (default 36)")
     p.add_argument("--k", type=int, default=8, help="demonstrations per prompt (default 8)")
     p.add_argument("--pool-per-label", type=int, default=20, help="retrieval pool: training examples per label")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--quick", action="store_true", help="n=18, pool 10 per label")
-    return C.parse(p, argv, VARIANTS, _quick)
+    return C.parse(p, argv, VARIANTS)
 
 
 def few_shot_program(spec: Any, splits: Any, backend: Any, embed: Any, *, k: int, choices: str = "demos",

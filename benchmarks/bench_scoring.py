@@ -46,18 +46,13 @@ VARIANTS = {
 }
 
 
-def _quick(args: argparse.Namespace) -> None:
-    args.n, args.naive_n = min(args.n, 24), min(args.naive_n, 1)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = C.parser(__doc__, VARIANTS, out="scoring")
+    p = C.parser(__doc__, VARIANTS, out="scoring", quick={"n": 24, "naive_n": 1})
     p.add_argument("--n", type=int, default=48, help="test examples for tunewise and generate (default 48)")
     p.add_argument("--naive-n", type=int, default=2,
                    help="examples for naive scoring, spread over the rounds (default 2; ~2.5-7 min each)")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--quick", action="store_true", help="n=24, naive-n=1")
-    return C.parse(p, argv, VARIANTS, _quick)
+    return C.parse(p, argv, VARIANTS)
 
 
 class Recorder:

@@ -24,7 +24,7 @@ default) with tunewise's label scoring over all 77 labels, merged into the base 
 Results: ``benchmarks/results/training.json``.
 
 Run:  python benchmarks/bench_training.py            (~10-15 min on 2 cores)
-      python benchmarks/bench_training.py --quick    (~5 min)
+      python benchmarks/bench_training.py --quick    (~5 min; also scores half the dev examples)
 """
 
 from __future__ import annotations
@@ -50,12 +50,8 @@ VARIANTS = {
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 
 
-def _quick(args: argparse.Namespace) -> None:
-    args.max_steps, args.rounds = min(args.max_steps, 8), 1
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = C.parser(__doc__, VARIANTS, rounds=2, out="training")
+    p = C.parser(__doc__, VARIANTS, rounds=2, out="training", quick={"max_steps": 8, "rounds": 1})
     p.add_argument("--per-label", type=int, default=3, help="training examples per intent (default 3: 231)")
     p.add_argument("--max-steps", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=16)
@@ -63,9 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dev-per-label", type=int, default=1, help="dev examples per intent scored after training")
     p.add_argument("--dev-n", type=int, default=None, help="cap on the dev examples scored (default: all drawn)")
     p.add_argument("--variant-dev", action="store_true", help="also score the variants' adapters on dev")
-    p.add_argument("--quick", action="store_true", help="max-steps 8, 1 round, dev: 1 per label of 39 labels")
     p.add_argument("--keep", action="store_true", help="keep the trained adapters (printed path)")
-    return C.parse(p, argv, VARIANTS, _quick)
+    return C.parse(p, argv, VARIANTS)
 
 
 # --- the two trainers ---------------------------------------------------------------------------

@@ -78,17 +78,19 @@ def _rate(v: float | None, unit: str = "ex/s") -> str:
     return "-" if v is None else f"{v:.3g} {unit}"
 
 
+def _round_values(results: list[dict[str, Any] | None], key: str) -> list[float]:
+    """``key`` (cpu_busy, load_average) of every contender's every round, across the results."""
+    return [x[key] for r in results for c in (r or {}).get("contenders", {}).values()
+            for x in c.get("rounds", []) if x.get(key) is not None]
+
+
 def _round_stat(results: list[dict[str, Any] | None], key: str, fmt: str) -> str:
-    values = []
-    for r in results:
-        for c in (r or {}).get("contenders", {}).values():
-            values += [x[key] for x in c.get("rounds", []) if x.get(key) is not None]
+    values = _round_values(results, key)
     return f"{min(values):{fmt}}-{max(values):{fmt}}" if values else "-"
 
 
 def _busy_words(results: list[dict[str, Any] | None]) -> str:
-    busy = [x["cpu_busy"] for r in results for c in (r or {}).get("contenders", {}).values()
-            for x in c.get("rounds", []) if x.get("cpu_busy") is not None]
+    busy = _round_values(results, "cpu_busy")
     if busy and min(busy) >= 0.9:
         return "the cores were free for the benchmark"
     return "other jobs shared the cores in some rounds: read the ratios, not the absolute rates"

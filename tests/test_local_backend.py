@@ -113,19 +113,15 @@ def test_continuations_from_the_prompt_tail_equal_the_whole_prompt_tokenisation(
     tok = backend.tokenizer
     answers = ["yes", "card arrival", " card", "card_arrival", "Label: x", "<|im_end|>", "  two  spaces", "é"]
     text = backend.render(ask("How do I activate my new card?")) + prefix
-    ids = backend._encode(text)
 
-    def whole(answer):  # the definition: tokenise prompt + answer together
-        joint = backend._encode(text + answer)
+    def whole(text, answer):  # the definition: tokenise prompt + answer together
+        ids, joint = backend._encode(text), backend._encode(text + answer)
         return joint[len(ids):] if joint[: len(ids)] == ids else backend._encode(answer)
 
-    assert continuations_ids(tok, text, ids, answers) == [whole(a) for a in answers]
+    assert continuations_ids(tok, text, backend._encode(text), answers) == [whole(text, a) for a in answers]
     # no special token to cut at, or a tail that does not tokenise alone as it does in place: the whole prompt
     plain = "Input: hello there" + prefix
-    assert continuations_ids(tok, plain, backend._encode(plain), answers) == [
-        (lambda j, i: j[len(i):] if j[: len(i)] == i else backend._encode(a))(backend._encode(plain + a),
-                                                                             backend._encode(plain))
-        for a in answers]
+    assert continuations_ids(tok, plain, backend._encode(plain), answers) == [whole(plain, a) for a in answers]
 
 
 def test_prefix_cache_gives_the_same_scores_as_a_cold_start(backend: LocalBackend):

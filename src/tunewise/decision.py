@@ -367,11 +367,10 @@ def _not_scored(rungs: Sequence[Mapping[str, Any]]) -> list[str]:
     for r in rungs:
         if r.get("status") in ("finished", None):
             continue
-        why = str(r.get("reason") or r.get("error") or r.get("status"))
+        name, why = str(r.get("name")), str(r.get("reason") or r.get("error") or r.get("status"))
         if why.startswith("rejected early"):
-            early.append(str(r.get("name")))
+            early.append(name)
         else:
-            name = str(r.get("name"))
             why = why[len(name) + 1:] if why.startswith(f"{name} ") else why  # "lora skipped to ..." -> "skipped to ..."
             other.append(f"{name} was not scored ({r.get('status')}): {why.rstrip('.')}.")
     early_line = f"Rejected early on a small subset, since they could not win: {', '.join(early)}." if early else ""

@@ -54,12 +54,13 @@ def evaluate(
 
 def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[str, Any]:
     """Tokens and latency per request (mean, p50, p95, max) and examples per second."""
-    model_s = sum(p.latency_s / max(1, p.batch_size) for p in predictions)
+    per_request = [p.latency_s / max(1, p.batch_size) for p in predictions]  # model time per request
+    model_s = sum(per_request)
     n = len(predictions)
-    called = [p for p in predictions if p.model_call]
+    called = [t for t, p in zip(per_request, predictions) if p.model_call]
     skipped = {} if len(called) == n else {  # e.g. every retrieved demonstration had the same label
         "without_model_call": n - len(called),
-        "called_request_latency_s": summarize([p.latency_s / max(1, p.batch_size) for p in called]),
+        "called_request_latency_s": summarize(called),
     }
     return {
         "requests": n,
@@ -67,7 +68,7 @@ def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[s
         "completion_tokens": summarize([p.completion_tokens for p in predictions]),
         "cached_prompt_tokens": summarize([p.cached_tokens for p in predictions]),
         "latency_s": summarize([p.latency_s for p in predictions]),
-        "request_latency_s": summarize([p.latency_s / max(1, p.batch_size) for p in predictions]),
+        "request_latency_s": summarize(per_request),
         "model_seconds": model_s,
         "examples_per_s": n / model_s if model_s > 0 else None,
         "wall_s": wall_s,

@@ -174,9 +174,9 @@ def _options(results: Mapping[str, Any], decision: Decision) -> str:
     others = other_rungs(results, decision)
     extra = ("<p class=\"caption\">Not ranked: " + "; ".join(
         f"{escape(n)} ({escape(s)}: {escape(w)})" for n, s, w in others) + ".</p>") if others else ""
+    extra += "".join(f'<p class="caption">{escape(note)}</p>' for note in latency_notes(results, decision))
     bases = "".join(f"<li><strong>{escape(r.name)}</strong>: {escape(r.cost_basis)}; one-off: {escape(r.one_off_basis)}"
                     "</li>" for r in option_rows(decision))
-    extra += "".join(f'<p class="caption">{escape(note)}</p>' for note in latency_notes(results, decision))
     return ('<section id="options"><h2>Options, ranked</h2>'
             + (table if rows else '<p class="note">No rung finished with a score.</p>') + extra
             + '<p class="caption">Rank: meets the target with confidence, then on the point estimate, then best '
