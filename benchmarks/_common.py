@@ -196,7 +196,7 @@ def per_label(examples: Sequence[Any], k: int, seed: int = 0) -> list[Any]:
 
 def model_dir() -> Path:
     """The float32 safetensors copy tunewise loads for ``local:smollm2-135m`` (identical weights for all)."""
-    from tunewise.backends.model_store import local_model_path, resolve_model
+    from tunewise.backends.model_cache import local_model_path, resolve_model
 
     return local_model_path(resolve_model(MODEL))
 

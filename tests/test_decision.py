@@ -1,5 +1,8 @@
 """The decision on synthetic results, with the expected answers worked out by hand.
 
+Rungs are written as ``results.json`` holds them and read into the typed records the decision takes
+(``RunResults.from_json``), as ``tunewise report`` does.
+
 Prices are chosen so the arithmetic is easy: a cpu device-hour costs $3.60 ($0.001 a second), so a
 self-hosted rung measured at ``eps`` examples per second costs 0.001 / eps per request, i.e.
 $1 / eps per 1,000 requests.
@@ -13,6 +16,8 @@ import pytest
 
 from tunewise.costs import DAYS_PER_MONTH, ApiPrice, Prices
 from tunewise.decision import decide, rung_kind
+from tunewise.ladder.policy import family_kind, rung_family
+from tunewise.results import RungResult, RunResults
 from tunewise.task import TaskSpec
 
 PRICES = Prices(device_hour={"cpu": 3.6, "cuda": 36.0}, api={"m": ApiPrice(input=1.0, output=2.0)})
@@ -35,8 +40,16 @@ def rung(name: str, strategy: str = "prompt", *, acc: tuple[float, float, float]
     }
 
 
-def results(*rungs: dict, comparisons: list | None = None) -> dict:
-    return {"run_id": "r", "rungs": list(rungs), "comparisons": comparisons or [], "environment": {}}
+#: what a stored comparison holds besides the rungs, the difference and its interval, the p-value and the verdict
+COMPARISON = {"n": 300, "accuracy_a": 0.0, "accuracy_b": 0.0, "b01": 0, "b10": 0, "p_value": 1.0, "alpha": 0.05,
+              "verdict": "not significantly different", "decided_by": "both", "explanation": ""}
+
+
+def results(*rungs: dict, comparisons: list | None = None) -> RunResults:
+    """The typed results of a run with these rungs (a rung without a strategy: a prompt rung)."""
+    return RunResults.from_json({
+        "run_id": "r", "task": {}, "data": {}, "checks": {}, "rungs": [{"strategy": "prompt", **r} for r in rungs],
+        "comparisons": [{**COMPARISON, **c} for c in comparisons or []], "environment": {}})
 
 
 def spec(target: float | None = 0.9, **constraints) -> dict:
@@ -227,12 +240,18 @@ def test_accepts_a_task_spec_and_is_deterministic_json():
 
 
 @pytest.mark.parametrize(("r", "kind"), [
-    ({"strategy": "knn"}, "no_llm"), ({"strategy": "prompt"}, "prompt"), ({"strategy": "finetune"}, "tuned"),
+    ({"strategy": "knn"}, "no_llm"), ({"strategy": "probe"}, "no_llm"), ({"strategy": "prompt"}, "prompt"),
+    ({"strategy": "prompt", "config": {"mode": "cot", "k": 8}}, "prompt"), ({"strategy": "finetune"}, "tuned"),
     ({"strategy": "learning_curve", "config": {"of": "probe"}}, "no_llm"),
     ({"strategy": "learning_curve", "config": {"of": "finetune"}}, "tuned"),
+    ({"strategy": "learning_curve"}, "tuned"),  # a curve of fine-tuning unless it says otherwise
+    ({"strategy": "something_new"}, "prompt"),  # an unknown strategy counts as an LLM rung
 ])
 def test_rung_kind(r, kind):
-    assert rung_kind(r) == kind
+    rung = RungResult(name="r", status="finished", **r)
+    assert rung_kind(rung) == kind
+    # one classification for the whole code base: the ladder policy's family and kind of the same rung
+    assert kind == family_kind(rung_family(rung.strategy, rung.config))
 
 
 @pytest.mark.parametrize(("rpm", "winner"), [
@@ -303,7 +322,7 @@ def test_turned_round_zero_difference_reads_plus_zero():
 def test_batched_rungs_are_judged_on_their_per_request_latency():
     # a baseline that scored 256 inputs per 5 s call: 20 ms per request, not 5 s
     probe = rung("probe", "probe", eps=50, p95=5.0)
-    probe["usage"]["request_latency_s"] = {"p50": 0.015, "p95": 0.02}
+    probe["usage"]["request_latency_s"] = {"p50": 0.015, "p95": 0.02}  # the dict, before results() reads it
     d = decide(results(probe, rung("few_shot", p95=0.3)), spec(max_latency_ms=500), PRICES)
     assert d.winner == "probe"
     assert next(o for o in d.options if o.name == "probe").latency_p95_ms == pytest.approx(20.0)

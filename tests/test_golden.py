@@ -127,3 +127,11 @@ def test_run_matches_the_recorded_results_and_decision(scenario, tmp_path, monke
             path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
         expected = json.loads(path.read_text())
         assert payload == expected, f"{scenario} {name} differs from {path.name}"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_recorded_results_round_trip_through_the_typed_records(scenario):
+    from tunewise.results import RunResults
+
+    recorded = json.loads((GOLDEN / f"{scenario}.results.json").read_text())
+    assert RunResults.from_json(recorded).to_json() == recorded

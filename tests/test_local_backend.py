@@ -1,4 +1,4 @@
-"""LocalBackend and model_store: fast paths checked against plain references.
+"""LocalBackend and model_cache: fast paths checked against plain references.
 
 Unit tests run on a tiny random Llama (``tiny_llama_dir`` in conftest.py); tests marked
 ``integration`` load the embedded SmolLM2-135M (building its safetensors cache on first use).
@@ -18,7 +18,7 @@ import torch
 
 from tunewise.backends.base import GenerationRequest, ScoreRequest, messages
 from tunewise.backends.local import MIN_SHARED_PREFIX, LocalBackend, build_trie
-from tunewise.backends.model_store import directory_fingerprint, resolve_model
+from tunewise.backends.model_cache import directory_fingerprint, resolve_model
 from tunewise.errors import ModelNotFoundError
 
 SYSTEM = (
@@ -369,7 +369,7 @@ def test_dequantised_cache_is_written_atomically(tiny_llama_dir: Path, tmp_path:
     """A failure mid-write leaves no cache directory; success leaves a complete, loadable one."""
     import transformers
 
-    from tunewise.backends.model_store import _dequantise_to_cache
+    from tunewise.backends.model_cache import _dequantise_to_cache
 
     load_model = transformers.AutoModelForCausalLM.from_pretrained
     load_tokenizer = transformers.AutoTokenizer.from_pretrained

@@ -15,10 +15,11 @@ from click.testing import CliRunner
 from scipy import stats as scipy_stats
 
 from tunewise.cli import cli
-from tunewise.monitoring import arms, drift
+from tunewise.monitoring import arms, drift, traffic
 from tunewise.monitoring.monitor import MonitorConfig, monitor
 from tunewise.monitoring.traffic import MonitorError, parse_duration, read_traffic
 from tunewise.run import run_task
+from tunewise.serving.requestlog import SCHEMA, LoggedRequest, request_log_path
 from tunewise.task import load_task
 
 from .test_run import LABELS, write_task
@@ -178,19 +179,25 @@ def test_parse_duration():
         parse_duration("a week")
 
 
+def test_the_request_log_is_defined_once_by_its_writer():
+    """``serving/requestlog.py`` owns the table and the file's place; monitoring reads with them, no copy."""
+    src = Path(traffic.__file__).resolve().parents[1]
+    defining = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.py")
+                      if "arm TEXT NOT NULL" in p.read_text(encoding="utf-8")
+                      or "response_id TEXT NOT NULL" in p.read_text(encoding="utf-8"))
+    assert defining == ["serving/requestlog.py"]
+    assert Path("store") / traffic.REQUEST_LOG == request_log_path("store")
+    read = {c.strip() for c in traffic._COLUMNS.split(",")}
+    assert read <= {f.name for f in dataclasses.fields(LoggedRequest)}
+
+
 # --------------------------------------------------------------------------- end to end
 
-SCHEMA = """
-CREATE TABLE requests(id TEXT PRIMARY KEY, ts REAL NOT NULL, alias TEXT, version TEXT NOT NULL,
-  arm TEXT NOT NULL /* 'a' | 'b' | 'shadow' */, user TEXT, input TEXT NOT NULL, output TEXT, confidence REAL,
-  latency_s REAL, prompt_tokens INTEGER, completion_tokens INTEGER, status INTEGER NOT NULL, error TEXT);
-CREATE TABLE feedback(response_id TEXT NOT NULL, ts REAL NOT NULL, label TEXT, score REAL);
-"""
 NOW = 1_750_000_000.0
 
 
 def write_log(store: Path, rows: list[dict], feedback: list[tuple[str, str | None, float | None]]) -> Path:
-    path = store / "serve" / "requests.sqlite"
+    path = request_log_path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA)
@@ -320,7 +327,7 @@ def test_reference_rung_comes_from_the_served_version_when_the_store_records_ver
     report = monitor(local, since=None, now=NOW)
     assert report.version == "0123456789ab" and report.reference.rung == other
     assert report.reference.rung_basis == "the rung version 0123456789ab was made from"
-    (store / "serve" / "requests.sqlite").unlink()
+    request_log_path(store).unlink()
     write_log(store, [{**r, "version": "unknown"} for r in rows], feedback)
     assert monitor(local, since=None, now=NOW).reference.rung == best
 

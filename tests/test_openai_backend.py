@@ -27,13 +27,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tunewise.backends import load_backend
+from tunewise.backends import backend_options, load_backend
 from tunewise.backends.base import GenerationRequest, messages
 from tunewise.backends.budget import MoneyCap
 from tunewise.backends.cached import CachedBackend, call_key
 from tunewise.backends.openai import _retry_after
 from tunewise.errors import BackendError, TaskSpecError
-from tunewise.run import _backend_options, run_task
+from tunewise.run import run_task
 from tunewise.store import Store
 from tunewise.task import load_task
 
@@ -486,14 +486,14 @@ def test_chain_of_thought_answers_by_constrained_generation_after_its_reasoning(
 
 def test_task_backend_section(server, tmp_path):
     spec = load_task(write_task(tmp_path, server.url, extra=""))
-    options = _backend_options(spec, None)
+    options = backend_options(spec, None)
     assert options["budget_usd"] == 50 and options["max_concurrency"] == 3 and "max_retries" not in options
     key_file = tmp_path / "secrets" / "key"
     (tmp_path / "task2.yaml").write_text((tmp_path / "task.yaml").read_text().replace(
         "api_key_env: TW_TEST_KEY", "api_key_file: secrets/key, budget_usd: null"))
-    options = _backend_options(load_task(tmp_path / "task2.yaml"), None)
+    options = backend_options(load_task(tmp_path / "task2.yaml"), None)
     assert options["api_key_file"] == key_file and "budget_usd" not in options
-    assert _backend_options(spec.model_copy(update={"model": "fake:random"}), None) == {}  # --model override
+    assert backend_options(spec.model_copy(update={"model": "fake:random"}), None) == {}  # --model override
     faster = tmp_path / "task3.yaml"
     faster.write_text((tmp_path / "task.yaml").read_text().replace("max_concurrency: 3", "max_concurrency: 8"))
     assert load_task(faster).fingerprint() == spec.fingerprint()  # limits do not change answers
@@ -520,13 +520,13 @@ def test_the_readme_api_example_is_a_valid_task(monkeypatch):
     block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = parse_task({**yaml.safe_load(block), "data": {"train": "t.jsonl", "test": "t.jsonl"}})
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    b = load_backend(spec.model, **_backend_options(spec, None))
+    b = load_backend(spec.model, **backend_options(spec, None))
     assert (b.endpoint, b.max_concurrency, b.cap.budget_usd, b.key_source) == (
         "https://api.openai.com/v1", 4, 20, "environment variable OPENAI_API_KEY")
     b.close()
     local = parse_task({"model": "openai:llama3.2:1b", "data": {"train": "t", "test": "t"},
                         "constraints": {"budget_usd": 5}, "backend": yaml.safe_load(
                             'prices: {api: {"llama3.2:1b": {input: 0, output: 0}}}')})
-    b = load_backend(local.model, **_backend_options(local, None))
+    b = load_backend(local.model, **backend_options(local, None))
     assert b.cap.price[0] == "llama3.2:1b" and b.model == "llama3.2:1b"
     b.close()

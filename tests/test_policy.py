@@ -12,7 +12,7 @@ import pytest
 from tunewise.backends.base import GenerationRequest, Message
 from tunewise.evaluation.records import Prediction
 from tunewise.evaluation.stats import bootstrap_mean_ci
-from tunewise.policy import (
+from tunewise.ladder.policy import (
     Budget,
     Observed,
     PlannedRung,
@@ -214,7 +214,7 @@ def _prepare_scripted(rung, ctx) -> Candidate:
 
 class _Scripted(Candidate):
     def __init__(self, *, rung, config, uses_llm, accuracy, labels, test):
-        self.rung, self.config, self.uses_llm = rung, config, uses_llm
+        self.rung, self.config, self.uses_llm, self.extras = rung, config, uses_llm, {}
         ranked = sorted(test, key=lambda i: _h(rung, i))
         self.right = set(ranked[: round(accuracy * len(test))])
         self.labels = labels
@@ -261,21 +261,21 @@ def test_walk_rejects_hopeless_rungs_keeps_the_winner_and_reuses_screened_calls(
     # hopeless: 20 calls (1/8 of 160) instead of 160; better and close: 160 each
     assert len(calls) == 20 + 160 + 160
     ladder = outcome.results.ladder
-    assert ladder["mode"] == "policy" and ladder["early_rejection"]["rungs"] == ["hopeless"]
-    assert ladder["early_rejection"]["saved_calls"] == pytest.approx(140)
-    kinds = [(a["kind"], a.get("rung")) for a in ladder["actions"]]
+    assert ladder.mode == "policy" and ladder.early_rejection.rungs == ("hopeless",)
+    assert ladder.early_rejection.saved_calls == pytest.approx(140)
+    kinds = [(a.kind, a.rung) for a in ladder.actions]
     assert ("reject", "hopeless") in kinds and kinds[-1][0] == "stop"
     summary = outcome.summary_path.read_text()
     assert "## Ladder" in summary and "rejected early hopeless" in summary and "140 model calls" in summary
     data = json.loads(outcome.results_path.read_text())
-    assert RunResults.from_json(data).ladder == json.loads(json.dumps(ladder))
+    assert RunResults.from_json(data).ladder == ladder
 
 
 def test_default_walk_stops_when_the_target_is_met_with_confidence(tmp_path):
     outcome = run_task(load_task(write_task(tmp_path)), report=False)  # knn is perfect on the toy data
     assert [r.name for r in outcome.results.rungs] == ["knn"]
-    stop = outcome.results.ladder["actions"][-1]
-    assert stop["kind"] == "stop" and "target met with confidence" in stop["reason"] and "lora" in stop["skipped"]
+    stop = outcome.results.ladder.stop
+    assert stop.kind == "stop" and "target met with confidence" in stop.reason and "lora" in stop.skipped
     assert outcome.results.status == "finished"
 
 
@@ -300,7 +300,7 @@ def test_named_rungs_run_as_a_fixed_list_without_the_policy(tmp_path):
     assert [r.name for r in outcome.results.rungs] == ["knn", "zero_shot", "lora"]
     assert outcome.results.rungs[1].status == "finished"  # no stop although knn met the target
     assert outcome.results.rungs[2].status == "failed" and "transformers" in outcome.results.rungs[2].error
-    assert outcome.results.ladder == {"mode": "fixed"}
+    assert outcome.results.ladder.mode == "fixed" and outcome.results.ladder.to_json() == {"mode": "fixed"}
 
 
 def test_budget_skips_what_does_not_fit(tmp_path):
@@ -311,4 +311,4 @@ def test_budget_skips_what_does_not_fit(tmp_path):
     by = {r.name: r for r in outcome.results.rungs}
     assert by["knn"].status == "finished" and by["zero_shot"].status == "skipped"
     assert "budget_hours 0.01" in by["zero_shot"].reason
-    assert outcome.results.ladder["budget"]["spent_s"] <= 36
+    assert outcome.results.ladder.budget.spent_s <= 36

@@ -135,7 +135,7 @@ def test_single_candidate_label_is_answered_without_a_model_call_and_counted(tmp
     """Retrieved demonstrations that all share one label leave one candidate: no call, and usage says so."""
     import math
 
-    from tunewise.evaluation.runner import usage_summary
+    from tunewise.evaluation.evaluator import usage_summary
 
     class OneLabelRetriever:
         def __call__(self, texts):

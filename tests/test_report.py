@@ -2,31 +2,46 @@
 
 The run is built from real records (``RungResult``, ``score_predictions``, ``usage_summary``, a fitted
 learning curve) over a small task written to a temp dir, so predictions join the loaded test split by
-example id exactly as in a real run; no model is involved.
+example id exactly as in a real run; no model is involved. The results go through ``results.json`` and
+back (``RunResults.from_json``); the decision is made once, as the orchestrator and the CLI do, and handed
+to the report, which never decides.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
 import json
+import pkgutil
 import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import tunewise.report
 from tunewise.cli import cli
 from tunewise.costs import DEFAULT_PRICES
 from tunewise.data import check_data, load_splits
 from tunewise.decision import Decision, Option, decide
-from tunewise.evaluation.records import Prediction
-from tunewise.evaluation.runner import usage_summary
+from tunewise.evaluation.evaluator import usage_summary
+from tunewise.evaluation.records import MetricValue, Prediction
 from tunewise.evaluation.scoring import compare_rungs, per_example_correct, score_predictions
+from tunewise.ladder.policy import Action
 from tunewise.report import render_report
 from tunewise.report.edge_cases import LENGTH_BUCKETS, edge_cases_markdown, length_bucket
 from tunewise.report.markup import markdown_to_html, md_escape
 from tunewise.report.plots import per_label_svg
-from tunewise.results import RungResult, RunResults, write_json
+from tunewise.results import (
+    Comparison,
+    EarlyRejection,
+    LadderBudget,
+    LadderRecord,
+    RungResult,
+    RunResults,
+    write_json,
+)
 from tunewise.store import Store
 from tunewise.task import load_task
 from tunewise.training.curves import CurvePoint, fit_learning_curve, forecast_examples
@@ -82,7 +97,7 @@ def _curve(of: str, values: list[float], n_test: int) -> dict:
             "warnings": [], "fit": fit.to_json(), "forecast": forecast_examples(fit, 0.8).to_json(), "backtest": None}
 
 
-def build_results(task: Path) -> tuple[dict, object, tuple]:
+def build_results(task: Path) -> tuple[RunResults, object, tuple]:
     spec = load_task(task)
     splits = load_splits(spec)
     tests = splits.test
@@ -116,8 +131,8 @@ def build_results(task: Path) -> tuple[dict, object, tuple]:
     golds = [e.target for e in tests]
     vec = {r.name: per_example_correct("classification", golds, [p.output for p in r.predictions])
            for r in rungs if r.status == "finished"}
-    comparisons = [{"a": "probe", "b": n, **compare_rungs(vec["probe"], v, seed=0)} for n, v in vec.items()
-                   if n != "probe"]
+    comparisons = tuple(Comparison(a="probe", b=n, **compare_rungs(vec["probe"], v, seed=0)) for n, v in vec.items()
+                        if n != "probe")
     results = RunResults(
         run_id="abcd1234-ef567890", task=spec.model_dump(mode="json"),
         data={"hash": splits.data_hash, "sizes": {"train": len(splits.train), "dev": len(splits.dev),
@@ -127,7 +142,7 @@ def build_results(task: Path) -> tuple[dict, object, tuple]:
         environment={"python": "3.11", "platform": "test", "cpu_count": 2, "versions": {"tunewise": "0.1.0"},
                      "backend": {}},
         created_at="2026-01-01T00:00:00+00:00", seed=0)
-    return json.loads(json.dumps(results.to_json())), spec, tests
+    return RunResults.from_json(json.loads(json.dumps(results.to_json()))), spec, tests  # as results.json holds it
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +150,10 @@ def made(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     task = write_data(tmp)
     results, spec, tests = build_results(task)
-    paths = render_report(results, spec=spec, test_examples=tests, out_dir=tmp / "out")
-    return {"tmp": tmp, "task": task, "results": results, "spec": spec, "tests": tests, "paths": paths}
+    decision = decide(results, spec, DEFAULT_PRICES)
+    paths = render_report(results, decision, spec=spec, test_examples=tests, out_dir=tmp / "out")
+    return {"tmp": tmp, "task": task, "results": results, "spec": spec, "tests": tests, "paths": paths,
+            "decision": decision}
 
 
 def test_files_are_written(made):
@@ -207,12 +224,31 @@ def test_edge_cases_count_flips_by_label_and_length(made):
 def test_decision_json_round_trips(made):
     data = json.loads(made["paths"].json.read_text())
     context = data.pop("context")
-    assert context["run_id"] == "abcd1234-ef567890" and context["data_hash"] == made["results"]["data"]["hash"]
+    assert context["run_id"] == "abcd1234-ef567890" and context["data_hash"] == made["results"].data["hash"]
     options = tuple(Option(**{**o, "constraint_checks": tuple(o["constraint_checks"]),
                               "violations": tuple(o["violations"])}) for o in data.pop("options"))
     rebuilt = Decision(**{**data, "options": options, "pareto": tuple(data["pareto"]),
                           "reasons": tuple(data["reasons"])})
     assert rebuilt == decide(made["results"], made["spec"], DEFAULT_PRICES)
+
+
+def test_the_report_presents_the_decision_it_is_given_and_never_decides(made, tmp_path, monkeypatch):
+    def no_deciding(*args, **kwargs):
+        raise AssertionError("the report must not call decide(); the caller hands it the Decision")
+
+    monkeypatch.setattr("tunewise.decision.decide", no_deciding)
+    for module in pkgutil.iter_modules(tunewise.report.__path__, "tunewise.report."):
+        assert not hasattr(importlib.import_module(module.name), "decide"), module.name
+    paths = render_report(made["results"], made["decision"], spec=made["spec"], test_examples=made["tests"],
+                          out_dir=tmp_path / "again")
+    for name in ("html", "markdown", "json", "edge_cases"):  # the same decision: the same four files
+        assert getattr(paths, name).read_text() == getattr(made["paths"], name).read_text(), name
+    told = dataclasses.replace(made["decision"], next_step="Ship what the caller decided.")
+    paths = render_report(made["results"], told, spec=made["spec"], test_examples=made["tests"],
+                          out_dir=tmp_path / "told")
+    assert "Ship what the caller decided." in paths.html.read_text()
+    assert "Ship what the caller decided." in paths.markdown.read_text()
+    assert json.loads(paths.json.read_text())["next_step"] == "Ship what the caller decided."
 
 
 def test_without_test_inputs_it_says_so(made):
@@ -234,11 +270,11 @@ def test_markup_escapes_everything():
 def _stored_run(made) -> Path:
     store_dir = made["tmp"] / ".tunewise"
     results = made["results"]
-    run_dir = store_dir / "runs" / results["run_id"]
+    run_dir = store_dir / "runs" / results.run_id
     with Store(store_dir) as st:
         st.start_run(task_name="report-toy", spec=made["spec"].model_dump(mode="json"), spec_hash="abcd1234",
-                     data_hash=results["data"]["hash"], task_path=made["task"], run_id=results["run_id"])
-        st.finish_run(results["run_id"], "finished", write_json(run_dir / "results.json", results))
+                     data_hash=results.data["hash"], task_path=made["task"], run_id=results.run_id)
+        st.finish_run(results.run_id, "finished", write_json(run_dir / "results.json", results.to_json()))
     return store_dir
 
 
@@ -264,9 +300,10 @@ def test_cli_report_regenerates_and_survives_missing_data(made):
 
 def test_figures_draw_user_text_as_escaped_text():
     name = "<script>alert(2)</script> costs $5 & $6"
-    svg = per_label_svg({"name": name, "primary_metric": "accuracy", "metrics": {"accuracy": {"value": 0.5}},
-                         "per_label": {name: {"f1": 0.4, "precision": 0.5, "recall": 0.3, "support": 3},
-                                       "ok": {"f1": 0.9, "precision": 0.9, "recall": 0.9, "support": 3}}})
+    svg = per_label_svg(RungResult(name=name, strategy="prompt", status="finished", primary_metric="accuracy",
+                                   metrics={"accuracy": MetricValue(value=0.5, low=0.2, high=0.8, n=6)},
+                                   per_label={name: {"f1": 0.4, "precision": 0.5, "recall": 0.3, "support": 3},
+                                              "ok": {"f1": 0.9, "precision": 0.9, "recall": 0.9, "support": 3}}))
     assert svg is not None and "<script" not in svg
     assert "&lt;script&gt;alert(2)&lt;/script&gt; costs $5 &amp; $6" in svg  # literal text, not mathtext
 
@@ -276,21 +313,23 @@ def test_ladder_steps_are_in_the_html_and_markdown():
     from tunewise.report.markdown import report_markdown
     from tunewise.report.sections import ladder_text
 
-    ladder = {"mode": "policy", "budget": {"hours": 1.0, "spent_s": 120.0, "spent_usd": 0.0033},
-              "actions": [{"kind": "run", "rung": "knn", "reason": "next cheapest rung"},
-                          {"kind": "reject", "rung": "zero_shot", "reason": "rejected early: <b>3/39</b>"},
-                          {"kind": "stop", "rung": "probe", "reason": "every rung of the ladder was tried."}],
-              "early_rejection": {"rungs": ["zero_shot"], "saved_calls": 269.0, "saved_s": 540.0}}
+    ladder = LadderRecord(
+        mode="policy", budget=LadderBudget(hours=1.0, usd=None, tuning_hours_default=None, spent_s=120.0,
+                                           spent_usd=0.0033, pricing="cpu"),
+        actions=(Action("run", "knn", "next cheapest rung"), Action("reject", "zero_shot", "rejected early: <b>3/39</b>"),
+                 Action("stop", "probe", "every rung of the ladder was tried.")),
+        early_rejection=EarlyRejection(rungs=("zero_shot",), saved_calls=269.0, saved_s=540.0))
     text = ladder_text(ladder)
     assert text.steps == (("ran", "knn", "next cheapest rung"), ("rejected early", "zero_shot",
                           "rejected early: <b>3/39</b>"), ("stopped", "", "every rung of the ladder was tried"))
     assert "budget_hours 1" in text.budget and "120 s" in text.budget and "269 model calls" in text.saved
-    assert ladder_text({"mode": "fixed"}) is None
+    assert ladder_text(LadderRecord(mode="fixed")) is None
     from tunewise.decision import Decision
 
     empty = Decision(winner=None, status="no finished rung", runner_up=None, comparison=None, options=(), pareto=(),
                      break_even=None, next_step="", reasons=())
-    results = {"task": {"name": "t"}, "run_id": "r", "ladder": ladder, "rungs": []}
+    results = RunResults(run_id="r", task={"name": "t"}, data={}, checks={}, rungs=(), comparisons=(), environment={},
+                         created_at="", seed=0, ladder=ladder)
     page = render_html(results, empty, figures=Figures(), edge_cases_md="", repro=[])
     assert 'id="ladder"' in page and "&lt;b&gt;3/39&lt;/b&gt;" in page and "<b>3/39" not in page
     md = report_markdown(results, empty, edge_cases_md="", repro=[])
@@ -304,9 +343,11 @@ def test_requests_answered_without_a_model_call_are_explained():
 
     usage = {"requests": 308, "without_model_call": 171,
              "called_request_latency_s": {"mean": 0.7, "p50": 0.62, "p95": 1.4, "max": 1.9}}
-    results = {"rungs": [{"name": "few_shot_retrieved", "usage": usage},
-                         {"name": "probe", "usage": {"requests": 308}},
-                         {"name": "not_ranked", "usage": usage}]}
+    rungs = [RungResult(name="few_shot_retrieved", strategy="prompt", status="finished", usage=usage),
+             RungResult(name="probe", strategy="probe", status="finished", usage={"requests": 308}),
+             RungResult(name="not_ranked", strategy="prompt", status="finished", usage=usage)]
+    results = RunResults(run_id="r", task={}, data={}, checks={}, rungs=tuple(rungs), comparisons=(), environment={},
+                         created_at="", seed=0)
     decision = SimpleNamespace(options=[SimpleNamespace(name="few_shot_retrieved"), SimpleNamespace(name="probe")])
     notes = latency_notes(results, decision)
     assert notes == ["few_shot_retrieved: 171 of 308 requests (56%) were answered without a model call (one candidate "

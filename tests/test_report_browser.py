@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tunewise.costs import DEFAULT_PRICES
+from tunewise.decision import decide
 from tunewise.report import render_report
 
 from .test_report import build_results, write_data
@@ -33,7 +35,8 @@ VIEWPORT = {"width": 1280, "height": 800}
 def report_html(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("browser")
     results, spec, tests = build_results(write_data(tmp))
-    return render_report(results, spec=spec, test_examples=tests, out_dir=tmp / "out").html
+    return render_report(results, decide(results, spec, DEFAULT_PRICES), spec=spec, test_examples=tests,
+                         out_dir=tmp / "out").html
 
 
 def test_report_renders_cleanly_in_chromium(report_html):

@@ -126,7 +126,7 @@ def test_killed_run_resumes_without_repeating_a_finished_call(tmp_path):
 
 def test_embedding_cost_survives_the_cache(tmp_path):
     """A baseline served from cached embeddings still reports what embedding its inputs cost."""
-    from tunewise.run import EmbeddingCache
+    from tunewise.embeddings import EmbeddingCache
     from tunewise.store import Store
 
     class SlowEmbedder:
@@ -195,8 +195,8 @@ def test_few_shot_rung_measures_its_stability_across_draws_and_orders(tmp_path):
     # "as scored" is the rung's own predictions on that subset
     own = {p.example_id: p.output for p in rung.predictions}
     assert st["variants"][0]["outputs"] == [own[i] for i in st["example_ids"]]
-    payload = outcome.results.to_json()
-    doc = edge_cases_markdown(payload, load_splits(spec).test, decide(payload, spec, load_prices()))
+    results = outcome.results  # the typed records the decision and the report take
+    doc = edge_cases_markdown(results, load_splits(spec).test, decide(results, spec, load_prices()))
     assert "| few_shot_random | finished | 24 |" in doc
 
 
@@ -229,4 +229,4 @@ def test_quick_mode_caps_the_test_subset_and_the_budget(tmp_path):
     assert quick_spec(tight).constraints.budget_hours == 0.01  # a smaller user budget stays
     outcome = run_task(spec, quick=True)
     assert len(outcome.results.rungs[0].predictions) == QUICK_TEST_LIMIT
-    assert outcome.results.ladder["budget"]["hours"] == QUICK_BUDGET_HOURS
+    assert outcome.results.ladder.budget.hours == QUICK_BUDGET_HOURS

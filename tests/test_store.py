@@ -225,6 +225,23 @@ def test_artifacts(tmp_path):
         assert [a.meta for a in store.list_artifacts(run.id, rung="lora")] == [{"r": 16}]
 
 
+def test_every_record_method_reads_only_what_the_record_holds(tmp_path):
+    """A record's methods work on the record a store returns (an artifact is a path, not bytes)."""
+    with Store(tmp_path) as store:
+        run = start(store)
+        store.start_rung(run.id, "knn", config={})
+        store.put_array("emb", np.ones(2))
+        store.add_artifact(run.id, kind="adapter", path="adapters/lora", rung="lora")
+        records = [store.get_run(run.id), store.list_rungs(run.id)[0], store.get_blob("emb"),
+                   store.list_artifacts(run.id)[0], store.put_version("v1", {"rung": "knn"})]
+    for record in records:
+        for name in dir(record):
+            method = getattr(type(record), name, None)
+            if name.startswith("_") or not callable(method):
+                continue
+            getattr(record, name)()  # an AttributeError here is a method about fields the record lacks
+
+
 def test_everything_persists_into_a_new_store_instance(tmp_path):
     with Store(tmp_path) as store:
         run = start(store)

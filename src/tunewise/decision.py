@@ -1,4 +1,4 @@
-"""The decision: which candidate to ship, why, and what to do next, from ``results.json`` and the spec.
+"""The decision: which candidate to ship, why, and what to do next, from a run's results and the spec.
 
 Each finished rung becomes an :class:`Option` with its quality (the target metric, else the
 primary one, with its 95% CI), cost per 1,000 requests and one-off cost (``costs.py``), latency
@@ -17,8 +17,10 @@ never pays back at the stated volume does not win on its per-request price alone
 the first option of tiers 0-2, the runner-up the next one. The Pareto frontier is taken over
 (quality up, cost per 1,000 down, p95 latency down).
 
-Pure and deterministic: no I/O, no model. Out of scope: rendering (the report) and the prices
-themselves (``costs.Prices``).
+Pure and deterministic: no I/O, no model. It reads the typed records of ``results.py``
+(:class:`~tunewise.results.RunResults`); ``results.json`` becomes one with ``RunResults.from_json``.
+Computed once per run and handed to whoever shows it. Out of scope: rendering (the report, which never
+decides) and the prices themselves (``costs.Prices``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from .costs import (
     time_to_deploy,
     training_cost,
 )
+from .evaluation.records import MetricValue
+from .formats import pct
+from .ladder.policy import family_kind, rung_family
+from .results import Comparison, RungResult, RunResults
 from .task import TARGET_METRICS, Constraints, TaskSpec
 
 __all__ = ["Option", "Decision", "decide", "rung_kind", "HORIZON_MONTHS"]
@@ -91,10 +97,6 @@ class Decision:
         return asdict(self)  # every float in it is finite or None
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
 def _usd(x: float | None) -> str:
     if x is None:
         return "an unknown amount"
@@ -111,14 +113,11 @@ def _num(x: Any, default: float | None = None) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else default
 
 
-def rung_kind(rung: Mapping[str, Any]) -> str:
-    """``no_llm`` (knn, probe, a probe curve), ``tuned`` (finetune, a fine-tuning curve) or ``prompt``."""
-    strategy = rung.get("strategy")
-    if strategy in ("knn", "probe"):
-        return "no_llm"
-    if strategy == "learning_curve":
-        return "no_llm" if (rung.get("config") or {}).get("of") == "probe" else "tuned"
-    return "tuned" if strategy == "finetune" else "prompt"
+def rung_kind(rung: RungResult) -> str:
+    """``no_llm`` (knn, probe, a probe curve), ``tuned`` (finetune, a fine-tuning curve) or ``prompt`` (any
+    other rung): the ladder policy's classification (:func:`~tunewise.ladder.policy.rung_family`, then
+    :func:`~tunewise.ladder.policy.family_kind`) of the rung's strategy and its config."""
+    return family_kind(rung_family(rung.strategy, rung.config or {}))
 
 
 @dataclass(frozen=True)
@@ -137,13 +136,13 @@ def _spec(spec: TaskSpec | Mapping[str, Any]) -> _Spec:
                  spec.get("model") or TaskSpec.model_fields["model"].default)
 
 
-def _target_check(metrics: Mapping[str, Any], target: Mapping[str, float]) -> str:
+def _target_check(metrics: Mapping[str, MetricValue], target: Mapping[str, float]) -> str:
     if not target:
         return NO_TARGET
-    got = [(metrics.get(m) or {}, t) for m, t in target.items()]
-    if all(_num(g.get("low"), -_INF) >= t for g, t in got):
+    got = [(metrics.get(m), t) for m, t in target.items()]
+    if all(_num(g.low if g else None, -_INF) >= t for g, t in got):
         return WITH_CONFIDENCE
-    return POINT_ONLY if all(_num(g.get("value"), -_INF) >= t for g, t in got) else NOT_MET
+    return POINT_ONLY if all(_num(g.value if g else None, -_INF) >= t for g, t in got) else NOT_MET
 
 
 def _constraints(c: Constraints, p95: float | None, one_off: float | None, hours: float | None,
@@ -163,21 +162,22 @@ def _constraints(c: Constraints, p95: float | None, one_off: float | None, hours
     return out
 
 
-def _option(rung: Mapping[str, Any], s: _Spec, env_device: str, prices: Prices, device: str | None,
+def _option(rung: RungResult, s: _Spec, env_device: str, prices: Prices, device: str | None,
             retrain_days: float | None) -> Option | None:
-    metric = next(iter(s.target), None) or rung.get("primary_metric") or TARGET_METRICS[s.kind][0]
-    m = (rung.get("metrics") or {}).get(metric) or {}
-    quality = _num(m.get("value"))
-    if rung.get("status") != "finished" or quality is None:
+    metric = next(iter(s.target), None) or rung.primary_metric or TARGET_METRICS[s.kind][0]
+    metrics = rung.metrics or {}
+    m = metrics.get(metric)
+    quality = _num(m.value) if m is not None else None
+    if rung.status != "finished" or m is None or quality is None:
         return None
-    kind, usage = rung_kind(rung), rung.get("usage") or {}
-    training = (rung.get("extras") or {}).get("training") or {}
+    kind, usage = rung_kind(rung), rung.usage or {}
+    training = (rung.extras or {}).get("training") or {}
     dev = (device or (kind == "tuned" and training.get("device")) or (kind != "no_llm" and env_device) or "cpu")
     cost = request_cost(usage, None if kind == "no_llm" else s.model, prices, device=dev.split(":")[0])
     if training:  # a fine-tuning curve records its last (deployable) point's training, not the whole curve's
         one_off = training_cost(training, prices)
     else:
-        prep, price = _num(rung.get("prepare_s"), 0.0), prices.device_hour.get(dev.split(":")[0], 0.0)
+        prep, price = _num(rung.prepare_s, 0.0), prices.device_hour.get(dev.split(":")[0], 0.0)
         one_off = Amount(prep / 3600 * price, f"measured {prep:.1f} s preparation x ${price:g}/{dev} device-hour")
     # one request at a time: a batched call's time shared by its requests (no-LLM baselines score
     # 256 inputs per call; their call latency says nothing about serving one request)
@@ -191,11 +191,11 @@ def _option(rung: Mapping[str, Any], s: _Spec, env_device: str, prices: Prices, 
     monthly = None if rpm is None or cost.per_request_usd is None else monthly_cost(cost.per_request_usd, rpm, fixed)
     horizon = None if monthly is None or one_off.value is None else one_off.value + HORIZON_MONTHS * monthly
     return Option(
-        name=rung["name"], strategy=rung.get("strategy", ""), kind=kind, metric=metric, quality=quality,
-        low=_num(m.get("low"), quality), high=_num(m.get("high"), quality), n=int(m.get("n") or 0),
+        name=rung.name, strategy=rung.strategy or "", kind=kind, metric=metric, quality=quality,
+        low=_num(m.low, quality), high=_num(m.high, quality), n=int(m.n or 0),
         per_1k_usd=cost.per_1k_usd, cost_basis=cost.basis, one_off_usd=one_off.value, one_off_basis=one_off.basis,
         latency_p50_ms=p50, latency_p95_ms=p95, deploy_hours=deploy, monthly_usd=monthly, horizon_usd=horizon,
-        meets_target=_target_check(rung.get("metrics") or {}, s.target), meets_constraints=all(ok for ok, _ in checks),
+        meets_target=_target_check(metrics, s.target), meets_constraints=all(ok for ok, _ in checks),
         constraint_checks=tuple(text for _, text in checks), violations=tuple(text for ok, text in checks if not ok))
 
 
@@ -220,15 +220,15 @@ def _pareto(options: Sequence[Option]) -> tuple[str, ...]:
     return tuple(o.name for o in sorted(front, key=lambda o: (_inf(o.per_1k_usd), -o.quality, o.name)))
 
 
-def _comparison(comparisons: Sequence[Mapping[str, Any]], a: str, b: str) -> tuple[dict[str, Any] | None, str]:
+def _comparison(comparisons: Sequence[Comparison], a: str, b: str) -> tuple[dict[str, Any] | None, str]:
     """The stored comparison of ``a`` and ``b``, turned round when needed so that diff = a - b, and a sentence."""
     for c in comparisons:
-        if {c.get("a"), c.get("b")} == {a, b} and None not in (_num(c.get(k)) for k in ("diff", "low", "high")):
-            flip = c["a"] != a
-            verdict = {"A better": f"{c['a']} better", "B better": f"{c['b']} better"}.get(c.get("verdict"), "")
-            diff, low, high = (-c["diff"], -c["high"], -c["low"]) if flip else (c["diff"], c["low"], c["high"])
+        if {c.a, c.b} == {a, b} and None not in (_num(c.diff), _num(c.low), _num(c.high)):
+            flip = c.a != a
+            verdict = {"A better": f"{c.a} better", "B better": f"{c.b} better"}.get(c.verdict, "")
+            diff, low, high = (-c.diff, -c.high, -c.low) if flip else (c.diff, c.low, c.high)
             out = {"a": a, "b": b, "diff": diff + 0.0, "low": low + 0.0, "high": high + 0.0,  # + 0.0: no "-0.0"
-                   "p_value": _num(c.get("p_value")),
+                   "p_value": _num(c.p_value),
                    "verdict": verdict or "not significantly different"}
             p = "" if out["p_value"] is None else f", McNemar p = {out['p_value']:.3g}"
             return out, (f"{a} vs {b}: {out['verdict']} ({100 * out['diff']:+.1f} points [{100 * out['low']:+.1f}, "
@@ -237,14 +237,14 @@ def _comparison(comparisons: Sequence[Mapping[str, Any]], a: str, b: str) -> tup
 
 
 def _quality(o: Option) -> str:
-    return f"{_pct(o.quality)}% [{_pct(o.low)}, {_pct(o.high)}]"
+    return f"{pct(o.quality)}% [{pct(o.low)}, {pct(o.high)}]"
 
 
 def _goal(target: Mapping[str, float]) -> str:
     return " and ".join(f"{100 * v:g}% {k}" for k, v in target.items())
 
 
-def _break_even(ranked: Sequence[Option], rungs: Mapping[str, Any], rpm: int | None,
+def _break_even(ranked: Sequence[Option], rungs: Mapping[str, RungResult], rpm: int | None,
                 retrain_days: float | None) -> tuple[dict[str, Any] | None, list[str]]:
     prompt = next((o for o in ranked if o.kind == "prompt" and o.per_1k_usd is not None), None)
     tuned = next((o for o in ranked if o.kind == "tuned" and o.per_1k_usd is not None and o.one_off_usd is not None),
@@ -254,7 +254,7 @@ def _break_even(ranked: Sequence[Option], rungs: Mapping[str, Any], rpm: int | N
     fixed = retraining_monthly_cost(tuned.one_off_usd, retrain_days) if retrain_days else 0.0
     volume = break_even_volume(prompt.per_1k_usd / 1000, tuned.per_1k_usd / 1000, tuned.one_off_usd,
                                horizon_months=HORIZON_MONTHS, tuned_monthly_fixed=fixed)
-    savings = prompt_token_savings(rungs[prompt.name], rungs[tuned.name])
+    savings = prompt_token_savings(rungs[prompt.name].usage, rungs[tuned.name].usage)
     out = {"prompt": prompt.name, "tuned": tuned.name, "requests_per_month": volume, "horizon_months": HORIZON_MONTHS,
            "prompt_per_1k_usd": prompt.per_1k_usd, "tuned_per_1k_usd": tuned.per_1k_usd,
            "tuned_one_off_usd": tuned.one_off_usd, "tuned_monthly_fixed_usd": fixed,
@@ -275,20 +275,20 @@ def _break_even(ranked: Sequence[Option], rungs: Mapping[str, Any], rpm: int | N
     return out, lines
 
 
-def _forecast(rungs: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], int] | None:
+def _forecast(rungs: Sequence[RungResult]) -> tuple[Mapping[str, Any], int] | None:
     """The most useful curve forecast: the smallest data need, else out of reach, else too few points."""
     found = []
     for r in rungs:
-        curve = (r.get("extras") or {}).get("curve") if r.get("status") == "finished" else None
+        curve = (r.extras or {}).get("curve") if r.status == "finished" else None
         if curve and curve.get("forecast"):
             f = curve["forecast"]
             order = {"forecast": 0, "out_of_reach": 1, "insufficient_points": 2}.get(f.get("status"), 3)
             largest = max((int(p.get("n") or 0) for p in curve.get("points") or []), default=0)
-            found.append((order, _num(f.get("n_needed"), 0.0), r.get("name", ""), f, largest))
+            found.append((order, _num(f.get("n_needed"), 0.0), r.name or "", f, largest))
     return min(found, key=lambda x: x[:3])[3:] if found else None
 
 
-def _next_step(win: Option | None, ranked: Sequence[Option], s: _Spec, rungs: Sequence[Mapping[str, Any]]) -> str:
+def _next_step(win: Option | None, ranked: Sequence[Option], s: _Spec, rungs: Sequence[RungResult]) -> str:
     if not ranked:
         return "No rung finished; fix the failures recorded in results.json and run again."
     if win is None:
@@ -361,43 +361,45 @@ def _reasons(win: Option | None, ranked: Sequence[Option], s: _Spec) -> list[str
     return out
 
 
-def _not_scored(rungs: Sequence[Mapping[str, Any]]) -> list[str]:
+def _not_scored(rungs: Sequence[RungResult]) -> list[str]:
     """What was not measured, and why: a team defending the choice is asked "did you try fine-tuning?"."""
     early, other = [], []
     for r in rungs:
-        if r.get("status") in ("finished", None):
+        if r.status in ("finished", None):
             continue
-        name, why = str(r.get("name")), str(r.get("reason") or r.get("error") or r.get("status"))
+        name, why = str(r.name), str(r.reason or r.error or r.status)
         if why.startswith("rejected early"):
             early.append(name)
         else:
             why = why[len(name) + 1:] if why.startswith(f"{name} ") else why  # "lora skipped to ..." -> "skipped to ..."
-            other.append(f"{name} was not scored ({r.get('status')}): {why.rstrip('.')}.")
+            other.append(f"{name} was not scored ({r.status}): {why.rstrip('.')}.")
     early_line = f"Rejected early on a small subset, since they could not win: {', '.join(early)}." if early else ""
     return [line for line in (early_line, *other) if line]
 
 
-def decide(results: Mapping[str, Any], spec: TaskSpec | Mapping[str, Any], prices: Prices, *,
+def decide(results: RunResults, spec: TaskSpec | Mapping[str, Any], prices: Prices, *,
            device: str | None = None, retrain_every_days: float | None = None) -> Decision:
-    """The winner, runner-up, Pareto frontier, break-even and next step for a ``results.json`` payload.
+    """The winner, runner-up, Pareto frontier, break-even and next step for a run's results.
 
     ``device`` prices every self-hosted option on that device-hour (e.g. ``"a10g"``) instead of the
     one it ran on; ``retrain_every_days`` adds the retraining cost to tuned options' monthly costs.
     """
     s = _spec(spec)
-    rungs = list(results.get("rungs") or [])
-    env_device = str(((results.get("environment") or {}).get("backend") or {}).get("device") or "cpu")
+    rungs = list(results.rungs)
+    # the self-hosted device the run used; a results.json whose environment was masked or dropped: the cpu
+    env = results.environment if isinstance(results.environment, Mapping) else {}
+    env_device = str((env.get("backend") or {}).get("device") or "cpu")
     built = (_option(r, s, env_device, prices, device, retrain_every_days) for r in rungs)
     ranked = sorted((o for o in built if o is not None), key=_rank_key)
     win = ranked[0] if ranked and ranked[0].meets_constraints else None
-    runner = ranked[1] if win is not None and len(ranked) > 1 else None
-    comparison, said = _comparison(results.get("comparisons") or [], win.name, runner.name) if runner else (None, "")
-    by_name = {r.get("name"): r for r in rungs}
+    second = ranked[1] if win is not None and len(ranked) > 1 else None
+    comparison, said = _comparison(results.comparisons, win.name, second.name) if second else (None, "")
+    by_name = {r.name: r for r in rungs}
     break_even, lines = _break_even(ranked, by_name, s.constraints.requests_per_month, retrain_every_days)
     pareto = _pareto(ranked)
     front = f"Pareto frontier (quality, cost per 1,000 requests, p95 latency): {', '.join(pareto)}." if pareto else ""
     reasons = [r for r in (*_reasons(win, ranked, s), said, *lines, front, *_not_scored(rungs)) if r]
     return Decision(winner=win.name if win else None, status=_status(win, ranked),
-                    runner_up=runner.name if runner else None, comparison=comparison, options=tuple(ranked),
+                    runner_up=second.name if second else None, comparison=comparison, options=tuple(ranked),
                     pareto=pareto, break_even=break_even,
                     next_step=_next_step(win, ranked, s, rungs) + _payback(win, break_even), reasons=tuple(reasons))

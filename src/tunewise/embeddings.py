@@ -10,24 +10,33 @@ returns float32 rows with unit L2 norm, so a dot product is a cosine similarity.
 * :class:`HashingEmbedder` hashes word and character n-grams: deterministic, instant, no model.
   It is for tests and dry runs; its similarities are lexical, not semantic.
 
-Out of scope: nearest-neighbour search and classifiers on top of embeddings (the baselines), and
-caching embeddings on disk (the run store).
+* :class:`EmbeddingCache` memoises an embedder's rows per text and keeps them in the run store, with
+  what computing them cost, so a rerun (or a version rebuilt to serve) never embeds the same texts twice.
+
+Out of scope: nearest-neighbour search and classifiers on top of embeddings (the baselines) and the
+store's tables (``store.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import re
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .errors import BackendError
 
-__all__ = ["Embedder", "MiniLMEmbedder", "HashingEmbedder", "load_embedder", "minilm_model_dir", "EMBEDDERS"]
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["Embedder", "MiniLMEmbedder", "HashingEmbedder", "EmbeddingCache", "load_embedder", "minilm_model_dir",
+           "EMBEDDERS"]
 
 Progress = Callable[[int, int], None]
 
@@ -191,3 +200,53 @@ def load_embedder(name: str, *, device: str = "cpu") -> Embedder:
     if match and int(match.group(1)) > 0:
         return HashingEmbedder(int(match.group(1)))
     raise BackendError(f"unknown embedder '{name}'; choose one of {', '.join(EMBEDDERS)}, hashing-<dim>.")
+
+
+class EmbeddingCache:
+    """Embeddings memoised per text and persisted per request in the store (the train set once).
+
+    It also remembers what each embedding cost when it was computed (``seconds``), so a
+    candidate served from the cache still reports the true cost of embedding its inputs.
+    ``progress(label, done, total)`` reports long embedding jobs.
+    """
+
+    def __init__(self, store: "Store", name: str, progress: Callable[[str, int, int], None] | None = None) -> None:
+        self.store, self.name, self.progress = store, name, progress
+        self._embedder: Embedder | None = None
+        self._memo: dict[str, np.ndarray] = {}
+        self._cost: dict[str, float] = {}
+        self._frozen = False
+
+    def freeze(self) -> None:
+        """From now on, new texts are embedded but neither remembered nor stored (served traffic)."""
+        self._frozen = True
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self._embedder is None:
+            self._embedder = load_embedder(self.name)
+        report = (lambda done, total: self.progress(f"embedding ({self.name})", done, total)) if self.progress else None
+        return self._embedder.embed(texts, progress=report)
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if missing and self._frozen:
+            fresh = dict(zip(missing, self._embed(missing)))
+            return np.stack([self._memo[t] if t in self._memo else fresh[t] for t in texts])
+        if missing:
+            key = "emb:" + self.name + ":" + hashlib.sha256("\x00".join(missing).encode()).hexdigest()
+            blob = self.store.get_blob(key)
+            if blob is None:
+                start = time.perf_counter()
+                vectors = self._embed(missing)
+                seconds = time.perf_counter() - start
+                self.store.put_array(key, vectors, meta={"embedder": self.name, "texts": len(missing),
+                                                         "seconds": seconds})
+            else:  # one read: the blob holds both the vectors and what computing them cost
+                vectors, seconds = blob.array(), blob.meta.get("seconds", 0.0)
+            self._memo.update(zip(missing, vectors))
+            self._cost.update(dict.fromkeys(missing, seconds / len(missing)))
+        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+    def seconds(self, texts: Sequence[str]) -> float:
+        """Measured seconds it took to embed these texts (batched compute shared per text)."""
+        return sum(self._cost.get(t, 0.0) for t in texts)

@@ -1,7 +1,10 @@
-"""The records a run produces: one :class:`RungResult` per rung, gathered in :class:`RunResults`.
+"""The records a run produces: one :class:`RungResult` per rung, the paired :class:`Comparison` of each
+finished rung with the best one, and the :class:`LadderRecord` of how the ladder was climbed, gathered in
+:class:`RunResults`.
 
-These are plain data (JSON round-trip), written to ``results.json`` and kept in the run store,
-so the decision, the report and the server can all be recomputed from them without a model.
+These are typed, frozen data with an exact JSON round-trip (``to_json`` / ``from_json``): the decision and
+the report take them as they are; only ``results.json`` and the run store hold the dicts, so the decision,
+the report and the server can all be recomputed from them without a model.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .evaluation.records import MetricValue, Prediction
+from .ladder.policy import Action, PolicyConfig
 
-__all__ = ["RungResult", "RunResults", "write_json"]
+__all__ = ["RungResult", "Comparison", "LadderBudget", "EarlyRejection", "LadderRecord", "RunResults", "write_json"]
 
 
 @dataclass(frozen=True)
@@ -56,35 +60,135 @@ class RungResult:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """Rung ``a`` against rung ``b`` on the same test examples: the difference ``a - b`` with its paired
+    bootstrap interval, McNemar's discordant counts and exact p-value, and the verdict in words
+    (:func:`~tunewise.evaluation.stats.compare_paired`)."""
+
+    a: str
+    b: str
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    diff: float
+    low: float
+    high: float
+    b01: int
+    b10: int
+    p_value: float
+    alpha: float
+    verdict: str  # "A better" | "B better" | "not significantly different"
+    decided_by: str
+    explanation: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Comparison":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class LadderBudget:
+    """The walk's budgets and what it measured spending (seconds and dollars over every rung acted on)."""
+
+    hours: float | None
+    usd: float | None
+    tuning_hours_default: float | None  # the tuning rungs' default budget, when ``hours`` is not set
+    spent_s: float
+    spent_usd: float
+    pricing: str  # how seconds and tokens became money
+
+
+@dataclass(frozen=True)
+class EarlyRejection:
+    """The rungs early rejection dropped and the model calls and seconds that saved."""
+
+    rungs: tuple[str, ...] = ()
+    saved_calls: float = 0.0
+    saved_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class LadderRecord:
+    """How the rungs were chosen: ``fixed`` (named rungs, in order) or ``policy`` (every step with its reason)."""
+
+    mode: str = "fixed"
+    target: dict[str, float] | None = None
+    budget: LadderBudget | None = None
+    config: PolicyConfig | None = None
+    actions: tuple[Action, ...] = ()
+    early_rejection: EarlyRejection | None = None
+
+    @property
+    def stop(self) -> Action | None:
+        """The step that ended the walk (None for a fixed list)."""
+        return self.actions[-1] if self.actions and self.actions[-1].kind == "stop" else None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.mode != "policy":
+            return {"mode": self.mode}
+        config = self.config or PolicyConfig()
+        return {
+            "mode": self.mode, "target": self.target, "budget": asdict(self.budget) if self.budget else None,
+            "config": {"patience": config.patience, "fractions": list(config.fractions), "delta": config.delta,
+                       "min_subset": config.min_subset},
+            "actions": [a.to_json() for a in self.actions],
+            "early_rejection": {**asdict(self.early_rejection or EarlyRejection()),
+                                "rungs": list((self.early_rejection or EarlyRejection()).rungs)},
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> "LadderRecord":
+        d = d or {}
+        if d.get("mode") != "policy":
+            return cls(mode=d.get("mode") or "fixed")
+        config, early = d.get("config") or {}, d.get("early_rejection") or {}
+        return cls(
+            mode="policy", target=d.get("target"),
+            budget=LadderBudget(**d["budget"]) if d.get("budget") else None,
+            config=PolicyConfig(**{**config, "fractions": tuple(config.get("fractions") or PolicyConfig.fractions)}),
+            actions=tuple(Action.from_json(a) for a in d.get("actions") or []),
+            early_rejection=EarlyRejection(rungs=tuple(early.get("rungs") or ()),
+                                           saved_calls=float(early.get("saved_calls") or 0.0),
+                                           saved_s=float(early.get("saved_s") or 0.0)),
+        )
+
+
+@dataclass(frozen=True)
 class RunResults:
     run_id: str
     task: dict[str, Any]
     data: dict[str, Any]  # hash, split sizes and origins, labels
     checks: dict[str, Any]
     rungs: tuple[RungResult, ...]
-    comparisons: list[dict[str, Any]]
+    comparisons: tuple[Comparison, ...]
     environment: dict[str, Any]
     created_at: str
     seed: int
     status: str = "finished"
-    # the ladder policy's walk: {"mode": "policy" | "fixed", "actions": [...], "budget": ..., "early_rejection": ...}
-    ladder: dict[str, Any] = field(default_factory=dict)
+    ladder: LadderRecord = field(default_factory=LadderRecord)
+
+    def rung(self, name: str) -> RungResult | None:
+        return next((r for r in self.rungs if r.name == name), None)
 
     def to_json(self, *, with_predictions: bool = True) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "status": self.status, "created_at": self.created_at, "seed": self.seed,
             "task": self.task, "data": self.data, "checks": self.checks,
             "rungs": [r.to_json(with_predictions=with_predictions) for r in self.rungs],
-            "comparisons": self.comparisons, "environment": self.environment, "ladder": self.ladder,
+            "comparisons": [c.to_json() for c in self.comparisons], "environment": self.environment,
+            "ladder": self.ladder.to_json(),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "RunResults":
         return cls(run_id=d["run_id"], task=d["task"], data=d["data"], checks=d["checks"],
                    rungs=tuple(RungResult.from_json(r) for r in d.get("rungs", [])),
-                   comparisons=d.get("comparisons", []), environment=d.get("environment", {}),
-                   created_at=d.get("created_at", ""), seed=d.get("seed", 0), status=d.get("status", "finished"),
-                   ladder=d.get("ladder") or {})
+                   comparisons=tuple(Comparison.from_json(c) for c in d.get("comparisons") or []),
+                   environment=d.get("environment", {}), created_at=d.get("created_at", ""), seed=d.get("seed", 0),
+                   status=d.get("status", "finished"), ladder=LadderRecord.from_json(d.get("ladder")))
 
 
 def _clean(obj: Any) -> Any:

@@ -12,7 +12,7 @@ migration; append a new one.
 
 Concurrency: WAL mode and a busy timeout make one writer process plus any number of readers safe.
 
-Out of scope: what a rung computes (``ladder.py``), how call keys are made (``backends/cached.py``)
+Out of scope: what a rung computes (``ladder/``), how call keys are made (``backends/cached.py``)
 and report files (``report/``); this module only stores and returns them.
 """
 
@@ -262,6 +262,8 @@ class Blob:
 
 @dataclass(frozen=True)
 class ArtifactRecord:
+    """A file a run produced (a report, an adapter): the store keeps its ``path``, not its bytes (see :class:`Blob`)."""
+
     id: int
     run_id: str
     rung: str | None
@@ -269,12 +271,6 @@ class ArtifactRecord:
     path: str
     meta: dict[str, Any]
     created_at: str
-
-    def array(self) -> Any:
-        """The numpy array a blob of kind ``ndarray`` holds (see :meth:`Store.put_array`)."""
-        import numpy as np  # lazy: the store itself needs no numpy
-
-        return np.load(io.BytesIO(self.data), allow_pickle=False)
 
 
 @dataclass(frozen=True)

@@ -10,20 +10,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .formats import pct
 from .results import RungResult, RunResults
 
 __all__ = ["summary_markdown", "format_metric"]
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
 def format_metric(m: Any) -> str:
     """``87.3 [83.1, 91.0]`` (percent, 95% CI)."""
     if m is None:
         return "–"
-    return f"{_pct(m.value)} [{_pct(m.low)}, {_pct(m.high)}]"
+    return f"{pct(m.value)} [{pct(m.low)}, {pct(m.high)}]"
 
 
 def _num(x: Any, fmt: str = "{:.0f}") -> str:
@@ -62,8 +59,8 @@ def _comparisons(results: RunResults) -> list[str]:
     lines = ["## Paired comparisons against the best rung (same test examples)", "",
              "| best | other | difference, points [95% CI] | McNemar exact p | verdict |", "|---|---|---|---|---|"]
     for c in results.comparisons:
-        lines.append(f"| {c['a']} | {c['b']} | {100 * c['diff']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}] "
-                     f"| {c['p_value']:.3g} | {c['verdict']} |")
+        lines.append(f"| {c.a} | {c.b} | {100 * c.diff:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}] "
+                     f"| {c.p_value:.3g} | {c.verdict} |")
     return lines + [""]
 
 
@@ -133,23 +130,23 @@ def _curves(results: RunResults) -> list[str]:
             t = p["test"]
             train = p.get("train_loss") if p.get("train_loss") is not None else p.get("train_accuracy")
             dev = p.get("dev_loss") if p.get("dev_loss") is not None else p.get("dev_accuracy")
-            lines.append(f"| {p['n']} | {_pct(t['value'])} [{_pct(t['low'])}, {_pct(t['high'])}] "
+            lines.append(f"| {p['n']} | {pct(t['value'])} [{pct(t['low'])}, {pct(t['high'])}] "
                          f"| {_num(train, '{:.3f}')} | {_num(dev, '{:.3f}')} |")
         lines.append("")
         fit = curve.get("fit")
         if fit:
             params, ci = fit["params"], fit["params_ci"]
-            lines.append(f"Fit ({curve['model']}): ceiling a = {_pct(params['a'])}% "
-                         f"[{_pct(ci['a'][0])}, {_pct(ci['a'][1])}], b = {params['b']:.3g}, c = {params['c']:.3g}.")
+            lines.append(f"Fit ({curve['model']}): ceiling a = {pct(params['a'])}% "
+                         f"[{pct(ci['a'][0])}, {pct(ci['a'][1])}], b = {params['b']:.3g}, c = {params['c']:.3g}.")
         forecast = curve.get("forecast")
         if forecast:
             lines.append(f"Forecast: {forecast['message']}")
         back = curve.get("backtest")
         if back:
-            lines.append(f"Back-test: fitted on n = {back['fitted_on']}, the curve forecast {_pct(back['forecast'])}% "
-                         f"[{_pct(back['forecast_band'][0])}, {_pct(back['forecast_band'][1])}] at n = {back['n']}; "
-                         f"measured {_pct(back['measured'])}% [{_pct(back['measured_ci'][0])}, "
-                         f"{_pct(back['measured_ci'][1])}].")
+            lines.append(f"Back-test: fitted on n = {back['fitted_on']}, the curve forecast {pct(back['forecast'])}% "
+                         f"[{pct(back['forecast_band'][0])}, {pct(back['forecast_band'][1])}] at n = {back['n']}; "
+                         f"measured {pct(back['measured'])}% [{pct(back['measured_ci'][0])}, "
+                         f"{pct(back['measured_ci'][1])}].")
         lines += [f"- Warning: {w}" for w in curve.get("warnings", [])]
         lines.append("")
     return lines

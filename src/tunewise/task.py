@@ -4,7 +4,11 @@ A task names its data, what kind of output counts as correct, the quality it nee
 constraints, the model to use and a seed. Unknown keys are errors (``extra="forbid"``) so a
 misspelled key never silently does nothing. Paths in the file are relative to the file.
 
-Out of scope: loading the data (``data.py``) and choosing rungs (``ladder.py``).
+:func:`build_task` makes the same spec in code, from files or from data already in memory (a list of
+dicts, a pandas DataFrame): in-memory records are written unchanged as JSONL into the run store, named by
+their content, so the report, a version and the server can reload exactly the data that was scored.
+
+Out of scope: loading the data (``data/``) and choosing rungs (``ladder/``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "TaskSpec",
     "load_task",
     "parse_task",
+    "build_task",
 ]
 
 TaskKind = Literal["classification", "extraction", "generation"]
@@ -229,3 +234,61 @@ def load_task(path: Path | str) -> TaskSpec:
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise TaskSpecError(f"{path}:{line} is not valid YAML.") from None
     return parse_task(raw, source=str(path), base_dir=path.resolve().parent)
+
+
+Records = Any  # a path, a sequence of mappings, or a pandas DataFrame
+
+
+def _jsonl(records: Records, role: str) -> bytes:
+    """In-memory records as JSONL bytes; a value JSON cannot hold is a one-sentence error naming the record."""
+    if hasattr(records, "to_json") and hasattr(records, "columns"):  # a pandas DataFrame: its JSON types, our bytes
+        text = records.to_json(orient="records", lines=True, force_ascii=False, date_format="iso")
+        records = [json.loads(line) for line in text.split("\n") if line.strip()]  # not splitlines: U+2028
+
+    def plain(value: Any) -> Any:
+        if hasattr(value, "tolist"):  # numpy scalars and arrays
+            return value.tolist()
+        raise TypeError(type(value).__name__)
+
+    lines = []
+    for i, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            raise TaskSpecError(f"data.{role}: record {i} is a {type(record).__name__}, not a mapping of fields.")
+        try:
+            lines.append(json.dumps(record, ensure_ascii=False, default=plain))
+        except (TypeError, ValueError) as exc:
+            raise TaskSpecError(f"data.{role}: record {i} holds a value JSON cannot represent ({exc}).") from None
+    if not lines:
+        raise TaskSpecError(f"data.{role}: no records.")
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _data_file(records: Records, role: str, directory: Path) -> Path:
+    if isinstance(records, (str, Path)):
+        return Path(records).expanduser().resolve()
+    blob = _jsonl(records, role)
+    path = directory / f"{role}-{hashlib.sha256(blob).hexdigest()[:16]}.jsonl"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(path)
+    return path
+
+
+def build_task(*, train: Records, test: Records, dev: Records | None = None, name: str = "task",
+               kind: TaskKind = "classification", input: str | list[str] = "text", output: str = "label",
+               store: Path | str = ".tunewise", **fields: Any) -> TaskSpec:
+    """A task made in code: ``train``, ``test`` (and ``dev``) are file paths, lists of dicts or DataFrames.
+
+    Every other keyword is a key of ``task.yaml`` (``target``, ``constraints``, ``model``, ``labels``,
+    ``test_limit``, ``instructions``, ``rungs``, ...), validated the same way. In-memory records are
+    written as ``<store>/data/<role>-<content hash>.jsonl`` (the run store keeps what it scored).
+    """
+    store_dir = Path(store).expanduser().resolve()
+    data_keys = {k: fields.pop(k) for k in ("labels", "test_limit", "dev_fraction") if k in fields}
+    files = {role: _data_file(records, role, store_dir / "data")
+             for role, records in (("train", train), ("test", test), ("dev", dev)) if records is not None}
+    raw = {"name": name, "kind": kind, "store": str(store_dir), **fields,
+           "data": {**{k: str(v) for k, v in files.items()}, "input": input, "output": output, **data_keys}}
+    return parse_task(raw, source=f"task {name!r}", base_dir=Path.cwd())

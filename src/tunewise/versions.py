@@ -11,7 +11,7 @@ the same version.
 its history; ``promote`` pushes a version and ``rollback`` pops back to the one before, in one step.
 
 :func:`load_candidate` rebuilds a version's candidate by calling its strategy on the recorded task,
-exactly as ``run.py`` does, and never trains: a missing artifact is an error.
+exactly as a run does (``ladder/attempt.py``), and never trains: a missing artifact is an error.
 
 Deployable strategies: ``prompt`` (a prompt program with its demonstrations), ``finetune`` (a base
 model with an adapter, or a fully tuned model) and the LLM-free baselines ``knn`` and ``probe``.
@@ -110,7 +110,7 @@ def _artifact(store: Store, config: dict[str, Any]) -> dict[str, Any] | None:
     """
     if config.get("strategy") != "finetune":
         return None
-    from .backends.model_store import directory_fingerprint
+    from .backends.model_cache import directory_fingerprint
 
     path = store.directory / "artifacts" / str(config.get("artifact_key")) / Path(config["artifact"]).name
     if not path.is_dir():
@@ -261,7 +261,7 @@ def _check_rebuilt(version: Version, candidate: Any) -> None:
                          "or data that made it changed, so run the task again and create a new version.")
     artifact = version.manifest.get("artifact")
     if artifact:
-        from .backends.model_store import directory_fingerprint
+        from .backends.model_cache import directory_fingerprint
 
         if directory_fingerprint(Path(candidate.config["artifact"])) != artifact["fingerprint"]:
             raise StoreError(f"The artifact of version {version.id} ({artifact['path']}) changed since the version "
@@ -271,15 +271,16 @@ def _check_rebuilt(version: Version, candidate: Any) -> None:
 def load_candidate(version: Version, store: Store, *, backend: Any = None, serving: bool = False) -> tuple[Any, Any]:
     """Rebuild ``version``'s candidate and the backend to pass to its ``predict``; never trains.
 
-    Built like ``run.py`` builds a rung: the recorded task's splits (the data hash must match),
+    Built like a run builds a rung (``ladder/attempt.py``): the recorded task's splits (the data hash must match),
     the store's embedding cache, and the task's model (or ``backend``) behind the call cache.
     ``serving=True``: calls made while preparing still go through the call cache, but answers to
     new inputs afterwards are neither cached nor stored, so traffic stays out of the run store.
     """
+    from .backends import build_backend
     from .backends.cached import CachedBackend
     from .data import load_splits
-    from .ladder import needs_llm
-    from .run import EmbeddingCache, _build_backend
+    from .embeddings import EmbeddingCache
+    from .ladder.catalogue import needs_llm
     from .strategies.base import PrepareContext, get_strategy
     from .task import RungSpec
 
@@ -289,7 +290,7 @@ def load_candidate(version: Version, store: Store, *, backend: Any = None, servi
         raise StoreError(f"The data of task {spec.name} changed since version {version.id} was made (data hash "
                          f"{splits.data_hash}, the version used {version.manifest['data_hash']}).")
     rung = RungSpec(**version.manifest["rung"])
-    cached = _build_backend(spec, store, backend) if needs_llm(rung) else None  # the task's model and options
+    cached = build_backend(spec, store, backend=backend) if needs_llm(rung) else None  # the task's model and options
     inner = cached.inner if cached is not None else None
     embed = EmbeddingCache(store, spec.embedder)
     ctx = PrepareContext(spec=spec, splits=splits, backend=cached, embed=embed, seed=spec.seed,
@@ -299,5 +300,5 @@ def load_candidate(version: Version, store: Store, *, backend: Any = None, servi
     _check_rebuilt(version, candidate)
     if serving:
         embed.freeze()
-    answer_with = (inner if serving else cached) if inner is not None else getattr(candidate, "backend", None)
+    answer_with = (inner if serving else cached) if inner is not None else candidate.own_backend
     return candidate, answer_with

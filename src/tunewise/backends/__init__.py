@@ -18,19 +18,29 @@ in the plugin's ``pyproject.toml``::
 after which ``load_backend("mybackend:some-model")`` calls ``MyBackend("mybackend:some-model")``.
 Entry points are only read for kinds that are not built in (built-ins cannot be shadowed).
 
-Out of scope: caching (``cached.py``) and the interface itself (``base.py``).
+``build_backend(spec, store)`` is what a run, a version and the server use: the task's model (with the
+endpoint settings of its ``backend:`` section) behind the run store's call cache.
+
+Out of scope: the call cache itself (``cached.py``) and the interface (``base.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import metadata
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendError, ModelNotFoundError
 from .base import Backend
 
-__all__ = ["BACKEND_KINDS", "ENTRY_POINT_GROUP", "load_backend"]
+if TYPE_CHECKING:
+    from ..costs import Prices
+    from ..store import Store
+    from ..task import TaskSpec
+    from .cached import CachedBackend
+
+__all__ = ["BACKEND_KINDS", "ENTRY_POINT_GROUP", "load_backend", "build_backend", "backend_options"]
 
 ENTRY_POINT_GROUP = "tunewise.backends"
 
@@ -108,3 +118,30 @@ def load_backend(spec: str, **options: Any) -> Backend:
     if loader is None:
         raise _unknown(spec)
     return loader(spec, **options)
+
+
+def backend_options(spec: "TaskSpec", prices: "Prices | None" = None) -> dict[str, Any]:
+    """Constructor options of an ``openai:`` model: the task's ``backend`` section, paths resolved against the
+    task file, the money cap defaulting to ``constraints.budget_usd`` and prices to the run's table."""
+    if not spec.model.startswith("openai:"):
+        return {}  # a --model override to another kind: the endpoint settings do not apply
+    section = spec.backend
+    options = {k: v for k, v in section.model_dump(exclude_unset=True).items() if v is not None} if section else {}
+    if section is None or "budget_usd" not in section.model_fields_set:  # an explicit null: no cap
+        options["budget_usd"] = spec.constraints.budget_usd
+    if "api_key_file" in options:
+        options["api_key_file"] = spec.resolve(options["api_key_file"])
+    if isinstance(options.get("prices"), Path):
+        options["prices"] = spec.resolve(options["prices"])
+    elif "prices" not in options and prices is not None:
+        options["prices"] = prices
+    return options
+
+
+def build_backend(spec: "TaskSpec", store: "Store", *, backend: Backend | None = None,
+                  prices: "Prices | None" = None) -> "CachedBackend":
+    """The task's model (or ``backend``, already built) behind the run store's call cache."""
+    from .cached import CachedBackend
+
+    inner = backend if backend is not None else load_backend(spec.model, **backend_options(spec, prices))
+    return CachedBackend(inner, store)

@@ -31,7 +31,7 @@ class ClassifierBackend(Backend):
         from peft import PeftModel
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from .model_store import adapter_fingerprint, local_model_path, resolve_model
+        from .model_cache import adapter_fingerprint, local_model_path, resolve_model
 
         super().__init__(name=spec)
         self.can_score = True
@@ -111,7 +111,7 @@ class ClassifierBackend(Backend):
 def _labels_of(adapter: Path) -> list[str]:
     import json
 
-    from .model_store import PROVENANCE_FILE
+    from .model_cache import PROVENANCE_FILE
 
     meta = adapter / PROVENANCE_FILE
     if not meta.is_file():

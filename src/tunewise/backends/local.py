@@ -1,6 +1,6 @@
 """Run a transformers causal LM in-process: chat generation and shared-prompt choice scoring.
 
-``LocalBackend`` serves ``local:<name>`` (embedded models, see ``model_store.EMBEDDED``) and
+``LocalBackend`` serves ``local:<name>`` (embedded models, see ``model_cache.EMBEDDED``) and
 ``hf:<id or directory>``, optionally with a PEFT adapter. Two things make it fast on a CPU:
 
 * **Choice scoring shares the prompt.** All choices' continuations are merged into a token
@@ -20,7 +20,7 @@ assistant's), then are tokenised with ``add_special_tokens=False``. When the pro
 message, ``DEFAULT_SYSTEM`` is added, because some templates (SmolLM2's) otherwise inject a long
 default system turn of their own. Models without a chat template get ``role: content`` lines.
 
-Out of scope: model resolution and weight caching (``model_store.py``), call caching
+Out of scope: model resolution and weight caching (``model_cache.py``), call caching
 (``cached.py``), prompt construction (``strategies/``), sliding-window or hybrid-attention models
 in tree scoring (they fall back to one forward per choice).
 """
@@ -44,7 +44,7 @@ from tunewise.backends.base import (
     Message,
     ScoreRequest,
 )
-from tunewise.backends.model_store import (
+from tunewise.backends.model_cache import (
     ResolvedModel,
     adapter_fingerprint,
     load_pretrained,

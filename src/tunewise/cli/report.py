@@ -1,10 +1,14 @@
-"""``tunewise report RUN``: regenerate the report of a recorded run from its ``results.json`` (no model runs)."""
+"""``tunewise report RUN``: regenerate the report of a recorded run from its ``results.json`` (no model runs).
+
+``results.json`` becomes typed :class:`~tunewise.results.RunResults`, the decision is made once from them
+(:func:`~tunewise.decision.decide`) and handed to the report, which presents it.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +19,9 @@ from ..store import RunRecord, Store
 from ..task import TaskSpec, parse_task
 from ._common import user_errors
 
+if TYPE_CHECKING:
+    from ..results import RunResults
+
 
 def _results_path(record: RunRecord, store: Path) -> Path:
     """The recorded path; a relative one recorded from another directory is found in the store's runs/ folder."""
@@ -24,13 +31,20 @@ def _results_path(record: RunRecord, store: Path) -> Path:
     return in_store if not recorded.exists() and in_store.exists() else recorded
 
 
-def _results(path: Path, record: RunRecord) -> dict[str, Any]:
+def _results(path: Path, record: RunRecord) -> RunResults:
+    from ..results import RunResults
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StoreError(f"{path}: the results file of run {record.id} is gone; run the task again.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StoreError(f"{path}: cannot read the results of run {record.id} ({exc.__class__.__name__}).") from None
+    try:
+        return RunResults.from_json(payload)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"{path}: the results of run {record.id} are not a results.json this version of tunewise "
+                         f"reads ({exc.__class__.__name__}: {exc}).") from None
 
 
 def _spec(record: RunRecord, store: Path) -> TaskSpec | dict[str, Any]:
@@ -56,9 +70,9 @@ def _test_examples(spec: TaskSpec | dict[str, Any], record: RunRecord) -> tuple[
     return splits.test, None
 
 
-def _prices(results: dict[str, Any], path: Path | None) -> Prices:
+def _prices(results: RunResults, path: Path | None) -> Prices:
     """``--prices`` over the defaults; else the table the run recorded (its decision is recomputed as it was)."""
-    recorded = (results.get("environment") or {}).get("prices")
+    recorded = (results.environment or {}).get("prices")
     if path is not None or not recorded:
         return load_prices(path)
     try:
@@ -80,6 +94,7 @@ def report_cmd(run: str, store: Path, prices_path: Path | None, out: Path | None
 
     Everything is recomputed from the stored results.json and task spec; no model is run.
     """
+    from ..decision import decide
     from ..report import render_report  # matplotlib: only when a report is made
 
     with user_errors():
@@ -91,7 +106,9 @@ def report_cmd(run: str, store: Path, prices_path: Path | None, out: Path | None
         results = _results(results_path, record)
         spec = _spec(record, store)
         examples, note = _test_examples(spec, record)
-        paths = render_report(results, spec=spec, test_examples=examples, prices=_prices(results, prices_path),
+        prices = _prices(results, prices_path)
+        decision = decide(results, spec, prices)
+        paths = render_report(results, decision, spec=spec, test_examples=examples, prices=prices,
                               out_dir=out or results_path.parent, data_note=note)
     if note:
         click.echo(f"note: {note}", err=True)

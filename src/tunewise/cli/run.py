@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,22 +24,18 @@ def _quiet_libraries() -> None:
 
 
 def _verdict(outcome: RunOutcome) -> None:
-    """Why the ladder stopped, the decision and its next step (from decision.json, written with the report)."""
-    actions = (outcome.results.ladder or {}).get("actions") or []
-    if actions and actions[-1].get("kind") == "stop":
-        click.echo(f"ladder: {actions[-1].get('reason')}")
-    saved = (outcome.results.ladder or {}).get("early_rejection") or {}
-    if saved.get("rungs"):
-        click.echo(f"early rejection: {', '.join(saved['rungs'])}; saved about {saved.get('saved_calls', 0):,.0f} "
-                   f"model calls, {saved.get('saved_s', 0) / 60:.1f} min")
-    decision_path = outcome.report_path.parent / "decision.json" if outcome.report_path else None
-    if decision_path is None or not decision_path.is_file():
-        return
-    decision = json.loads(decision_path.read_text(encoding="utf-8"))
-    winner = decision.get("winner")
-    click.echo(f"decision: {winner or 'no candidate meets the target and constraints'} ({decision.get('status')})")
-    if decision.get("next_step"):
-        click.echo(f"next step: {decision['next_step']}")
+    """Why the ladder stopped, what early rejection saved, the decision and its next step."""
+    ladder = outcome.results.ladder
+    if ladder.stop is not None:
+        click.echo(f"ladder: {ladder.stop.reason}")
+    saved = ladder.early_rejection
+    if saved is not None and saved.rungs:
+        click.echo(f"early rejection: {', '.join(saved.rungs)}; saved about {saved.saved_calls:,.0f} "
+                   f"model calls, {saved.saved_s / 60:.1f} min")
+    decision = outcome.decision
+    click.echo(f"decision: {decision.winner or 'no candidate meets the target and constraints'} ({decision.status})")
+    if decision.next_step:
+        click.echo(f"next step: {decision.next_step}")
 
 
 @click.command("run")

@@ -7,11 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..run import train_only
 from ..task import load_task
 from ._common import user_errors
 from .progress import ProgressBars
-from .run import _quiet_libraries
 
 
 def _rank() -> int:
@@ -45,6 +43,9 @@ def train_cmd(task: Path, rung: str, store: Path | None, quiet: bool) -> None:
     over gloo (--cpu alone starts a single process). FSDP and DeepSpeed come from an
     `accelerate config` file and the same command. Only rank 0 writes and prints.
     """
+    from ..run import train_only  # the orchestrator: only when a rung is trained, not for --help
+    from .run import _quiet_libraries
+
     main = _rank() == 0
     with user_errors():
         spec = load_task(task)

@@ -5,7 +5,7 @@ generation: exact match under the task's match mode) and secondary ones. Every m
 95% percentile-bootstrap interval over examples; paired comparisons use the per-example
 correctness vector (for extraction: the whole JSON object matching).
 
-Out of scope: running models (``runner.py``), presentation (``report/``).
+Out of scope: running models (``evaluator.py``), presentation (``report/``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 from .records import MetricValue
 
@@ -120,6 +119,8 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict[
     b01, b10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
     if b01 + b10 == 0:
         return {"b01": 0, "b10": 0, "p_value": 1.0}
+    from scipy import stats as _scipy_stats  # ~0.5 s to import: only where a p-value is computed
+
     p = _scipy_stats.binomtest(b10, b01 + b10, 0.5, alternative="two-sided").pvalue
     return {"b01": b01, "b10": b10, "p_value": float(min(1.0, p))}
 
@@ -244,5 +245,7 @@ def mde_proportion(
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     q = 2 * p * (1 - p) if discordance is None else discordance
+    from scipy import stats as _scipy_stats
+
     z = _scipy_stats.norm.ppf(1 - alpha / 2) + _scipy_stats.norm.ppf(power)
     return float(z * math.sqrt(q / n))

@@ -1,4 +1,4 @@
-"""Monitoring a deployed candidate: drift and degradation checks over the request log (issue 5).
+"""Monitoring a deployed candidate: drift and degradation checks over the request log.
 
 ``drift.py`` holds the pure statistical checks and ``arms.py`` the A/B comparisons; ``traffic.py``
 reads the request log; ``monitor.py`` puts traffic and reference data through the checks;

@@ -38,6 +38,8 @@ import numpy as np
 from scipy import sparse
 from scipy import stats as _scipy_stats
 
+from ..formats import pct
+
 __all__ = [
     "Check", "Verdict", "words",
     "input_drift", "length_shift", "oov_shift", "vocabulary_shift", "prediction_shift", "confidence_drop",
@@ -127,7 +129,7 @@ def _p(p: float) -> str:
 
 
 def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+    return pct(x, unit="%")
 
 
 def _skipped(name: str, title: str, test: str, reason: str, *, alpha: float, n_reference: int,

@@ -335,7 +335,9 @@ def monitor(spec: TaskSpec, *, since: str | None = "7d", last: int | None = None
     if embed is not None:
         checks, arms, version = run_checks(traffic, reference, embed=embed, kind=spec.kind, config=config)
     else:
-        from ..run import EmbeddingCache  # the store's cache: the run has usually embedded the test split already
+        from ..embeddings import (
+            EmbeddingCache,  # the store's cache: the run has usually embedded the test split already
+        )
 
         with Store(spec.store_dir) as store:
             checks, arms, version = run_checks(traffic, reference, embed=EmbeddingCache(store, spec.embedder),

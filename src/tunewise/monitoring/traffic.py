@@ -1,12 +1,7 @@
 """Reading the serving request log into :class:`Traffic`: a time window of answered requests with feedback.
 
-``tunewise serve`` writes ``<store>/serve/requests.sqlite`` with two tables::
-
-    requests(id TEXT PRIMARY KEY, ts REAL NOT NULL, alias TEXT, version TEXT NOT NULL,
-             arm TEXT NOT NULL /* 'a' | 'b' | 'shadow' */, user TEXT, input TEXT NOT NULL, output TEXT,
-             confidence REAL, latency_s REAL, prompt_tokens INTEGER, completion_tokens INTEGER,
-             status INTEGER NOT NULL, error TEXT)
-    feedback(response_id TEXT NOT NULL, ts REAL NOT NULL, label TEXT, score REAL)
+``tunewise serve`` writes ``<store>/serve/requests.sqlite``: the tables ``requests`` (one row per
+answer) and ``feedback``, defined once, by their writer, in :data:`tunewise.serving.requestlog.SCHEMA`.
 
 Only answered requests (status 200) count. Rows of arm ``shadow`` were answered by a candidate
 but not returned to the user: they are kept apart, for comparing arms on the same inputs. A
@@ -25,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TunewiseError
+from ..serving.requestlog import REQUEST_LOG
 
 __all__ = ["MonitorError", "Request", "Traffic", "REQUEST_LOG", "parse_duration", "read_traffic"]
 
-#: where the request log lives, relative to the store directory
-REQUEST_LOG = Path("serve") / "requests.sqlite"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_COLUMNS = "id, ts, version, arm, user, input, output, confidence, latency_s"
+_COLUMNS = "id, ts, version, arm, user, input, output, confidence, latency_s"  # of serving.requestlog.LoggedRequest
 
 
 class MonitorError(TunewiseError):

@@ -1,11 +1,14 @@
 """The report: ``report.html`` (self-contained, with plots), ``report.md``, ``decision.json`` and
-``edge_cases.md``, rendered from a ``results.json`` payload without running any model.
+``edge_cases.md``, rendered from a run's results and its decision without running any model.
 
-:func:`render_report` computes the decision (:func:`tunewise.decision.decide`), the figures
-(``plots.py``), the edge cases (``edge_cases.py``) and both documents, all pure, then writes the
-four files. Only the final writes touch the disk.
+:func:`render_report` takes the typed :class:`~tunewise.results.RunResults` and the
+:class:`~tunewise.decision.Decision` made from them, computes the figures (``plots.py``), the edge
+cases (``edge_cases.py``) and both documents, all pure, then writes the four files. Only the final
+writes touch the disk; ``decision.json`` is the only dict, made at that JSON boundary.
 
-Out of scope: running rungs, printing (the CLI's ``tunewise report``) and opening a browser.
+Out of scope: deciding (the caller runs :func:`tunewise.decision.decide` once and hands the result
+over; the report presents it), running rungs, printing (the CLI's ``tunewise report``) and opening a
+browser.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..costs import DEFAULT_PRICES, PRICES_AS_OF, Prices
-from ..decision import Decision, decide
-from ..results import write_json
+from ..decision import Decision
+from ..results import RunResults, write_json
 from ..task import TaskSpec
 from .edge_cases import best_rung, edge_cases_markdown
 from .html import Figures, render_html
@@ -44,9 +47,9 @@ def _target(decision: Decision, spec: TaskSpec | Mapping[str, Any]) -> float | N
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def build_figures(results: Mapping[str, Any], decision: Decision, *, target: float | None) -> Figures:
+def build_figures(results: RunResults, decision: Decision, *, target: float | None) -> Figures:
     best = best_rung(decision)
-    rungs = {r.get("name"): r for r in results.get("rungs") or []}
+    rungs = {r.name: r for r in results.rungs}
     return Figures(
         pareto=pareto_svg(decision, target=target),
         curves=curves_svg(results),
@@ -55,26 +58,28 @@ def build_figures(results: Mapping[str, Any], decision: Decision, *, target: flo
     )
 
 
-def decision_payload(results: Mapping[str, Any], decision: Decision, prices: Prices) -> dict[str, Any]:
+def decision_payload(results: RunResults, decision: Decision, prices: Prices) -> dict[str, Any]:
     """``Decision.to_json()`` plus what it was computed from (run, task, data hash, price table)."""
-    task = results.get("task") or {}
+    task = results.task or {}
     return {**decision.to_json(), "context": {
-        "run_id": results.get("run_id"), "created_at": results.get("created_at"),
+        "run_id": results.run_id, "created_at": results.created_at,
         "task": {k: task.get(k) for k in ("name", "kind", "model", "target", "constraints")},
-        "data_hash": (results.get("data") or {}).get("hash"), "seed": results.get("seed"),
+        "data_hash": (results.data or {}).get("hash"), "seed": results.seed,
         "prices": {"as_of": PRICES_AS_OF, "device_source": prices.device_source,
                    "device_hour_usd": dict(prices.device_hour)}}}
 
 
-def render_report(results: dict[str, Any], *, spec: TaskSpec | Mapping[str, Any], test_examples: Sequence[Any] | None,
-                  prices: Prices | None = None, out_dir: Path | str, data_note: str | None = None) -> ReportPaths:
+def render_report(results: RunResults, decision: Decision, *, spec: TaskSpec | Mapping[str, Any],
+                  test_examples: Sequence[Any] | None, prices: Prices | None = None, out_dir: Path | str,
+                  data_note: str | None = None) -> ReportPaths:
     """Write ``report.html``, ``report.md``, ``decision.json`` and ``edge_cases.md`` into ``out_dir``.
 
+    ``decision`` is :func:`~tunewise.decision.decide` of these results, made by the caller with the same
+    ``prices`` (the default table when None), which ``decision.json`` and the reproducibility record name.
     ``test_examples`` (the test split's :class:`~tunewise.data.Example` objects) lets the edge cases
     quote inputs and score flips; None renders without them and says so (``data_note`` says why).
     """
     prices = prices or DEFAULT_PRICES
-    decision = decide(results, spec, prices)
     edge = edge_cases_markdown(results, test_examples, decision, data_note=data_note)
     repro = reproducibility(results, spec, prices)
     figures = build_figures(results, decision, target=_target(decision, spec))

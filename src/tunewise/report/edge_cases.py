@@ -1,6 +1,7 @@
 """The edge-case document: where the best candidate fails, and where prompting and tuning disagree.
 
-Four sections, in Markdown, all from ``results.json``, the test examples and the decision:
+Four sections, in Markdown, all from the run's typed results (:class:`~tunewise.results.RunResults`), the
+test examples and the decision:
 
 1. the worst labels of the best rung (the winner, else the best quality) and its most confused
    pairs, each with one quoted input;
@@ -8,7 +9,7 @@ Four sections, in Markdown, all from ``results.json``, the test examples and the
    right -> tuned wrong, and wrong -> right), counted by gold label and by input length, with
    quoted examples;
 3. instability of prompt rungs: the variants a rung with ``stability: n`` scored (re-drawn and
-   re-ordered demonstrations on one test subset, measured by ``run.py``), and rungs whose
+   re-ordered demonstrations on one test subset, measured by ``ladder/attempt.py``), and rungs whose
    configurations differ only in their seed, with the spread of their scores and quoted inputs
    on which the variants disagree.
 
@@ -30,6 +31,8 @@ import numpy as np
 
 from ..decision import Decision, Option
 from ..evaluation.scoring import per_example_correct
+from ..formats import pct
+from ..results import RungResult, RunResults
 from .markup import md_escape
 
 __all__ = ["edge_cases_markdown", "best_rung", "length_bucket", "LENGTH_BUCKETS", "repeated_prompt_groups"]
@@ -48,10 +51,6 @@ _REPEAT_KEYS = frozenset({"seed", "order_seed", "stability", "demonstrations", "
 def length_bucket(text: str) -> str:
     words = len(text.split())
     return next(label for label, low, high in LENGTH_BUCKETS if low <= words <= high)
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
 
 
 def _shown(output: Any) -> str:
@@ -84,8 +83,8 @@ class _Data:
 # ---------------------------------------------------------------- 1. worst labels and confusions
 
 
-def _worst_labels(rung: Mapping[str, Any]) -> list[str]:
-    per_label = rung.get("per_label") or {}
+def _worst_labels(rung: RungResult) -> list[str]:
+    per_label = rung.per_label or {}
     rows = sorted(((name, s) for name, s in per_label.items() if (s.get("support") or 0) > 0),
                   key=lambda x: (x[1].get("f1") or 0.0, -(x[1].get("support") or 0), x[0]))
     if not rows:
@@ -93,25 +92,25 @@ def _worst_labels(rung: Mapping[str, Any]) -> list[str]:
     lines = [f"Lowest F1 of {len(rows)} labels with test examples:", "",
              "| label | F1 % | precision % | recall % | test examples |", "|---|---|---|---|---|"]
     for name, s in rows[:8]:
-        lines.append(f"| {md_escape(name)} | {_pct(s.get('f1'))} | {_pct(s.get('precision'))} "
-                     f"| {_pct(s.get('recall'))} | {s.get('support')} |")
+        lines.append(f"| {md_escape(name)} | {pct(s.get('f1'))} | {pct(s.get('precision'))} "
+                     f"| {pct(s.get('recall'))} | {s.get('support')} |")
     return lines + [""]
 
 
-def _confusions(rung: Mapping[str, Any], data: _Data) -> list[str]:
-    pairs = (rung.get("confusions") or [])[:8]
+def _confusions(rung: RungResult, data: _Data) -> list[str]:
+    pairs = (rung.confusions or [])[:8]
     if not pairs:
         return ["No confusions recorded for this rung.", ""]
-    counts = {(c["gold"], c["predicted"]): c["count"] for c in rung.get("confusions") or []}
-    preds = rung.get("predictions") or []
+    counts = {(c["gold"], c["predicted"]): c["count"] for c in rung.confusions or []}
+    preds = rung.predictions
     lines = ["Most frequent confusions (gold -> predicted), with one test input each:", ""]
     for c in pairs:
         back = counts.get((c["predicted"], c["gold"]))
         line = (f"- **{md_escape(c['gold'])}** -> **{md_escape(c['predicted'])}**: {c['count']}"
                 + (f" (and {back} the other way)" if back else ""))
-        example = next((data.examples[p["example_id"]] for p in preds if p.get("output") == c["predicted"]
-                        and p["example_id"] in data.examples
-                        and data.examples[p["example_id"]].target == c["gold"]), None)
+        example = next((data.examples[p.example_id] for p in preds if p.output == c["predicted"]
+                        and p.example_id in data.examples
+                        and data.examples[p.example_id].target == c["gold"]), None)
         lines.append(line + (f": {_quote(example.text)}" if example is not None else ""))
     return lines + [""]
 
@@ -128,9 +127,9 @@ class _Flip:
     other_right: bool
 
 
-def _paired(prompt: Mapping[str, Any], other: Mapping[str, Any], data: _Data) -> list[_Flip]:
-    a = {p["example_id"]: p.get("output") for p in prompt.get("predictions") or []}
-    b = {p["example_id"]: p.get("output") for p in other.get("predictions") or []}
+def _paired(prompt: RungResult, other: RungResult, data: _Data) -> list[_Flip]:
+    a = {p.example_id: p.output for p in prompt.predictions}
+    b = {p.example_id: p.output for p in other.predictions}
     ids = [i for i in data.examples if i in a and i in b]  # test order
     if not ids:
         return []
@@ -173,7 +172,7 @@ def _flip_quotes(pairs: list[_Flip], prompt_right: bool, names: tuple[str, str])
     return lines + [""]
 
 
-def _flips(rungs: Mapping[str, Mapping[str, Any]], decision: Decision, data: _Data) -> list[str]:
+def _flips(rungs: Mapping[str, RungResult], decision: Decision, data: _Data) -> list[str]:
     lines = ["## Prompting vs tuning: where they disagree", ""]
     prompt, other = best_rung(decision, kind="prompt"), best_rung(decision, kind="tuned")
     if prompt is not None and other is None:
@@ -186,9 +185,8 @@ def _flips(rungs: Mapping[str, Mapping[str, Any]], decision: Decision, data: _Da
     names = (md_escape(prompt.name), md_escape(other.name))
     a, b = rungs[prompt.name], rungs[other.name]
     if not data.examples:
-        outs = {p["example_id"]: p.get("output") for p in b.get("predictions") or []}
-        differ = sum(1 for p in a.get("predictions") or [] if p["example_id"] in outs
-                     and p.get("output") != outs[p["example_id"]])
+        outs = {p.example_id: p.output for p in b.predictions}
+        differ = sum(1 for p in a.predictions if p.example_id in outs and p.output != outs[p.example_id])
         return lines + [f"{names[0]} and {names[1]} give different answers on {differ} test examples; without the "
                         "test inputs and their gold answers they cannot be scored as right or wrong.", ""]
     pairs = _paired(a, b, data)
@@ -196,8 +194,8 @@ def _flips(rungs: Mapping[str, Mapping[str, Any]], decision: Decision, data: _Da
         return lines + ["The predictions do not match the loaded test examples (no shared example ids).", ""]
     c = Counter((f.prompt_right, f.other_right) for f in pairs)
     role = "tuned rung" if other.kind == "tuned" else "rung without an LLM"
-    lines += [f"Best prompt rung **{names[0]}** (P, {_pct(prompt.quality)}% {prompt.metric}) against best {role} "
-              f"**{names[1]}** (T, {_pct(other.quality)}%), on the same {len(pairs)} test examples: both right "
+    lines += [f"Best prompt rung **{names[0]}** (P, {pct(prompt.quality)}% {prompt.metric}) against best {role} "
+              f"**{names[1]}** (T, {pct(other.quality)}%), on the same {len(pairs)} test examples: both right "
               f"{c[(True, True)]}, P right -> T wrong {c[(True, False)]}, P wrong -> T right {c[(False, True)]}, "
               f"both wrong {c[(False, False)]}.", ""]
     if data.kind == "classification":
@@ -212,40 +210,39 @@ def _flips(rungs: Mapping[str, Mapping[str, Any]], decision: Decision, data: _Da
 # ---------------------------------------------------------------- 3. prompt instability
 
 
-def repeated_prompt_groups(rungs: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+def repeated_prompt_groups(rungs: Sequence[RungResult]) -> list[list[RungResult]]:
     """Finished prompt rungs whose configurations differ only in seed / demonstrations, two or more per group."""
-    groups: dict[str, list[Mapping[str, Any]]] = {}
+    groups: dict[str, list[RungResult]] = {}
     for r in rungs:
-        config = r.get("config") or {}
-        if r.get("status") != "finished" or r.get("strategy") != "prompt":
+        config = r.config or {}
+        if r.status != "finished" or r.strategy != "prompt":
             continue
         key = json.dumps({k: v for k, v in config.items() if k not in _REPEAT_KEYS}, sort_keys=True, default=str)
         groups.setdefault(key, []).append(r)
     distinct = [g for g in groups.values() if len(g) >= 2 and len({
-        json.dumps([(r.get("config") or {}).get("seed"), (r.get("config") or {}).get("demonstrations")],
+        json.dumps([(r.config or {}).get("seed"), (r.config or {}).get("demonstrations")],
                    sort_keys=True, default=str) for r in g}) >= 2]
     return distinct
 
 
-def _same_answers(group: Sequence[Mapping[str, Any]]) -> float | None:
-    maps = [{p["example_id"]: json.dumps(p.get("output"), sort_keys=True) for p in r.get("predictions") or []}
-            for r in group]
+def _same_answers(group: Sequence[RungResult]) -> float | None:
+    maps = [{p.example_id: json.dumps(p.output, sort_keys=True) for p in r.predictions} for r in group]
     ids = set.intersection(*(set(m) for m in maps)) if maps else set()
     if not ids:
         return None
     return sum(len({m[i] for m in maps}) == 1 for i in ids) / len(ids)
 
 
-def _measured_stability(rungs: Sequence[Mapping[str, Any]], data: _Data) -> list[str]:
+def _measured_stability(rungs: Sequence[RungResult], data: _Data) -> list[str]:
     """Rungs that measured their own stability (``stability: n``): re-drawn and re-ordered demonstrations."""
-    measured = [r for r in rungs if (r.get("extras") or {}).get("stability")]
+    measured = [r for r in rungs if (r.extras or {}).get("stability")]
     if not measured:
         return []
     lines = ["| rung | status | subset | as scored % | re-drawn % | re-ordered % | spread, points | SD, points "
              "| 95% CI half-width on the subset, points | same answer on |", "|---|---|---|---|---|---|---|---|---|---|"]
     quotes: list[str] = []
     for r in measured:
-        st = r["extras"]["stability"]
+        st = r.extras["stability"]
         rows = st.get("variants") or []
         n = int(st.get("subset") or 0)
         base = next((v for v in rows if v.get("variant") == "as scored"), None)
@@ -254,8 +251,8 @@ def _measured_stability(rungs: Sequence[Mapping[str, Any]], data: _Data) -> list
         mean = float(np.mean([v["value"] for v in rows])) if rows else 0.0
         half = 1.96 * (mean * (1 - mean) / n) ** 0.5 if n else 0.0
         lines.append(
-            f"| {md_escape(r.get('name'))} | {md_escape(r.get('status'))} | {n} | {_pct(base and base['value'])} "
-            f"| {', '.join(_pct(v['value']) for v in drawn) or '–'} | {', '.join(_pct(v['value']) for v in ordered) or '–'} "
+            f"| {md_escape(r.name)} | {md_escape(r.status)} | {n} | {pct(base and base['value'])} "
+            f"| {', '.join(pct(v['value']) for v in drawn) or '–'} | {', '.join(pct(v['value']) for v in ordered) or '–'} "
             f"| {100 * float(st.get('spread') or 0):.1f} | {100 * float(st.get('sd') or 0):.1f} | {100 * half:.1f} "
             f"| {100 * float(st.get('same_answer') or 0):.0f}% of examples |")
         ids = st.get("example_ids") or []
@@ -269,7 +266,7 @@ def _measured_stability(rungs: Sequence[Mapping[str, Any]], data: _Data) -> list
             said = "; ".join(f"{md_escape(v['variant'])} (seed {v.get('seed')}"
                              f"{'' if v.get('order_seed') is None else ', order ' + str(v['order_seed'])}): "
                              f"{_shown(a)}" for v, a in zip(rows, answers))
-            quotes.append(f"- {md_escape(r.get('name'))}: {_quote(example.text)}, gold {_shown(example.target)} -> "
+            quotes.append(f"- {md_escape(r.name)}: {_quote(example.text)}, gold {_shown(example.target)} -> "
                           f"{said}")
             shown += 1
             if shown >= 3:
@@ -282,7 +279,7 @@ def _measured_stability(rungs: Sequence[Mapping[str, Any]], data: _Data) -> list
     return lines + [""]
 
 
-def _instability(rungs: Sequence[Mapping[str, Any]], metric: str, data: _Data) -> list[str]:
+def _instability(rungs: Sequence[RungResult], metric: str, data: _Data) -> list[str]:
     lines = ["## Prompt instability (demonstration order and seed)", ""]
     measured = _measured_stability(rungs, data)
     groups = repeated_prompt_groups(rungs)
@@ -297,17 +294,17 @@ def _instability(rungs: Sequence[Mapping[str, Any]], metric: str, data: _Data) -
     lines += [f"| rungs | k / selection / mode | seeds | {metric} % (min-max) | spread, points | SD, points "
               "| widest 95% CI half-width, points | same answer on |", "|---|---|---|---|---|---|---|---|"]
     for g in groups:
-        cfg = g[0].get("config") or {}
-        vals = [((r.get("metrics") or {}).get(metric) or {}) for r in g]
-        vs = [v["value"] for v in vals if v.get("value") is not None]
+        cfg = g[0].config or {}
+        vals = [(r.metrics or {}).get(metric) for r in g]
+        vs = [v.value for v in vals if v is not None and v.value is not None]
         if len(vs) < 2:
             continue
-        half = max(((v.get("high") or 0) - (v.get("low") or 0)) / 2 for v in vals)
+        half = max(((v.high or 0) - (v.low or 0)) / 2 if v is not None else 0.0 for v in vals)
         same = _same_answers(g)
-        lines.append(f"| {', '.join(md_escape(r['name']) for r in g)} | {cfg.get('k')} / "
+        lines.append(f"| {', '.join(md_escape(r.name) for r in g)} | {cfg.get('k')} / "
                      f"{md_escape(cfg.get('selection'))} / {md_escape(cfg.get('mode'))} "
-                     f"| {', '.join(str((r.get('config') or {}).get('seed')) for r in g)} "
-                     f"| {_pct(min(vs))}-{_pct(max(vs))} | {100 * (max(vs) - min(vs)):.1f} "
+                     f"| {', '.join(str((r.config or {}).get('seed')) for r in g)} "
+                     f"| {pct(min(vs))}-{pct(max(vs))} | {100 * (max(vs) - min(vs)):.1f} "
                      f"| {100 * statistics.stdev(vs):.1f} | {100 * half:.1f} "
                      f"| {'–' if same is None else f'{100 * same:.0f}% of examples'} |")
     return lines + ["", "A spread comparable to the CI half-width means the ranking of prompt variants within that "
@@ -317,8 +314,8 @@ def _instability(rungs: Sequence[Mapping[str, Any]], metric: str, data: _Data) -
 # ---------------------------------------------------------------- the document
 
 
-def _data(results: Mapping[str, Any], test_examples: Sequence[Any] | None, note: str | None) -> _Data:
-    task = results.get("task") or {}
+def _data(results: RunResults, test_examples: Sequence[Any] | None, note: str | None) -> _Data:
+    task = results.task or {}
     match = ((task.get("generation") or {}).get("match")) or "normalized"
     examples = {e.id: e for e in test_examples or ()}
     if test_examples is None and note is None:
@@ -327,13 +324,13 @@ def _data(results: Mapping[str, Any], test_examples: Sequence[Any] | None, note:
                  examples, note)
 
 
-def edge_cases_markdown(results: Mapping[str, Any], test_examples: Sequence[Any] | None, decision: Decision, *,
+def edge_cases_markdown(results: RunResults, test_examples: Sequence[Any] | None, decision: Decision, *,
                         data_note: str | None = None) -> str:
-    """The edge-case document (Markdown) for a ``results.json`` payload; ``test_examples`` None: no quotes."""
+    """The edge-case document (Markdown) for a run's results and its decision; ``test_examples`` None: no quotes."""
     data = _data(results, test_examples, data_note)
-    rungs = {r.get("name"): r for r in results.get("rungs") or []}
+    rungs = {r.name: r for r in results.rungs}
     best = best_rung(decision)
-    task = (results.get("task") or {}).get("name") or "task"
+    task = (results.task or {}).get("name") or "task"
     lines = [f"# Edge cases: {md_escape(task)}", ""]
     if data.note:
         lines += [f"> {md_escape(data.note)}", ""]
@@ -341,8 +338,8 @@ def edge_cases_markdown(results: Mapping[str, Any], test_examples: Sequence[Any]
         return "\n".join(lines + ["No rung finished, so there are no edge cases to show.", ""])
     why = "the winner" if best.name == decision.winner else "the best quality; no winner was chosen"
     lines += [f"## Where {md_escape(best.name)} fails", "",
-              f"{md_escape(best.name)} is {why}: {best.metric} {_pct(best.quality)}% "
-              f"[{_pct(best.low)}, {_pct(best.high)}] on {best.n} test examples.", ""]
+              f"{md_escape(best.name)} is {why}: {best.metric} {pct(best.quality)}% "
+              f"[{pct(best.low)}, {pct(best.high)}] on {best.n} test examples.", ""]
     lines += _worst_labels(rungs[best.name]) + _confusions(rungs[best.name], data)
     lines += _flips(rungs, decision, data)
     lines += _instability(list(rungs.values()), best.metric, data)

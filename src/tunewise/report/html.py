@@ -12,12 +12,12 @@ Pure: strings in, a string out. Out of scope: computing anything (``decision.py`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
-from typing import Any
 
 from ..decision import Decision
+from ..formats import pct
+from ..results import RunResults
 from .edge_cases import best_rung
 from .markup import markdown_to_html, shift_headings
 from .sections import (
@@ -28,7 +28,6 @@ from .sections import (
     ms,
     option_rows,
     other_rungs,
-    pct,
     status_tone,
     usd,
 )
@@ -152,7 +151,7 @@ def _target_cell(text: str) -> str:
     return f'<span class="{cls}">{escape(text)}</span>' if cls else escape(text)
 
 
-def _options(results: Mapping[str, Any], decision: Decision) -> str:
+def _options(results: RunResults, decision: Decision) -> str:
     rows = []
     for r in option_rows(decision):
         tags = ('<span class="tag win">winner</span>' if r.winner else "") + (
@@ -191,7 +190,7 @@ def _figure_section(anchor: str, title: str, svg: str | None, caption: str, empt
     return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}{cap}</section>'
 
 
-def _curves(results: Mapping[str, Any], svg: str | None) -> str:
+def _curves(results: RunResults, svg: str | None) -> str:
     texts = curve_texts(results)
     if not texts and not svg:
         return _figure_section("curves", "Learning curves", None, "", "No learning curve in this run; add the "
@@ -204,8 +203,8 @@ def _curves(results: Mapping[str, Any], svg: str | None) -> str:
     return f'<section id="curves"><h2>Learning curves</h2>{svg or ""}{cap if svg else ""}{parts}</section>'
 
 
-def _ladder(results: Mapping[str, Any]) -> str:
-    text = ladder_text(results.get("ladder"))
+def _ladder(results: RunResults) -> str:
+    text = ladder_text(results.ladder)
     if text is None:
         return ('<section id="ladder"><h2>How the ladder was climbed</h2><p class="note">The rungs were named, so '
                 "they ran as a fixed list without the ladder policy.</p></section>")
@@ -216,7 +215,7 @@ def _ladder(results: Mapping[str, Any]) -> str:
             f"<ol>{steps}</ol>{saved}</section>")
 
 
-def _data(results: Mapping[str, Any]) -> str:
+def _data(results: RunResults) -> str:
     items = "".join(f"<li>{escape(line)}</li>" for line in data_lines(results))
     return f'<section id="data"><h2>Data checks</h2><ul>{items}</ul></section>'
 
@@ -231,13 +230,13 @@ _TOC = (("options", "Options"), ("ladder", "Ladder"), ("pareto", "Cost vs qualit
         ("reproducibility", "Reproducibility"))
 
 
-def render_html(results: Mapping[str, Any], decision: Decision, *, figures: Figures, edge_cases_md: str,
+def render_html(results: RunResults, decision: Decision, *, figures: Figures, edge_cases_md: str,
                 repro: list[tuple[str, str]]) -> str:
     """The whole page (see the module docstring)."""
-    task = results.get("task") or {}
+    task = results.task or {}
     name = str(task.get("name") or "task")
-    run_id = str(results.get("run_id") or "")
-    n = decision.options[0].n if decision.options else (results.get("data") or {}).get("sizes", {}).get("test")
+    run_id = str(results.run_id or "")
+    n = decision.options[0].n if decision.options else (results.data or {}).get("sizes", {}).get("test")
     unpriced = [o.name for o in decision.options if o.per_1k_usd is None]
     best = best_rung(decision)
     body = [
@@ -245,7 +244,7 @@ def render_html(results: Mapping[str, Any], decision: Decision, *, figures: Figu
         f"<h1>{escape(name)}: prompt-engineer or fine-tune?</h1>"
         f'<p class="sub">run <code>{escape(run_id)}</code> · {escape(str(task.get("kind") or ""))} · model '
         f'<code>{escape(str(task.get("model") or ""))}</code> · {escape(str(n))} test examples · '
-        f'{escape(str(results.get("created_at") or ""))}</p></header>',
+        f'{escape(str(results.created_at or ""))}</p></header>',
         _verdict(decision),
         '<nav class="toc" aria-label="Sections">' + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in _TOC)
         + "</nav>",

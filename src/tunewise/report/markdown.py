@@ -6,10 +6,8 @@ request or a notebook. Pure. Data text goes through :func:`~tunewise.report.mark
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from ..decision import Decision
+from ..results import RunResults
 from .markup import md_escape, shift_headings
 from .sections import curve_texts, data_lines, ladder_text, latency_notes, option_rows, other_rungs
 
@@ -24,7 +22,7 @@ def _verdict(decision: Decision) -> list[str]:
             *[f"- {md_escape(r)}" for r in decision.reasons], ""]
 
 
-def _options(results: Mapping[str, Any], decision: Decision) -> list[str]:
+def _options(results: RunResults, decision: Decision) -> list[str]:
     metric = decision.options[0].metric if decision.options else "quality"
     lines = ["## Options, ranked", "",
              f"| # | rung | kind | {metric} % [95% CI] | cost / 1k requests | latency ms p50 / p95 | one-off "
@@ -40,7 +38,7 @@ def _options(results: Mapping[str, Any], decision: Decision) -> list[str]:
     return lines + [""]
 
 
-def _forecasts(results: Mapping[str, Any]) -> list[str]:
+def _forecasts(results: RunResults) -> list[str]:
     texts = curve_texts(results)
     if not texts:
         return ["## Learning-curve forecasts", "", "No learning curve in this run.", ""]
@@ -50,8 +48,8 @@ def _forecasts(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _ladder(results: Mapping[str, Any]) -> list[str]:
-    text = ladder_text(results.get("ladder"))
+def _ladder(results: RunResults) -> list[str]:
+    text = ladder_text(results.ladder)
     if text is None:
         return []
     lines = ["## How the ladder was climbed", "", md_escape(text.budget), ""]
@@ -60,11 +58,11 @@ def _ladder(results: Mapping[str, Any]) -> list[str]:
     return lines + ([""] + [md_escape(text.saved)] if text.saved else []) + [""]
 
 
-def report_markdown(results: Mapping[str, Any], decision: Decision, *, edge_cases_md: str,
+def report_markdown(results: RunResults, decision: Decision, *, edge_cases_md: str,
                     repro: list[tuple[str, str]]) -> str:
-    task = results.get("task") or {}
-    lines = [f"# tunewise report: {md_escape(task.get('name') or 'task')} (run `{results.get('run_id')}`)", "",
-             f"Kind {task.get('kind')}, model `{task.get('model')}`, created {results.get('created_at')}.", "",
+    task = results.task or {}
+    lines = [f"# tunewise report: {md_escape(task.get('name') or 'task')} (run `{results.run_id}`)", "",
+             f"Kind {task.get('kind')}, model `{task.get('model')}`, created {results.created_at}.", "",
              *_verdict(decision), *_options(results, decision), *_ladder(results), *_forecasts(results),
              "## Data checks", "", *[f"- {md_escape(line)}" for line in data_lines(results)], "",
              shift_headings(edge_cases_md, 1), "",

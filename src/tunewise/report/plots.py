@@ -32,7 +32,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
-from ..decision import Decision
+from ..decision import Decision, rung_kind
+from ..results import RungResult, RunResults
 from ..training.curves import CurvePoint, fit_learning_curve
 
 __all__ = ["pareto_svg", "curves_svg", "per_label_svg", "latency_svg", "KIND_COLORS", "KIND_NAMES"]
@@ -80,11 +81,6 @@ def _svg(fig: Figure, name: str, title: str) -> str:
 def _figure(width: float, height: float) -> Figure:
     with matplotlib.rc_context(_STYLE):
         return Figure(figsize=(width, height), dpi=100)
-
-
-def _styled(fig: Figure) -> Any:
-    with matplotlib.rc_context(_STYLE):
-        return fig.add_subplot()
 
 
 # ---------------------------------------------------------------- Pareto
@@ -191,11 +187,11 @@ def _curve_points(curve: Mapping[str, Any]) -> list[CurvePoint]:
     return sorted(out, key=lambda p: p.n)
 
 
-def curve_rungs(results: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+def curve_rungs(results: RunResults) -> list[tuple[RungResult, Mapping[str, Any]]]:
     """(rung, curve) for every finished rung with a stored learning curve that has points."""
     out = []
-    for r in results.get("rungs") or []:
-        curve = (r.get("extras") or {}).get("curve") if r.get("status") == "finished" else None
+    for r in results.rungs:
+        curve = (r.extras or {}).get("curve") if r.status == "finished" else None
         if curve and _curve_points(curve):
             out.append((r, curve))
     return out
@@ -206,19 +202,19 @@ def _two_digits(n: float) -> str:
     return f"{round(n, 1 - int(math.floor(math.log10(n)))):,.0f}" if n >= 100 else f"{n:,.0f}"
 
 
-def _x_max(curves: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> float:
+def _x_max(curves: Sequence[tuple[RungResult, Mapping[str, Any]]]) -> float:
     largest = max(p.n for _, c in curves for p in _curve_points(c))
     needed = [f.get("n_high") or f.get("n_needed") for _, c in curves
               if (f := c.get("forecast") or {}).get("status") == "forecast" and f.get("n_needed")]
     return min(max([largest * 3.0] + [1.3 * float(n) for n in needed if n]), largest * 100.0)
 
 
-def curves_svg(results: Mapping[str, Any], *, seed: int | None = None) -> str | None:
+def curves_svg(results: RunResults, *, seed: int | None = None) -> str | None:
     """Every curve rung's measured points, fitted curve, 95% band and forecast on one chart."""
     curves = curve_rungs(results)
     if not curves:
         return None
-    seed = int(results.get("seed") or 0) if seed is None else seed
+    seed = int(results.seed or 0) if seed is None else seed
     xmax = _x_max(curves)
     palette = {"finetune": KIND_COLORS["tuned"], "probe": KIND_COLORS["no_llm"]}
     extra = iter(["#7c3aed", "#db2777", "#4b5563", "#0891b2"])
@@ -238,7 +234,7 @@ def curves_svg(results: Mapping[str, Any], *, seed: int | None = None) -> str | 
                    [max(0.0, 100 * (p.high if p.high is not None else p.value) - v) for v, p in zip(vals, pts)]]
             what = "LoRA fine-tuning" if of == "finetune" else "embedding probe" if of == "probe" else of
             ax.errorbar(ns, vals, yerr=err, fmt="o", ms=5, capsize=3, color=color, zorder=3,
-                        label=f"{_text(rung['name'])} ({what}), measured")
+                        label=f"{_text(rung.name)} ({what}), measured")
             stored = int((curve.get("fit") or {}).get("n_boot") or _N_BOOT)
             try:  # same points, seed and bootstrap size as the stored fit: the same curve and band
                 fit = fit_learning_curve(pts, seed=seed, n_boot=min(stored, _N_BOOT))
@@ -247,7 +243,7 @@ def curves_svg(results: Mapping[str, Any], *, seed: int | None = None) -> str | 
             grid = np.geomspace(ns.min(), xmax, 160)
             low, high = fit.band(grid)
             ax.plot(grid, 100 * fit.predict(grid), color=color, lw=1.5, zorder=2,
-                    label=f"{_text(rung['name'])}: fit, 95% band")
+                    label=f"{_text(rung.name)}: fit, 95% band")
             if np.all(np.isfinite(low)):
                 ax.fill_between(grid, 100 * low, 100 * high, color=color, alpha=0.15, lw=0, zorder=1)
             f = curve.get("forecast") or {}
@@ -266,21 +262,22 @@ def curves_svg(results: Mapping[str, Any], *, seed: int | None = None) -> str | 
         ax.set_ylabel(f"test {_text(curves[0][1].get('metric') or 'metric')} %")
         ax.legend(loc="lower right", frameon=True, facecolor="white", edgecolor="none", framealpha=0.9)
     return _svg(fig, "curves", "Learning curves: test score against labelled training examples for "
-                + ", ".join(r["name"] for r, _ in curves) + ", with fitted curves, 95% bands and the target.")
+                + ", ".join(r.name for r, _ in curves) + ", with fitted curves, 95% bands and the target.")
 
 
 # ---------------------------------------------------------------- per label
 
 
-def per_label_svg(rung: Mapping[str, Any], *, limit: int = 12) -> str | None:
+def per_label_svg(rung: RungResult, *, limit: int = 12) -> str | None:
     """Per-label F1 of ``rung``, best first; with more than ``2 * limit`` labels the top and bottom ``limit``."""
-    rows = sorted(((name, s) for name, s in (rung.get("per_label") or {}).items() if (s.get("support") or 0) > 0),
+    rows = sorted(((name, s) for name, s in (rung.per_label or {}).items() if (s.get("support") or 0) > 0),
                   key=lambda x: (-(x[1].get("f1") or 0.0), x[0]))
     if not rows:
         return None
     hidden = max(0, len(rows) - 2 * limit)
     shown = rows[:limit] + [None] + rows[-limit:] if hidden else rows
-    overall = (rung.get("metrics") or {}).get(rung.get("primary_metric") or "accuracy", {}).get("value")
+    metric = (rung.metrics or {}).get(rung.primary_metric or "accuracy")
+    overall = metric.value if metric is not None else None
     fig = _figure(7.4, 0.9 + 0.22 * len(shown))
     with matplotlib.rc_context(_STYLE):
         ax = fig.add_subplot()
@@ -299,28 +296,26 @@ def per_label_svg(rung: Mapping[str, Any], *, limit: int = 12) -> str | None:
         ax.set_ylim(-0.6, len(shown) - 0.4)
         ax.grid(axis="y", visible=False)
         ax.set_xlabel(f"F1 % on the test split (orange: below the rung's overall "
-                      f"{_text(rung.get('primary_metric') or 'score')})")
+                      f"{_text(rung.primary_metric or 'score')})")
     what = f"top and bottom {limit} of {len(rows)}" if hidden else f"all {len(rows)}"
-    return _svg(fig, "per-label", f"Per-label F1 of {rung.get('name')}, {what} labels.")
+    return _svg(fig, "per-label", f"Per-label F1 of {rung.name}, {what} labels.")
 
 
 # ---------------------------------------------------------------- latency
 
 
-def latency_svg(results: Mapping[str, Any], *, order: Sequence[str] | None = None) -> str | None:
+def latency_svg(results: RunResults, *, order: Sequence[str] | None = None) -> str | None:
     """Per-request latency (ms) of every finished rung with predictions: points, box and p5-p95 whiskers."""
-    rungs = {r.get("name"): r for r in results.get("rungs") or [] if r.get("status") == "finished"}
+    rungs = {r.name: r for r in results.rungs if r.status == "finished"}
     names = [n for n in (order or list(rungs)) if n in rungs]
     data = []
     for name in names:
-        ms = [1000 * float(p["latency_s"]) for p in rungs[name].get("predictions") or []
-              if isinstance(p.get("latency_s"), (int, float)) and math.isfinite(p["latency_s"])]
+        ms = [1000 * float(p.latency_s) for p in rungs[name].predictions
+              if isinstance(p.latency_s, (int, float)) and math.isfinite(p.latency_s)]
         if ms:
             data.append((name, np.array(ms)))
     if not data:
         return None
-    from ..decision import rung_kind
-
     fig = _figure(7.4, 0.9 + 0.42 * len(data))
     rng = np.random.default_rng(0)
     every = np.concatenate([v for _, v in data])

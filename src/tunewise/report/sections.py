@@ -1,8 +1,8 @@
 """The report's content as formatted values, shared by the HTML page and the Markdown file.
 
 The ranked options table, the rungs that produced no option, the learning-curve forecasts, the
-data checks and the reproducibility record: each a function from ``results.json`` (and the
-decision) to plain strings. Escaping is the renderer's job: nothing here is HTML or Markdown.
+data checks and the reproducibility record: each a function from the run's typed results
+(:class:`~tunewise.results.RunResults`, and the decision) to plain strings. Escaping is the renderer's job: nothing here is HTML or Markdown.
 
 Out of scope: choosing the winner (``decision.py``) and layout (``html.py``, ``markdown.py``).
 """
@@ -17,14 +17,12 @@ from typing import Any
 from .. import __version__
 from ..costs import PRICES_AS_OF, Prices
 from ..decision import Decision, Option
+from ..formats import pct
+from ..results import LadderRecord, RunResults
 from ..task import TaskSpec
 
-__all__ = ["OptionRow", "option_rows", "other_rungs", "latency_notes", "CurveText", "curve_texts", "data_lines", "reproducibility",
-           "status_tone", "pct", "usd", "ms", "quality"]
-
-
-def pct(x: float | None) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
+__all__ = ["OptionRow", "option_rows", "other_rungs", "latency_notes", "CurveText", "curve_texts", "data_lines",
+           "reproducibility", "status_tone", "usd", "ms", "quality", "LadderText", "ladder_text"]
 
 
 def usd(x: float | None, *, floor: float | None = None) -> str:
@@ -83,11 +81,11 @@ def option_rows(decision: Decision) -> list[OptionRow]:
         cost_basis=o.cost_basis, one_off_basis=o.one_off_basis) for i, o in enumerate(decision.options, 1)]
 
 
-def other_rungs(results: Mapping[str, Any], decision: Decision) -> list[tuple[str, str, str]]:
+def other_rungs(results: RunResults, decision: Decision) -> list[tuple[str, str, str]]:
     """(name, status, why) for every rung that is not an option: failed, skipped, or unscored."""
     ranked = {o.name for o in decision.options}
-    return [(r.get("name", "?"), r.get("status", "?"), r.get("error") or r.get("reason") or "no score on the metric")
-            for r in results.get("rungs") or [] if r.get("name") not in ranked]
+    return [(r.name, r.status, r.error or r.reason or "no score on the metric")
+            for r in results.rungs if r.name not in ranked]
 
 
 @dataclass(frozen=True)
@@ -97,29 +95,29 @@ class CurveText:
     lines: tuple[str, ...]
 
 
-def latency_notes(results: Mapping[str, Any], decision: Decision) -> list[str]:
+def latency_notes(results: RunResults, decision: Decision) -> list[str]:
     """Why a ranked option's latency can read 0 ms: requests it answered without calling the model."""
     ranked = {o.name for o in decision.options}
     notes = []
-    for r in results.get("rungs", []):
-        usage = r.get("usage") or {}
+    for r in results.rungs:
+        usage = r.usage or {}
         skipped, n = usage.get("without_model_call"), usage.get("requests")
-        if r.get("name") not in ranked or not skipped or not n:
+        if r.name not in ranked or not skipped or not n:
             continue
         called = usage.get("called_request_latency_s") or {}
         tail = (f"; the {n - skipped} that called it: p50 {ms(1000 * called['p50'])} ms, p95 "
                 f"{ms(1000 * called['p95'])} ms" if n > skipped and math.isfinite(called.get("p50", math.nan)) else "")
-        notes.append(f"{r['name']}: {skipped} of {n} requests ({100 * skipped / n:.0f}%) were answered without a "
+        notes.append(f"{r.name}: {skipped} of {n} requests ({100 * skipped / n:.0f}%) were answered without a "
                      f"model call (one candidate label left, e.g. every retrieved demonstration had the same "
                      f"label), at 0 ms{tail}.")
     return notes
 
 
-def curve_texts(results: Mapping[str, Any]) -> list[CurveText]:
+def curve_texts(results: RunResults) -> list[CurveText]:
     """The forecast, fit and back-test sentences of every learning-curve rung."""
     out = []
-    for r in results.get("rungs") or []:
-        curve = (r.get("extras") or {}).get("curve") if r.get("status") == "finished" else None
+    for r in results.rungs:
+        curve = (r.extras or {}).get("curve") if r.status == "finished" else None
         if not curve:
             continue
         lines = []
@@ -138,12 +136,12 @@ def curve_texts(results: Mapping[str, Any]) -> list[CurveText]:
                          f"{pct(back.get('forecast'))}% [{pct(band[0])}, {pct(band[1])}] at n = {back.get('n')}; "
                          f"measured {pct(back.get('measured'))}% [{pct(measured[0])}, {pct(measured[1])}].")
         lines += [f"Warning: {w}" for w in curve.get("warnings") or []]
-        out.append(CurveText(r.get("name", "?"), str(curve.get("of") or "finetune"), tuple(lines)))
+        out.append(CurveText(r.name, str(curve.get("of") or "finetune"), tuple(lines)))
     return out
 
 
-def data_lines(results: Mapping[str, Any]) -> list[str]:
-    c, d = results.get("checks") or {}, results.get("data") or {}
+def data_lines(results: RunResults) -> list[str]:
+    c, d = results.checks or {}, results.data or {}
     sizes = d.get("sizes") or {}
     lines = [f"Data hash {d.get('hash', '?')}; train {sizes.get('train', '?')}, dev {sizes.get('dev', '?')}, "
              f"test {sizes.get('test', '?')} examples."]
@@ -165,24 +163,24 @@ def data_lines(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def reproducibility(results: Mapping[str, Any], spec: TaskSpec | Mapping[str, Any],
+def reproducibility(results: RunResults, spec: TaskSpec | Mapping[str, Any],
                     prices: Prices) -> list[tuple[str, str]]:
     """(what, value) pairs: everything needed to know what made these numbers."""
-    task = results.get("task") or {}
-    env = results.get("environment") or {}
-    run_id = str(results.get("run_id") or "")
-    rungs = results.get("rungs") or []
+    task = results.task or {}
+    env = results.environment or {}
+    run_id = str(results.run_id or "")
+    rungs = results.rungs
     spec_hash = (spec.fingerprint() if isinstance(spec, TaskSpec)
                  else f"{run_id.split('-')[0]} (prefix, from the run id)")
-    seeds = sorted({str(s) for r in rungs if (s := (r.get("config") or {}).get("seed")) is not None})
+    seeds = sorted({str(s) for r in rungs if (s := (r.config or {}).get("seed")) is not None})
     versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
     backend = ", ".join(f"{k} {v}" for k, v in (env.get("backend") or {}).items() if v not in (None, "", {}))
-    hashes = ", ".join(f"{r.get('name')} {r.get('config_hash')}" for r in rungs if r.get("config_hash"))
-    rows = [("run id", run_id), ("created", str(results.get("created_at") or "?")),
-            ("status", str(results.get("status") or "?")),
+    hashes = ", ".join(f"{r.name} {r.config_hash}" for r in rungs if r.config_hash)
+    rows = [("run id", run_id), ("created", str(results.created_at or "?")),
+            ("status", str(results.status or "?")),
             ("task", f"{task.get('name')} ({task.get('kind')}), model {task.get('model')}"),
-            ("task spec hash", spec_hash), ("data hash", str((results.get("data") or {}).get("hash") or "?")),
-            ("seeds", f"run {results.get('seed')}" + (f"; rungs {', '.join(seeds)}" if seeds else "")),
+            ("task spec hash", spec_hash), ("data hash", str((results.data or {}).get("hash") or "?")),
+            ("seeds", f"run {results.seed}" + (f"; rungs {', '.join(seeds)}" if seeds else "")),
             ("rung config hashes", hashes or "–"),
             ("environment", f"Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs"),
             ("package versions", versions or "–")]
@@ -205,28 +203,27 @@ class LadderText:
     saved: str | None
 
 
-def ladder_text(ladder: Mapping[str, Any] | None) -> LadderText | None:
+def ladder_text(ladder: LadderRecord | None) -> LadderText | None:
     """The policy's walk in words (None for a fixed list of rungs): budget, one step per action, early-rejection savings."""
-    ladder = ladder or {}
-    if ladder.get("mode") != "policy":
+    if ladder is None or ladder.mode != "policy":
         return None
-    budget = ladder.get("budget") or {}
+    budget = ladder.budget
     limits = []
-    if budget.get("hours") is not None:
-        limits.append(f"budget_hours {budget['hours']:g}")
-    if budget.get("usd") is not None:
-        limits.append(f"budget_usd {budget['usd']:g}")
-    if budget.get("tuning_hours_default") is not None:
-        limits.append(f"tuning rungs {budget['tuning_hours_default']:g} h by default")
-    spent_s, spent_usd = budget.get("spent_s"), budget.get("spent_usd")
+    if budget is not None and budget.hours is not None:
+        limits.append(f"budget_hours {budget.hours:g}")
+    if budget is not None and budget.usd is not None:
+        limits.append(f"budget_usd {budget.usd:g}")
+    if budget is not None and budget.tuning_hours_default is not None:
+        limits.append(f"tuning rungs {budget.tuning_hours_default:g} h by default")
+    spent_s, spent_usd = (budget.spent_s, budget.spent_usd) if budget is not None else (None, None)
     head = (f"Budget: {', '.join(limits) or 'none'}; measured "
             f"{'–' if spent_s is None else f'{spent_s:.0f}'} s, {'–' if spent_usd is None else f'${spent_usd:.4f}'}.")
-    steps = tuple((_VERB.get(a.get("kind"), str(a.get("kind"))), str(a.get("rung") or "") if a.get("kind") != "stop"
-                   else "", str(a.get("reason") or "").rstrip(".")) for a in ladder.get("actions") or [])
-    saved = ladder.get("early_rejection") or {}
+    steps = tuple((_VERB.get(a.kind, str(a.kind)), str(a.rung or "") if a.kind != "stop" else "",
+                   str(a.reason or "").rstrip(".")) for a in ladder.actions)
+    saved = ladder.early_rejection
     text = None
-    if saved.get("rungs"):
-        text = (f"Early rejection dropped {', '.join(saved['rungs'])}, saving about {saved.get('saved_calls', 0):,.0f} "
-                f"model calls and {saved.get('saved_s', 0):,.1f} s of model time against scoring them on the whole "
+    if saved is not None and saved.rungs:
+        text = (f"Early rejection dropped {', '.join(saved.rungs)}, saving about {saved.saved_calls:,.0f} "
+                f"model calls and {saved.saved_s:,.1f} s of model time against scoring them on the whole "
                 "test split.")
     return LadderText(head, steps, text)

@@ -32,10 +32,10 @@ from starlette.exceptions import HTTPException
 
 from ..errors import TaskSpecError
 from .deployments import Loader
-from .metrics import CONTENT_TYPE
 from .openai_format import ChatRequest, FeedbackRequest, completion, error_body, model_entry, sse_chunks, user_text
 from .router import Split
 from .service import Service, ServiceError
+from .telemetry import CONTENT_TYPE
 
 __all__ = ["create_app", "admin_token", "ADMIN_TOKEN_ENV"]
 
@@ -200,7 +200,7 @@ def create_app(store_dir: Path | str, *, admin_token: str | None = None, split: 
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(service.metrics.render(service.router.aliases), media_type=CONTENT_TYPE)
+        return PlainTextResponse(service.telemetry.render(service.router.aliases), media_type=CONTENT_TYPE)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

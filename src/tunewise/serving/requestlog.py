@@ -5,7 +5,7 @@ One row per answer (``arm`` is ``a``, ``b`` or ``shadow``; a shadow answer gets 
 primary's timestamp); ``feedback`` holds labels and scores clients send for a response id later.
 WAL mode, one connection shared under a lock (writes are short; readers never block them).
 
-Out of scope: judging drift from it (``tunewise monitor``), metrics (``metrics.py``).
+Out of scope: judging drift from it (``tunewise monitor``), the counters of ``GET /metrics`` (``telemetry.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from pathlib import Path
 
 from .redact import redact
 
-__all__ = ["LoggedRequest", "RequestLog", "SCHEMA", "request_log_path"]
+__all__ = ["LoggedRequest", "RequestLog", "SCHEMA", "REQUEST_LOG", "request_log_path"]
+
+#: where the request log lives, relative to the store directory
+REQUEST_LOG = Path("serve") / "requests.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests(id TEXT PRIMARY KEY, ts REAL NOT NULL, alias TEXT, version TEXT NOT NULL,
@@ -31,7 +34,7 @@ CREATE INDEX IF NOT EXISTS feedback_response ON feedback(response_id);
 
 
 def request_log_path(store_dir: Path | str) -> Path:
-    return Path(store_dir) / "serve" / "requests.sqlite"
+    return Path(store_dir) / REQUEST_LOG
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,6 @@ class RequestLog:
         with self._lock:
             self._conn.execute(f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES "
                                f"({', '.join('?' * len(_COLUMNS))})", clean)
-
-    def has_response(self, response_id: str) -> bool:
-        with self._lock:
-            return self._conn.execute("SELECT 1 FROM requests WHERE id = ?", (response_id,)).fetchone() is not None
 
     def add_feedback(self, response_id: str, *, label: str | None, score: float | None) -> bool:
         """Record feedback; False (nothing written) when no response has this id."""

@@ -1,7 +1,7 @@
 """What the server does, without HTTP: route a request, answer it on a version, log and count it.
 
 :class:`Service` owns the run store, the router, the loaded deployments, the request log and the
-metrics. ``answer`` resolves the version once (so an alias moving mid-request changes nothing for
+telemetry. ``answer`` resolves the version once (so an alias moving mid-request changes nothing for
 it), waits for the version's worker, writes the log row and returns an :class:`Answer`; a shadow
 answer, when the split asks for one, runs after the primary's and is only logged. Admin changes
 load the target version *before* moving an alias, so the switch itself is a dictionary swap and
@@ -27,9 +27,9 @@ from ..errors import StoreError, TunewiseError
 from ..store import Store
 from ..versions import Version, promote, resolve, rollback, rollback_target
 from .deployments import Deployments, Loader
-from .metrics import Metrics
 from .requestlog import LoggedRequest, RequestLog, request_log_path
 from .router import Router, Split, UnknownModel
+from .telemetry import Telemetry
 
 __all__ = ["Answer", "Service", "ServiceError"]
 
@@ -73,7 +73,7 @@ class Service:
         self.router = Router(self.store, split=split)
         self.deployments = Deployments(self.store, loader=loader, max_batch=max_batch)
         self.log = RequestLog(log_path or request_log_path(store_dir))
-        self.metrics = Metrics()
+        self.telemetry = Telemetry()
         self._shadows: set[asyncio.Task] = set()
 
     # ---------------------------------------------------------------- answering
@@ -82,7 +82,7 @@ class Service:
         try:
             route = self.router.route(model, user)
         except UnknownModel as exc:
-            self.metrics.observe(version="-", arm="-", status=404)
+            self.telemetry.observe(version="-", arm="-", status=404)
             raise ServiceError(404, str(exc), code="model_not_found", param="model") from None
         ts = time.time()
         answer = await self._answer_on(route.version, route.alias, route.arm, text, user, ts)
@@ -125,7 +125,7 @@ class Service:
 
     async def _record(self, row: LoggedRequest) -> None:
         await run_in_threadpool(self.log.write, row)
-        self.metrics.observe(version=row.version, arm=row.arm, status=row.status, latency_s=row.latency_s,
+        self.telemetry.observe(version=row.version, arm=row.arm, status=row.status, latency_s=row.latency_s,
                              prompt_tokens=row.prompt_tokens or 0, completion_tokens=row.completion_tokens or 0)
 
     def feedback(self, response_id: str, *, label: str | None, score: float | None) -> None:
@@ -134,7 +134,7 @@ class Service:
         if not self.log.add_feedback(response_id, label=label, score=score):
             raise ServiceError(404, f"No response has the id '{response_id}'.", code="response_not_found",
                                param="response_id")
-        self.metrics.feedback()
+        self.telemetry.feedback()
 
     # ---------------------------------------------------------------- admin
 

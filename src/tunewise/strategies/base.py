@@ -6,14 +6,14 @@ of examples with :class:`~tunewise.evaluation.records.Prediction` records. The e
 sees candidates, so every rung is scored the same way.
 
 Reference implementation: :class:`tunewise.strategies.baselines.EmbeddingKNN` (small, no LLM).
-Out of scope: metrics (``evaluation/``), the order of rungs (``ladder.py``).
+Out of scope: metrics (``evaluation/``), the order of rungs and their lifecycle (``ladder/``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +22,10 @@ from ..errors import TaskSpecError
 if TYPE_CHECKING:
     from ..backends.base import Backend
     from ..data import Example, Splits
-    from ..embeddings import Embedder
     from ..evaluation.records import Prediction
     from ..task import RungSpec, TaskSpec
 
 __all__ = ["Candidate", "PrepareContext", "Strategy", "register", "get_strategy", "STRATEGIES"]
-
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
@@ -37,12 +34,9 @@ class PrepareContext:
 
     spec: "TaskSpec"
     splits: "Splits"
-    backend: "Backend | None" = None
-    embedder: "Callable[[], Embedder] | None" = None  # lazy: building it loads a model
+    backend: "Backend | None" = None  # the task's model behind the call cache (None for rungs without an LLM)
     embed: "Callable[[Sequence[str]], Any] | None" = None  # cached embedding function (texts -> array)
     seed: int = 0
-    progress: ProgressFn | None = None
-    notes: list[str] = field(default_factory=list)
     # for strategies that train and evaluate on their own (fine-tuning, learning curves):
     artifacts: Path | None = None  # where trained artifacts live (content-keyed subdirectories)
     wrap_backend: "Callable[[Backend], Backend] | None" = None  # puts a new backend behind the call cache
@@ -54,19 +48,36 @@ class PrepareContext:
 
 
 class Candidate(ABC):
-    """A prepared way to answer the task.
+    """A prepared way to answer the task; every member the ladder, the evaluator and the server use.
 
     ``config`` records everything that made it (strategy, parameters, demonstrations, model);
-    ``uses_llm`` says whether ``predict`` needs the backend.
+    ``uses_llm`` says whether ``predict`` needs the run's backend; ``extras`` holds evidence beyond
+    the scores (a training record, a learning curve), copied into the rung's result. Subclasses
+    are dataclasses that declare these as fields; the capabilities below have defaults.
     """
 
     rung: str
     config: dict[str, Any]
     uses_llm: bool
+    extras: dict[str, Any]
 
     @abstractmethod
     def predict(self, examples: Sequence["Example"], *, backend: "Backend | None") -> list["Prediction"]:
         """Answer each example; results are in input order."""
+
+    @property
+    def own_backend(self) -> "Backend | None":
+        """The backend the candidate answers with when it brings its own (a trained artifact); None: the run's."""
+        return None
+
+    @property
+    def stability_draws(self) -> int:
+        """How many times the ladder re-draws (and, separately, re-orders) the candidate's fixed demonstrations
+        to measure how much its score moves; 0: not applicable."""
+        return 0
+
+    def close(self) -> None:
+        """Release what the candidate holds (its own backend's model and threads); the default holds nothing."""
 
 
 Strategy = Callable[["RungSpec", PrepareContext], Candidate]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,7 @@ class EmbeddingKNN(Candidate):
     labels: list[str]
     k: int = 1
     uses_llm: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, examples: Sequence[Any], *, backend: Any = None) -> list[Prediction]:
         queries, embed_s = _timed_embed(self.embed, examples)
@@ -87,6 +88,7 @@ class EmbeddingProbe(Candidate):
     embed: EmbedFn
     model: Any  # fitted sklearn LogisticRegression
     uses_llm: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, examples: Sequence[Any], *, backend: Any = None) -> list[Prediction]:
         queries, embed_s = _timed_embed(self.embed, examples)

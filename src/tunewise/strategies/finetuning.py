@@ -39,7 +39,7 @@ from .base import Candidate, PrepareContext, register
 from .prompting import PromptProgram, PromptSettings
 
 __all__ = ["TunedCandidate", "tuned_program", "prepare_finetune", "prepare_learning_curve", "train_rung_artifact",
-           "TUNED_INSTRUCTIONS"]
+           "training_work", "TUNED_INSTRUCTIONS"]
 
 TUNED_INSTRUCTIONS = {
     "classification": "Classify the input. Reply with the label only.",
@@ -63,6 +63,10 @@ class TunedCandidate(Candidate):
 
     def predict(self, examples: Sequence[Any], *, backend: Backend | None = None) -> list[Prediction]:
         return self.program.predict(examples, backend=self.backend)
+
+    @property
+    def own_backend(self) -> Backend:
+        return self.backend
 
     def close(self) -> None:
         self.backend.close()
@@ -104,7 +108,7 @@ def _check_runnable(rung_name: str, s: TuneSettings, spec: Any) -> None:
 
 def _artifact_key(spec: Any, s: TuneSettings, program: PromptProgram, train: Sequence[Any], dev: Sequence[Any],
                   seed: int) -> str:
-    from ..backends.model_store import resolve_model
+    from ..backends.model_cache import resolve_model
 
     ident = {"format": FORMAT_VERSION, "base": resolve_model(spec.model).fingerprint, "settings": s.identity(),
              "train": subset_hash(train), "dev": subset_hash(dev), "seed": seed,
@@ -224,6 +228,27 @@ def prepare_finetune(rung: Any, ctx: PrepareContext) -> TunedCandidate:
     return build_tuned(rung.name, ctx, s)
 
 
+def training_work(rung: Any, spec: Any, train: Sequence[Any]) -> tuple[float, int]:
+    """What a ``finetune`` or ``learning_curve`` rung will cost before it runs: (examples x epochs over every
+    training it does, test-split evaluations). Raises the rung's :class:`~tunewise.errors.TunewiseError` when it
+    cannot run here (an ``openai:`` model, a classifier head on generation, QLoRA without a GPU)."""
+    if rung.strategy == "learning_curve":
+        base = settings_from_params(rung.name, rung.params, drop=_CURVE_KEYS)
+        steps = _curve_steps(rung.name, dict(rung.params), spec.kind == "classification")
+        settings = [base.model_copy(update=step) for step in steps]
+    else:
+        settings = [settings_from_params(rung.name, rung.params)]
+    _check_runnable(rung.name, settings[0], spec)
+    work = 0.0
+    for s in settings:
+        n = len(training_subset(train, per_label=s.per_label, fraction=s.fraction, limit=s.limit, seed=spec.seed))
+        epochs = s.epochs_for(n)
+        if s.max_steps:
+            epochs = min(epochs, s.max_steps * s.batch_size * s.grad_accum / max(1, n))
+        work += n * epochs
+    return work, len(settings)
+
+
 # --- learning curves ------------------------------------------------------------------------
 
 _CURVE_KEYS = ("of", "sizes", "fractions", "include_all")
@@ -246,7 +271,7 @@ def prepare_learning_curve(rung: Any, ctx: PrepareContext) -> Candidate:
     points, rows, last = [], [], None
     for step in steps:
         label = f"{rung.name} @ {_step_label(step)}"
-        if last is not None and hasattr(last, "close"):
+        if last is not None:
             last.close()
         if of == "finetune":
             s = base.model_copy(update=step)
@@ -266,9 +291,7 @@ def prepare_learning_curve(rung: Any, ctx: PrepareContext) -> Candidate:
     curve = _curve_summary(points, rows, ctx, of)
     last.rung = rung.name
     last.config = {**last.config, "strategy": "learning_curve", "of": of, "points": rows}
-    extras = dict(getattr(last, "extras", {}) or {})
-    extras["curve"] = curve
-    last.extras = extras
+    last.extras = {**last.extras, "curve": curve}
     return last
 
 

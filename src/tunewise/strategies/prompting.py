@@ -1,7 +1,7 @@
 """The prompt-engineering rungs: zero-shot, role, few-shot (random / balanced / retrieved), chain-of-thought.
 
 One strategy, ``prompt``, configured by parameters; each named rung in the ladder is a set of
-parameters for it (see ``ladder.py``):
+parameters for it (see ``ladder/catalogue.py``):
 
 - ``role``: a persona sentence for the system turn (role prompting), default a neutral one;
 - ``k`` and ``selection`` (``random`` | ``balanced`` | ``retrieved``): demonstrations, only ever
@@ -61,7 +61,7 @@ class PromptSettings:
     reasoning_tokens: int = 64
     seed: int | None = None  # draws the fixed demonstrations (default: the task seed)
     order_seed: int | None = None  # shuffles the drawn demonstrations' order only (None: as drawn)
-    stability: int = 0  # re-draws and re-orders to measure how much the score moves (see run.py)
+    stability: int = 0  # re-draws and re-orders to measure how much the score moves (see ladder/attempt.py)
 
     @classmethod
     def from_params(cls, rung_name: str, params: dict[str, Any], kind: str) -> "PromptSettings":
@@ -116,6 +116,11 @@ class PromptProgram(Candidate):
     schema: dict[str, Any] | None = None
     calibration: np.ndarray | None = None
     uses_llm: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stability_draws(self) -> int:
+        return int(self.settings.stability or 0) if self.fixed_demos else 0
 
     def prompt_for(self, text: str, demos: Sequence[tuple[str, Any]]) -> tuple[Message, ...]:
         return render(self.template, query=text, demos=demos, variables=self.variables)

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from ..formats import pct
+
 __all__ = ["CurvePoint", "CurveFit", "Forecast", "fit_learning_curve", "forecast_examples"]
 
 _MODEL = "inverse_power_law"
@@ -207,8 +209,7 @@ def fit_learning_curve(points: Sequence[CurvePoint], *, seed: int = 0, n_boot: i
 
 
 def _fmt_pct(x: float) -> str:
-    pct = 100.0 * x
-    return f"{pct:.1f}%" if abs(pct) < 10 else f"{pct:.0f}%"
+    return pct(x, unit="%", whole_from=10)
 
 
 def _fmt_n(x: float) -> str:

@@ -2,7 +2,7 @@
 
 :class:`TuneSettings` is built from a rung's ``params`` (``task.yaml`` or the built-in ladder)
 and validated with pydantic, so a typo names the rung and the key. Defaults are chosen for
-small data on a CPU and were measured on BANKING77 with SmolLM2-135M (see ``../shared/notes``):
+small data on a CPU and were measured on BANKING77 with SmolLM2-135M:
 LoRA r=16 on all linear layers at lr 1e-3, batch 16, a 10% warm-up, 3 epochs below 1,000
 examples, 2 below 3,000 and 1 above, early stopping on the dev loss.
 

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import Message
-from ..backends.model_store import PROVENANCE_FILE
+from ..backends.devices import torch_device
+from ..backends.model_cache import PROVENANCE_FILE
 from .settings import DEFAULT_DEVICE_HOUR_USD, TuneSettings
 
 __all__ = ["TrainingJob", "TrainedArtifact", "train", "PROVENANCE_FILE", "read_artifact", "encode_pair"]
@@ -118,16 +119,6 @@ def _classifier_rows(tokenizer: Any, pairs: Sequence[tuple[Any, str]], labels: S
 
 
 # --- the training run -------------------------------------------------------------------------
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _world_size() -> int:
@@ -380,13 +371,13 @@ def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtif
     from transformers import AutoTokenizer
 
     from ..backends.local import end_of_turn_id
-    from ..backends.model_store import local_model_path, resolve_model
+    from ..backends.model_cache import local_model_path, resolve_model
 
     found = read_artifact(job.out_dir)
     if found is not None:
         return found
     s = job.settings
-    device = _device()
+    device = torch_device()
     resolved = resolve_model(job.base_model)
     model_path = local_model_path(resolved)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

@@ -19,7 +19,7 @@ measured (primary metric with its CI, per-example correctness, seconds and dolla
 
 Costs are estimated (:func:`estimate_cost`) from the measured throughput of finished rungs of the
 same family (same strategy and prompt mode, with or without demonstrations), else from the priors
-below, measured with SmolLM2-135M on a 2-core CPU (BANKING77, see shared/notes/MEASURED.md).
+below, measured with SmolLM2-135M on a 2-core CPU on BANKING77.
 Budgets: ``budget.hours`` (wall time, all rungs), ``budget.usd`` (money: device-hours x price for
 self-hosted models, tokens x price for API models). When ``budget.hours`` is not set, tuning rungs
 (which train) must fit :data:`DEFAULT_TUNING_HOURS` by estimate: a big task on a CPU never starts a
@@ -47,9 +47,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
-from .evaluation.stats import compare_paired
+from ..evaluation.stats import compare_paired
+from ..formats import pct
 
 __all__ = [
     "PlannedRung", "Observed", "Budget", "Pricing", "PolicyConfig", "Action", "Estimate",
@@ -196,12 +196,16 @@ class Action:
         d["skipped"], d["screen"] = list(self.skipped), list(self.screen)
         return {k: v for k, v in d.items() if v not in (None, [], ())}
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Action":
+        return cls(**{"rung": None, **d, "skipped": tuple(d.get("skipped", ())), "screen": tuple(d.get("screen", ()))})
+
 
 # --------------------------------------------------------------------------- formatting
 
 
 def _pct(x: float | None) -> str:
-    return "?" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+    return pct(x, unit="%")
 
 
 def _dur(seconds: float) -> str:
@@ -394,6 +398,8 @@ def upper_bound(correct: int, n: int, delta: float) -> float:
         return 1.0
     if correct >= n:
         return 1.0
+    from scipy import stats as _scipy_stats  # ~0.5 s to import: only when a rung is screened
+
     return float(_scipy_stats.beta.ppf(1 - delta, correct + 1, n - correct))
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .errors import TaskSpecError
-from .task import RungSpec, TaskSpec
+from ..errors import TaskSpecError
+from ..task import RungSpec, TaskSpec
 
 __all__ = ["BUILTIN_RUNGS", "DEFAULT_LADDER", "TUNING_RUNGS", "LLM_FREE_STRATEGIES", "resolve_rungs", "needs_llm",
            "policy_ladder", "uses_policy"]

@@ -1,4 +1,4 @@
-"""Serving metrics in the Prometheus text exposition format (0.0.4), written by hand.
+"""Serving telemetry: the counters ``GET /metrics`` exposes, in the Prometheus text format (0.0.4), by hand.
 
 Counters of requests by version, arm and HTTP status; a latency histogram by version and arm;
 prompt and completion tokens by version; feedback received; and which version each alias names.
@@ -13,7 +13,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 
-__all__ = ["Metrics", "LATENCY_BUCKETS", "CONTENT_TYPE"]
+__all__ = ["Telemetry", "LATENCY_BUCKETS", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -31,7 +31,7 @@ def _number(x: float) -> str:
     return repr(float(x)) if not float(x).is_integer() else str(int(x))
 
 
-class Metrics:
+class Telemetry:
     """Totals since the server started."""
 
     def __init__(self) -> None:

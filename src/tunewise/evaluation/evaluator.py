@@ -5,7 +5,7 @@ resumes without repeating a finished call); this module only feeds it chunks, ti
 summarises tokens and latency. Throughput is computed from the per-request model time recorded
 with each call, so it stays truthful when calls are replayed from the cache after a resume.
 
-Out of scope: metrics (``scoring.py``), which rungs to run (``ladder.py``).
+Out of scope: metrics (``scoring.py``), which rungs to run (``ladder/``).
 """
 
 from __future__ import annotations

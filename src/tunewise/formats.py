@@ -1,0 +1,32 @@
+"""How numbers are shown to people: one percentage formatter for the whole code base.
+
+A missing value (None, NaN, infinite) always prints :data:`MISSING`. Callers differ only in what
+follows a present value (``"12.5"`` in a table whose header says %, ``"12.5%"`` in a sentence) and in
+precision, so those are parameters, never separate functions.
+
+The money and duration formatters stay with their callers: each follows its own rule (the decision's
+``an unknown amount`` and trailing-zero trimming, the report's ``unpriced`` and ``< $0.01`` floor, the
+policy's two significant digits), so they are not one formatter under several names.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["MISSING", "pct"]
+
+#: what a missing number prints as, everywhere
+MISSING = "–"
+
+
+def pct(x: float | None, *, digits: int = 1, unit: str = "", whole_from: float | None = None) -> str:
+    """``x`` (a share, 0.125) as a percentage: ``"12.5"``, or ``"12.5%"`` with ``unit="%"``.
+
+    ``digits`` decimals; with ``whole_from``, none when ``|100 x| >= whole_from`` (``whole_from=10``:
+    ``"9.5%"`` but ``"42%"``). None, NaN and infinities print :data:`MISSING`.
+    """
+    if x is None or not math.isfinite(x):
+        return MISSING
+    p = 100 * x
+    decimals = 0 if whole_from is not None and abs(p) >= whole_from else digits
+    return f"{p:.{decimals}f}{unit}"

@@ -1,0 +1,108 @@
+"""How the pure policy sees a run: each rung before it runs (:func:`plan`), what a result measured
+(:func:`observe`), how seconds and tokens become money (:func:`pricing`), the budgets (:func:`budget`) and
+how long an evaluation may run before it would overrun them (:func:`deadline`).
+
+Out of scope: the decisions themselves (``policy.py``) and running rungs (``attempt.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TunewiseError
+from ..results import RungResult
+from ..task import RungSpec, TaskSpec
+from .catalogue import needs_llm
+from .policy import (
+    PRIOR_API_TOKENS,
+    Budget,
+    Observed,
+    PlannedRung,
+    Pricing,
+    family_kind,
+    rung_family,
+    spent,
+)
+
+if TYPE_CHECKING:
+    from ..costs import Prices
+
+__all__ = ["plan", "observe", "pricing", "budget", "deadline"]
+
+
+def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any]) -> PlannedRung:
+    """A rung before it runs: its family, whether it can be screened, its training work, or why it cannot run."""
+    family = rung_family(rung.strategy, rung.params, spec.kind)
+    screenable = needs_llm(rung) and spec.kind != "extraction"  # extraction's field F1 is not a per-example mean
+    if family_kind(family) != "tuned":
+        return PlannedRung(rung.name, family, screenable=screenable)
+    from ..strategies.finetuning import training_work
+
+    try:
+        work, evaluations = training_work(rung, spec, train)
+    except TunewiseError as exc:
+        return PlannedRung(rung.name, family, blocked=str(exc))
+    return PlannedRung(rung.name, family, train_example_epochs=work, evaluations=evaluations)
+
+
+def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, prices: "Prices",
+            correct: Sequence[bool] | None) -> Observed:
+    """What the policy needs from a rung result: scores, per-example ``correct``ness and measured cost."""
+    from ..costs import is_self_hosted, request_cost
+
+    usage = result.usage or {}
+    eval_s = float(usage.get("model_seconds") or 0.0)
+    seconds = float(result.prepare_s or 0.0) + eval_s
+    examples = int(usage.get("requests") or 0)
+    if pricing.usd_per_second is not None or family_kind(family) == "no_llm":
+        usd = seconds * (pricing.usd_per_second or 0.0)
+    else:
+        per = request_cost(usage, None if is_self_hosted(model) else model, prices).per_request_usd if examples else 0.0
+        usd = None if per is None else per * examples
+    training = result.extras.get("training") or {}
+    train_s = float(training.get("wall_s") or 0.0)
+    train_work = float(training.get("examples") or 0) * float(training.get("epochs") or 0)
+    if result.status != "finished" or result.primary is None:
+        return Observed(result.name, family, "rejected" if "early_rejection" in result.extras else result.status,
+                        seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd)
+    m = result.primary
+    return Observed(result.name, family, "finished", value=m.value, low=m.low, high=m.high,
+                    correct=tuple(bool(c) for c in correct) if correct is not None else None,
+                    seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd, train_s=train_s,
+                    train_example_epochs=train_work)
+
+
+def pricing(spec: TaskSpec, prices: "Prices") -> Pricing:
+    """Self-hosted models: the device-hour price of the device they run on; API models: token-price priors."""
+    from ..backends.devices import hosting_device
+    from ..costs import is_self_hosted
+
+    device = hosting_device(spec.model)
+    if is_self_hosted(spec.model):
+        price = prices.device_hour.get(device)
+        return Pricing(device=device, usd_per_second=None if price is None else price / 3600,
+                       basis=f"{device} at ${price}/device-hour ({prices.device_source})")
+    found = prices.api_price(spec.model)
+    if found is None:
+        return Pricing(device=device, basis=f"no token price for {spec.model!r}")
+    key, p = found
+    per = {fam: (prompt * p.input + completion * p.output) / 1e6 for fam, (prompt, completion) in PRIOR_API_TOKENS.items()}
+    return Pricing(device=device, api_usd_per_example=per, basis=f"{key} token prices ({p.source or 'price table'})")
+
+
+def budget(spec: TaskSpec) -> Budget:
+    return Budget(hours=spec.constraints.budget_hours, usd=spec.constraints.budget_usd)
+
+
+def deadline(rung: PlannedRung, observed: Mapping[str, Observed], budget: Budget, pricing: Pricing) -> float | None:
+    """Seconds the rung's evaluation may run before the budget is exceeded (None: no limit)."""
+    spent_s, spent_usd = spent(observed)
+    limits = []
+    if budget.hours is not None:
+        limits.append(budget.hours * 3600 - spent_s)
+    elif rung.kind == "tuned":
+        limits.append(budget.tuning_hours_default * 3600 - spent(observed, kind="tuned")[0])
+    if budget.usd is not None and pricing.usd_per_second:
+        limits.append((budget.usd - spent_usd) / pricing.usd_per_second)
+    return max(0.0, min(limits)) if limits else None

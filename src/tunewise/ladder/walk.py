@@ -1,0 +1,136 @@
+"""The climb: rungs in order, either as a fixed list or walked with the policy.
+
+:func:`climb` returns a :class:`Climb`: every rung's result in the order acted on, the rungs whose stored
+results were reused, and the :class:`~tunewise.results.LadderRecord` of the walk. With the policy, each step
+asks :func:`~tunewise.ladder.policy.next_action` what to do (run, skip, escalate, stop) from what the rungs so
+far measured; a rung's run may end in an early rejection, which the record keeps as a ``reject`` step.
+
+Out of scope: the policy's rules (``policy.py``), scoring a rung (``attempt.py``) and its store records
+(``lifecycle.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..evaluation.scoring import compare_rungs, per_example_correct
+from ..results import Comparison, EarlyRejection, LadderBudget, LadderRecord, RungResult
+from ..task import RungSpec
+from .attempt import attempt
+from .context import RunContext
+from .lifecycle import Lifecycle
+from .planning import budget as budget_of
+from .planning import deadline, observe, plan, pricing
+from .policy import Action, Budget, Observed, PolicyConfig, next_action, spent
+
+__all__ = ["Climb", "climb", "compare_to_best"]
+
+
+@dataclass(frozen=True)
+class Climb:
+    results: tuple[RungResult, ...]
+    reused: tuple[str, ...]  # rungs whose stored results were reused
+    ladder: LadderRecord
+    comparisons: tuple[Comparison, ...]  # every finished rung against the best one
+
+
+def climb(run: RunContext, rungs: Sequence[RungSpec], *, policy: bool,
+          config: PolicyConfig = PolicyConfig()) -> Climb:
+    """Score ``rungs``: with the ``policy``, or every one of them in order."""
+    life = Lifecycle(run.store, run.run_id)
+    results, reused, ladder = _walk(run, life, rungs, config) if policy else _fixed(run, life, rungs)
+    return Climb(results, reused, ladder, compare_to_best(run, results))
+
+
+def compare_to_best(run: RunContext, results: Sequence[RungResult]) -> tuple[Comparison, ...]:
+    """Every finished rung against the best one, paired on the same test examples."""
+    done = [r for r in results if r.status == "finished" and r.primary is not None]
+    if len(done) < 2:
+        return ()
+    best = max(done, key=lambda r: r.primary.value)
+    golds = [e.target for e in run.test]
+    vec = {r.name: per_example_correct(run.spec.kind, golds, [p.output for p in r.predictions]) for r in done}
+    return tuple(Comparison(a=best.name, b=r.name, **compare_rungs(vec[best.name], vec[r.name], seed=run.spec.seed))
+                 for r in done if r.name != best.name)
+
+
+_Steps = tuple[tuple[RungResult, ...], tuple[str, ...], LadderRecord]
+
+
+def _fixed(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec]) -> _Steps:
+    """Every named rung, in order, no policy: reuse a finished result, else run it."""
+    results: list[RungResult] = []
+    reused: list[str] = []
+    for rung in rungs:
+        stored = life.reuse(rung)
+        if stored is not None:
+            reused.append(rung.name)
+        results.append(stored or life.run(rung, lambda rung=rung: attempt(run, rung)))
+    return tuple(results), tuple(reused), LadderRecord(mode="fixed")
+
+
+def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: PolicyConfig) -> _Steps:
+    """Climb the ladder with the policy, one :class:`Action` at a time."""
+    spec = run.spec
+    by_name = {r.name: r for r in rungs}
+    planned = [plan(r, spec, run.splits.train) for r in rungs]
+    plan_of = {p.name: p for p in planned}
+    budget, price = budget_of(spec), pricing(spec, run.prices)
+    target = spec.target.get(run.metric)
+    observed: dict[str, Observed] = {}
+    results: list[RungResult] = []
+    reused: list[str] = []
+    actions: list[Action] = []
+
+    def settle(result: RungResult) -> None:
+        results.append(result)
+        correct = run.correct(result.predictions) if result.status == "finished" and result.primary else None
+        observed[result.name] = observe(result, plan_of[result.name].family, pricing=price, model=spec.model,
+                                        prices=run.prices, correct=correct)
+
+    while True:
+        action = next_action(planned, observed, target=target, metric=run.metric, budget=budget,
+                             n_test=len(run.test), pricing=price, config=config, seed=spec.seed)
+        actions.append(action)
+        if action.kind == "stop":
+            break
+        if action.kind == "escalate":
+            for name in action.skipped:
+                settle(life.skip(by_name[name], f"skipped: {action.reason}"))
+            continue
+        rung = by_name[action.rung]
+        if action.kind == "skip":
+            settle(life.skip(rung, action.reason))
+            continue
+        stored = life.reuse(rung)
+        if stored is not None:
+            settle(stored)
+            reused.append(rung.name)
+            continue
+        finished = [o for o in observed.values() if o.status == "finished" and o.low is not None]
+        best = max(finished, key=lambda o: o.value) if finished else None
+        result = life.run(rung, lambda: attempt(
+            run, rung, screen=action.screen, best=(best.name, best.low) if best else None,
+            deadline_s=deadline(plan_of[rung.name], observed, budget, price), delta=config.look_delta))
+        if result.status == "skipped":  # rejected early, stopped by the deadline, or it cannot run here
+            rejection = result.extras.get("early_rejection")
+            actions.append(Action.from_json(rejection) if rejection else Action("skip", rung.name, result.reason or ""))
+        settle(result)
+    return tuple(results), tuple(reused), _record(actions, observed, target=target, metric=run.metric,
+                                                  budget=budget, pricing_basis=price.basis, config=config)
+
+
+def _record(actions: Sequence[Action], observed: dict[str, Observed], *, target: float | None, metric: str,
+            budget: Budget, pricing_basis: str, config: PolicyConfig) -> LadderRecord:
+    rejected = [a for a in actions if a.kind == "reject"]
+    spent_s, spent_usd = spent(observed)
+    return LadderRecord(
+        mode="policy", target={metric: target} if target is not None else None,
+        budget=LadderBudget(hours=budget.hours, usd=budget.usd,
+                            tuning_hours_default=None if budget.hours is not None else budget.tuning_hours_default,
+                            spent_s=spent_s, spent_usd=spent_usd, pricing=pricing_basis),
+        config=config, actions=tuple(actions),
+        early_rejection=EarlyRejection(rungs=tuple(a.rung for a in rejected),
+                                       saved_calls=sum(a.saved_calls or 0.0 for a in rejected),
+                                       saved_s=sum(a.saved_s or 0.0 for a in rejected)))
