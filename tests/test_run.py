@@ -230,3 +230,31 @@ def test_quick_mode_caps_the_test_subset_and_the_budget(tmp_path):
     outcome = run_task(spec, quick=True)
     assert len(outcome.results.rungs[0].predictions) == QUICK_TEST_LIMIT
     assert outcome.results.ladder.budget.hours == QUICK_BUDGET_HOURS
+
+
+def test_comparisons_use_the_tasks_match_rule(tmp_path):
+    """Golds alpha/beta/gamma, one rung answers 'Alpha.'/'beta'/'Gamma!': under the default ``normalized`` match
+    the metric says 100%, so the paired comparison must see the same correctness (no discordant examples)."""
+    from tunewise.backends.fake import FakeBackend
+
+    words = ["alpha", "beta", "gamma"]
+    rows = [{"text": f"say {w} {i}", "label": w} for i, w in enumerate(words * 4)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[6:]))
+    (tmp_path / "task.yaml").write_text("name: say\nkind: generation\ndata: {train: train.jsonl, test: test.jsonl}\n"
+                                        "embedder: hashing\n")
+
+    def script(prompt):
+        text = prompt[-1].content
+        word = next(w for w in words if f"say {w}" in text)
+        system = " ".join(m.content for m in prompt if m.role == "system")
+        shouted = "expert" in system.lower()  # the role rung: decorated but normalized-equal answers
+        return {"alpha": "Alpha.", "beta": "beta", "gamma": "Gamma!"}[word] if shouted else word
+
+    outcome = run_task(load_task(tmp_path / "task.yaml"), rungs=["zero_shot", "role"],
+                       backend=FakeBackend("fake:random", script=script), report=False)
+    by = {r.name: r for r in outcome.results.rungs}
+    assert by["zero_shot"].primary.value == by["role"].primary.value == 1.0
+    assert {p.output for p in by["role"].predictions} >= {"Alpha.", "Gamma!"}  # the decorated answers were given
+    (comparison,) = outcome.results.comparisons
+    assert (comparison.b01, comparison.b10, comparison.diff) == (0, 0, 0.0)

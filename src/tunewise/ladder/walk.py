@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..evaluation.scoring import compare_rungs, per_example_correct
+from ..evaluation.scoring import compare_rungs
 from ..results import Comparison, EarlyRejection, LadderBudget, LadderRecord, RungResult
 from ..task import RungSpec
 from .attempt import attempt
@@ -49,8 +49,7 @@ def compare_to_best(run: RunContext, results: Sequence[RungResult]) -> tuple[Com
     if len(done) < 2:
         return ()
     best = max(done, key=lambda r: r.primary.value)
-    golds = [e.target for e in run.test]
-    vec = {r.name: per_example_correct(run.spec.kind, golds, [p.output for p in r.predictions]) for r in done}
+    vec = {r.name: run.correct(r.predictions) for r in done}  # the task's match rule, as the metric and the policy
     return tuple(Comparison(a=best.name, b=r.name, **compare_rungs(vec[best.name], vec[r.name], seed=run.spec.seed))
                  for r in done if r.name != best.name)
 
