@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -405,6 +406,76 @@ def test_data_hash_is_stable_and_covers_fields(simple):
     write_jsonl(simple / "train.jsonl", rows)
     write_jsonl(simple / "test.jsonl", [dict(r, text2=r["text"]) for r in labelled({"a": 6, "b": 3}, prefix="test ")])
     assert load_splits(spec_for(simple)).data_hash != load_splits(spec_for(simple, input="text2")).data_hash
+
+
+# --------------------------------------------------------------------------- duplicates and the dev carve
+
+
+def _repeated_rows(kind: str) -> list[dict]:
+    """40 distinct texts, each written 1 to 4 times; classification adds texts that carry two labels."""
+    rng = random.Random(3)
+    rows = []
+    for i in range(40):
+        label = "abc"[i % 3]
+        row = {"text": f"message {i} about {label}", "label": label} if kind == "classification" else \
+            {"text": f"question {i}", "label": f"answer {i}"}
+        rows += [row] * rng.randint(1, 4)
+    if kind == "classification":
+        rows += [{"text": f"ambiguous {i}", "label": label} for i in range(4) for label in ("a", "b")]
+    return random.Random(5).sample(rows, len(rows))
+
+
+@pytest.mark.parametrize("kind", ["classification", "generation"])
+def test_repeated_texts_never_straddle_train_and_dev_and_no_row_is_dropped(tmp_path, kind):
+    rows = _repeated_rows(kind)
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "held out", "label": rows[0]["label"]}])
+    for seed in range(8):
+        splits = load_splits(spec_for(tmp_path, kind=kind, seed=seed, dev_fraction=0.2))
+        train_texts, dev_texts = {e.text for e in splits.train}, {e.text for e in splits.dev}
+        assert splits.dev and not train_texts & dev_texts, f"seed {seed}: {sorted(train_texts & dev_texts)[:3]}"
+        # every row is still there, once: the carve moves whole groups, it never drops or merges rows
+        kept = Counter((e.text, e.target) for e in splits.train + splits.dev)
+        assert kept == Counter((r["text"], r["label"]) for r in rows)
+        if kind == "classification":  # a label is never carved out of train entirely
+            assert {e.target for e in splits.dev} <= {e.target for e in splits.train}
+
+
+def test_grouped_carve_is_stratified_near_the_fraction_and_stable(tmp_path):
+    from tunewise.data.splits import _carve_dev
+
+    rows = _repeated_rows("classification")
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "held out", "label": "a"}])
+    splits = load_splits(spec_for(tmp_path, dev_fraction=0.2))
+    assert load_splits(spec_for(tmp_path, dev_fraction=0.2)) == splits
+    per_label = Counter(r["label"] for r in rows)
+    for label, n in per_label.items():
+        in_dev = sum(e.target == label for e in splits.dev)
+        assert 1 <= in_dev <= math.ceil(0.2 * n), (label, in_dev, n)
+    assert "repeated texts" in splits.dev_origin and "kept whole in train or dev" in splits.dev_origin
+    # for a given data hash and seed the carve does not depend on the order of the rows
+    train = splits.train + splits.dev
+    carve = lambda examples: _carve_dev(examples, stratify=True, fraction=0.2, data_hash="h", seed=0)  # noqa: E731
+    assert carve(train) == carve(tuple(reversed(train))) == carve(tuple(random.Random(1).sample(train, len(train))))
+
+
+def test_a_train_file_of_repeats_only_still_gets_a_dev_group(tmp_path):
+    rows = [{"text": f"say {w}", "label": w} for w in ["alpha", "beta", "gamma", "delta"] * 4]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", rows[:2])
+    splits = load_splits(spec_for(tmp_path, kind="generation"))
+    assert len(splits.dev) == 4 and len({e.text for e in splits.dev}) == 1
+    assert not {e.text for e in splits.train} & {e.text for e in splits.dev}
+    assert len(splits.train) == 12
+
+
+def test_a_text_repeated_with_one_label_everywhere_stays_in_train(tmp_path):
+    rows = [{"text": "only ever this", "label": "a"}] * 5 + labelled({"b": 10})
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", labelled({"a": 1, "b": 1}))
+    splits = load_splits(spec_for(tmp_path))
+    assert Counter(e.target for e in splits.train)["a"] == 5 and "a" not in {e.target for e in splits.dev}
 
 
 # --------------------------------------------------------------------------- check_data

@@ -2,6 +2,11 @@
 
 Every random choice is a hash of (data hash, seed, example id), so splits depend only on the
 data and the seed, never on row order or process state.
+
+Repeated texts: rows whose rendered input text is identical form one group, whatever their targets,
+and the dev carve moves whole groups, so no input is in both train and dev (a dev score on an input
+the candidates learnt from measures recall; one text with two labels is reported by ``check_data``,
+never resolved here). Every row is kept: nothing is merged or dropped.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -41,18 +46,50 @@ def _by_label(examples: Iterable[Example]) -> dict[str, list[Example]]:
     return groups
 
 
+def _groups(examples: Iterable[Example]) -> list[list[Example]]:
+    """Examples with the same input text, in file order; each group ranked by its smallest (content-derived) id."""
+    by_text: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_text[ex.text].append(ex)
+    return list(by_text.values())
+
+
 def _carve_dev(
     train: tuple[Example, ...], *, stratify: bool, fraction: float, data_hash: str, seed: int
 ) -> set[str]:
-    """Ids moved from train to dev: the best-ranked ceil(fraction * n) of each label (or of all)."""
-    groups = _by_label(train) if stratify else {"": list(train)}
-    chosen: set[str] = set()
-    for members in groups.values():
-        # keep at least one example of each group in train (a label with one example stays there)
-        take = min(math.ceil(fraction * len(members)), len(members) - 1)
-        ranked = sorted(members, key=lambda ex: _rank(data_hash, seed, ex.id))
-        chosen.update(ex.id for ex in ranked[:take])
-    return chosen
+    """Ids moved from train to dev: whole groups of one input text, best-ranked first, within each label's quota.
+
+    A label's quota is ceil(fraction * its rows), less one row that must stay in train (a label with one
+    example stays there). Groups are walked in hash order and taken when they fit every quota they touch
+    and leave each of their labels in train; for singletons this is the best-ranked quota of each label.
+    A label that no group fits (all its groups are larger than its quota) gets its smallest group that
+    leaves its labels in train, so each label with two or more texts is still represented in dev.
+    """
+    label = (lambda ex: ex.target) if stratify else (lambda ex: "")  # noqa: E731
+    left = Counter(label(ex) for ex in train)  # rows of each label still in train
+    quota = {name: min(math.ceil(fraction * n), n - 1) for name, n in left.items()}
+    taken: Counter[str] = Counter()
+    groups = sorted(_groups(train), key=lambda g: _rank(data_hash, seed, min(ex.id for ex in g)))
+    counts = [Counter(label(ex) for ex in group) for group in groups]
+    chosen: set[int] = set()
+
+    def keeps_train(i: int) -> bool:
+        return all(left[name] > n for name, n in counts[i].items())
+
+    def take(i: int) -> None:
+        chosen.add(i)
+        taken.update(counts[i])
+        left.subtract(counts[i])
+
+    for i in range(len(groups)):
+        if keeps_train(i) and all(taken[name] + n <= quota[name] for name, n in counts[i].items()):
+            take(i)
+    for name in sorted(quota):
+        if quota[name] and not taken[name]:
+            fits = [i for i in range(len(groups)) if i not in chosen and name in counts[i] and keeps_train(i)]
+            if fits:
+                take(min(fits, key=lambda i: (len(groups[i]), i)))
+    return {ex.id for i in chosen for ex in groups[i]}
 
 
 def _quotas(sizes: dict[str, int], limit: int, data_hash: str, seed: int) -> dict[str, int]:
@@ -121,6 +158,10 @@ def _dev_split(loaded: dict, *, spec: "TaskSpec", data_hash: str, paths: dict[st
         )
     how = "stratified by label" if stratify else "hashed random sample"
     origin = f"carved from train: {fraction:.0%} {how}, seed {spec.seed}, {len(chosen)} examples"
+    repeated = [group for group in _groups(train) if len(group) > 1]
+    if repeated:
+        rows = sum(map(len, repeated))
+        origin += f"; {len(repeated)} repeated texts ({rows} rows) kept whole in train or dev"
     return (
         tuple(ex for ex in train if ex.id not in chosen),
         tuple(ex for ex in train if ex.id in chosen),
