@@ -495,6 +495,40 @@ def test_counts_duplicates_and_conflicting_labels():
     assert any("train has 1 text(s) that appear more than once with different targets" in w for w in checks.warnings)
 
 
+def test_repeated_texts_are_reported_with_where_they_are(tmp_path):
+    rows = [{"text": "say alpha", "label": "alpha"}] * 3 + [{"text": "say beta", "label": "beta"}] * 2
+    rows += [{"text": f"say {i}", "label": str(i)} for i in range(15)] + [{"text": "say beta", "label": "other"}]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "dev.jsonl", [{"text": "say alpha", "label": "alpha"}, {"text": "say 3", "label": "3"}])
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "fresh", "label": "x"}] * 2 + [{"text": "say 4", "label": "4"}])
+    splits = load_splits(spec_for(tmp_path, kind="generation", dev="dev.jsonl"))
+    checks = check_data(splits, kind="generation")
+    assert checks.duplicate_groups == {"train": 2, "dev": 0, "test": 1}
+    assert checks.duplicate_rows == {"train": 6, "dev": 0, "test": 2}
+    assert checks.cross_split_duplicates == {"train/dev": 2, "train/test": 1, "dev/test": 0}
+    first = checks.duplicate_examples[0]
+    assert first["text"] == "say alpha" and first["rows"] == {"train": 3, "dev": 1}
+    assert first["where"][:3] == [f"{tmp_path / 'train.jsonl'}:{line}" for line in (1, 2, 3)]
+    beta = next(d for d in checks.duplicate_examples if d["text"] == "say beta")
+    assert beta["targets"] == 2
+    warnings = " | ".join(checks.warnings)
+    assert "train has 2 input texts that occur more than once (6 rows, e.g. 'say alpha' at train.jsonl lines 1, 2, 3)" \
+        in warnings
+    assert "2 input texts occur in both train and dev (e.g. 'say alpha' at dev.jsonl line 1)" in warnings
+    assert all("\n" not in w and w.endswith(".") for w in checks.warnings)
+    json.dumps(checks.to_json())
+
+
+def test_repeated_texts_split_by_the_carve_are_reported_as_none(tmp_path):
+    rows = _repeated_rows("generation")
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "held out", "label": "x"}])
+    checks = check_data(load_splits(spec_for(tmp_path, kind="generation", dev_fraction=0.3)), kind="generation")
+    assert checks.cross_split_duplicates["train/dev"] == 0
+    assert checks.duplicate_rows["train"] + checks.duplicate_rows["dev"] == \
+        sum(n for n in Counter(r["text"] for r in rows).values() if n > 1)
+
+
 def test_exact_and_near_leakage_are_found_and_quoted():
     base = "please tell me how long it takes for my new card to arrive in the post"
     train = [ex(0, base), ex(1, "What is the exchange rate for euros today?"), ex(2, "unrelated words here")]

@@ -6,6 +6,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any, Sequence
 
 from .examples import DataChecks, Example, Splits
@@ -140,6 +141,69 @@ def _duplicates(examples: Sequence[Example]) -> tuple[int, int]:
     return len(examples) - len(targets), conflicting
 
 
+def _one_line(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _at(examples: Sequence[Example]) -> str:
+    """' at train.jsonl lines 1, 2, 3' for examples of one file ('' when they carry no source)."""
+    places = [ex.source.rpartition(":") for ex in examples if ex.source]
+    if not places:
+        return ""
+    lines = [line for _, _, line in places[:3]] + (["…"] if len(places) > 3 else [])
+    return f" at {Path(places[0][0]).name} line{'s' if len(lines) > 1 else ''} {', '.join(lines)}"
+
+
+def _texts(n: int) -> str:
+    return f"{n} input text{'s' if n != 1 else ''}"
+
+
+def _repeats(roles: dict[str, Sequence[Example]]) -> dict[str, Any]:
+    """Where repeated input texts are: per split, across splits, and up to five quoted with their rows."""
+    by_text: dict[str, dict[str, list[Example]]] = defaultdict(lambda: defaultdict(list))
+    for role, examples in roles.items():
+        for example in examples:
+            by_text[example.text][role].append(example)
+    groups = {role: 0 for role in roles}
+    rows = {role: 0 for role in roles}
+    pairs = {"train/dev": ("train", "dev"), "train/test": ("train", "test"), "dev/test": ("dev", "test")}
+    cross = {name: 0 for name in pairs}
+    for places in by_text.values():
+        for role, found in places.items():
+            if len(found) > 1:
+                groups[role] += 1
+                rows[role] += len(found)
+        for name, (a, b) in pairs.items():
+            cross[name] += a in places and b in places
+    repeated = [(text, places) for text, places in by_text.items() if sum(map(len, places.values())) > 1]
+    repeated.sort(key=lambda item: -sum(map(len, item[1].values())))  # stable: ties keep train, dev, test order
+    quoted = [
+        {"text": _quote(text), "rows": {role: len(found) for role, found in places.items()},
+         "targets": len({json.dumps(ex.target, sort_keys=True, default=str) for f in places.values() for ex in f}),
+         "where": [ex.source for f in places.values() for ex in f if ex.source][:5]}
+        for text, places in repeated[:5]
+    ]
+    warnings = []
+    for role in roles:
+        if groups[role]:
+            first = next(found[role] for found in by_text.values() if len(found.get(role, ())) > 1)
+            consequence = {"test": "each row is scored, so a repeated text weighs more in every test score"}.get(
+                role, "all rows are kept, and a carved dev set takes each text whole")
+            warnings.append(
+                f"{role} has {_texts(groups[role])} that occur{'s' if groups[role] == 1 else ''} more than once "
+                f"({rows[role]} rows, e.g. '{_one_line(first[0].text)}'{_at(first)}); {consequence}."
+            )
+    if cross["train/dev"]:
+        first = next(found["dev"] for found in by_text.values() if "train" in found and "dev" in found)
+        warnings.append(
+            f"{_texts(cross['train/dev'])} occur{'s' if cross['train/dev'] == 1 else ''} in both train and dev "
+            f"(e.g. '{_one_line(first[0].text)}'{_at(first)}); choices made on dev then reward recall of train."
+        )
+    return {"duplicate_groups": groups, "duplicate_rows": rows, "cross_split_duplicates": cross,
+            "duplicate_examples": quoted, "warnings": warnings}
+
+
 def volume_assessment(n: int) -> str:
     """One sentence placing the labelled volume against the prompting / fine-tuning thresholds."""
     if n < PROMPTING_BELOW:
@@ -190,6 +254,8 @@ def check_data(splits: Splits, *, kind: str, near_threshold: float = 0.9) -> Dat
     if kind == "classification":
         label_counts, ratio, min_per_label = _label_stats(splits)
         warnings += _label_warnings(label_counts["train"], ratio)
+    repeats = _repeats(roles)
+    warnings += repeats.pop("warnings")
     for role, (_, conflicting) in dupes.items():
         if conflicting:
             warnings.append(f"{role} has {conflicting} text(s) that appear more than once with different targets.")
@@ -212,4 +278,5 @@ def check_data(splits: Splits, *, kind: str, near_threshold: float = 0.9) -> Dat
         warnings=warnings,
         conflicting_duplicates={role: c for role, (_, c) in dupes.items()},
         near_threshold=near_threshold,
+        **repeats,
     )

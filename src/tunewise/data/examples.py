@@ -29,6 +29,13 @@ class DataChecks:
 
     ``leakage_*`` compare test against train + dev (everything a candidate may learn from);
     ``leakage_examples`` holds up to five ``{"test", "train", "similarity"}`` quotes.
+
+    Repeated input texts (exact, whatever their targets): ``exact_duplicates`` counts the extra rows per
+    split, ``duplicate_groups`` the texts that occur more than once in a split and ``duplicate_rows`` the
+    rows they hold; ``cross_split_duplicates`` counts texts found in two splits (``"train/dev"``,
+    ``"train/test"``, ``"dev/test"``); ``duplicate_examples`` holds up to five
+    ``{"text", "rows" (per split), "targets" (distinct), "where" (up to five "path:line")}``. Rows are
+    never merged or dropped: these only say where they are.
     """
 
     counts: dict[str, int]
@@ -43,6 +50,10 @@ class DataChecks:
     warnings: list[str]
     conflicting_duplicates: dict[str, int] = field(default_factory=dict)
     near_threshold: float = 0.9
+    duplicate_groups: dict[str, int] = field(default_factory=dict)
+    duplicate_rows: dict[str, int] = field(default_factory=dict)
+    cross_split_duplicates: dict[str, int] = field(default_factory=dict)
+    duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
