@@ -202,12 +202,13 @@ def write_log(store: Path, rows: list[dict], feedback: list[tuple[str, str | Non
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA)
     for i, r in enumerate(rows):
-        conn.execute("INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        conn.execute("INSERT INTO requests (id, ts, alias, version, arm, user, input, output, confidence, latency_s, "
+                     "prompt_tokens, completion_tokens, status, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                      (r.get("id", f"r{i}"), r.get("ts", NOW - 3600 + i), "production", r.get("version", "v1"),
                       r.get("arm", "a"), f"user{i % 7}", r["input"], r.get("output"), r.get("confidence"),
                       r.get("latency_s", 0.05), 10, 1, r.get("status", 200), None))
     for rid, label, score in feedback:
-        conn.execute("INSERT INTO feedback VALUES (?,?,?,?)", (rid, NOW, label, score))
+        conn.execute("INSERT INTO feedback (response_id, ts, label, score) VALUES (?,?,?,?)", (rid, NOW, label, score))
     conn.commit()
     conn.close()
     return path
