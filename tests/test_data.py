@@ -607,3 +607,113 @@ def test_near_duplicate_search_matches_brute_force():
         found = {q: (c, round(j, 6)) for q, c, j in _near_matches(queries, corpus, threshold)}
         assert found == expected
         assert expected  # the data must exercise the search at every threshold
+
+
+# --------------------------------------------------------------------------- bad input found by fuzzing
+# (tests/test_fuzz_inputs.py): each was a traceback, a silent change of the data or a message over many lines
+
+
+def _one_sentence(message: str) -> None:
+    assert message.endswith(".") and message.isprintable() and len(message) < 400, message
+
+
+def test_json_number_too_long_for_python_names_the_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": ' + "1" * 5000 + ', "label": "x"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.jsonl: line 2 is not valid JSON \(a number with more than 4300 digits\)"):
+        read_records(path, role="train")
+
+
+def test_json_nested_too_deeply_names_the_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": ' + "[" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.jsonl: line 1 is not valid JSON \(nested too deeply\)"):
+        read_records(path, role="train")
+
+
+def test_json_object_repeating_a_key_is_an_error_not_the_last_value(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "x", "label": "y"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.jsonl: line 2 repeats the key 'label' in one object"):
+        read_records(path, role="train")
+    path.write_text('{"text": "a", "fields": {"n": 1, "n": 2}}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 1 repeats the key 'n' in one object"):
+        read_records(path, role="train")
+
+
+def test_csv_cells_larger_than_the_csv_module_default_are_read(tmp_path):
+    path = tmp_path / "train.csv"
+    long_text = "word " * 60_000  # 300,000 characters: over csv's 131,072 default field limit
+    path.write_text(f"text,label\n{long_text},a\nshort,b\n", encoding="utf-8")
+    assert read_records(path, role="train") == [(2, {"text": long_text, "label": "a"}), (3, {"text": "short", "label": "b"})]
+    import csv as csv_module
+
+    assert csv_module.field_size_limit() == 131_072  # left as it was
+
+
+def test_extraction_target_json_text_with_a_huge_number_names_the_field(tmp_path):
+    (tmp_path / "train.csv").write_text('text,fields\na,"{""n"": ' + "9" * 5000 + '}"\n', encoding="utf-8")
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "c", "fields": {"n": 1}}])
+    with pytest.raises(DataError, match=r"train\.csv: line 2 field 'fields' is a string that is not valid JSON"):
+        load_splits(spec_for(tmp_path, kind="extraction", train="train.csv", output="fields"))
+
+
+def test_parquet_extraction_target_holding_a_timestamp_names_the_field(tmp_path):
+    import datetime
+
+    write_parquet(tmp_path / "train.parquet", [{"text": f"t{i}", "fields": {"at": datetime.datetime(2024, 1, i + 1)}}
+                                                for i in range(3)])
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "c", "fields": {"at": "2024-01-01"}}])
+    with pytest.raises(DataError, match=r"train\.parquet: line 1 field 'fields' holds a date/time at 'at', but extraction "
+                                        r"targets must hold only JSON values"):
+        load_splits(spec_for(tmp_path, kind="extraction", train="train.parquet", output="fields"))
+
+
+def test_parquet_value_types_are_named_in_words(tmp_path):
+    write_parquet(tmp_path / "train.parquet", [{"text": b"raw bytes", "label": "a"}])
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "c", "label": "a"}])
+    with pytest.raises(DataError, match=r"line 1 field 'text' is binary data, but input fields must be text or numbers"):
+        load_splits(spec_for(tmp_path, train="train.parquet"))
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_not_turned_into_text(tmp_path, value):
+    (tmp_path / "train.jsonl").write_text(f'{{"text": "a", "label": "x"}}\n{{"text": {value}, "label": "x"}}\n')
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "c", "label": "x"}])
+    with pytest.raises(DataError, match=r"train\.jsonl: line 2 field 'text' is not a finite number"):
+        load_splits(spec_for(tmp_path))
+
+
+def test_path_holding_a_nul_character_is_a_data_error(tmp_path):
+    from tunewise.data.reading import read_records as read
+
+    with pytest.raises(DataError, match=r"cannot read the file \(its name holds a NUL character\)") as info:
+        read(tmp_path / "tr\x00ain.jsonl", role="train")
+    _one_sentence(str(info.value))
+
+
+def test_user_text_in_messages_is_escaped_and_shortened(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"te\nxt": "x", "label": "a"}])
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "c", "label": "a"}])
+    with pytest.raises(DataError, match=r"line 1 has no field 'text' \(its fields are 'te\\nxt', 'label'\)") as info:
+        load_splits(spec_for(tmp_path))
+    _one_sentence(str(info.value))
+    write_jsonl(tmp_path / "train.jsonl", [{"text": f"t{i}", "label": "a\n" + "b" * 1000} for i in range(3)])
+    with pytest.raises(DataError, match=r"label 'a' never appears in train \(1 train labels: 'a\\nbbbb") as info:
+        load_splits(spec_for(tmp_path))
+    _one_sentence(str(info.value))
+    (tmp_path / "train.csv").write_text("x" * 5000 + "," + "x" * 5000 + "\n1,2\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"names column 'xxx.*…' more than once") as info:
+        read_records(tmp_path / "train.csv", role="train")
+    _one_sentence(str(info.value))
+
+
+def test_label_file_nested_too_deeply(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", labelled({"a": 3}))
+    write_jsonl(tmp_path / "test.jsonl", labelled({"a": 1}))
+    (tmp_path / "labels.yaml").write_text("- " + "[" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"labels\.yaml: the label file is not valid YAML"):
+        load_splits(spec_for(tmp_path, labels="labels.yaml"))
+    (tmp_path / "labels.json").write_text("[" * 100_000, encoding="utf-8")
+    with pytest.raises(DataError, match=r"labels\.json: the label file is not valid JSON"):
+        load_splits(spec_for(tmp_path, labels="labels.json"))

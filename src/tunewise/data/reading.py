@@ -9,6 +9,8 @@ import csv
 import hashlib
 import io
 import json
+import math
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -22,6 +24,54 @@ if TYPE_CHECKING:
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_FIELD_LIMIT = 2**31 - 1  # csv's default (131,072 characters) would refuse long but valid cells
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def shown(text: str, limit: int | None = 60) -> str:
+    """A user's text inside a one-line message: control characters escaped (``\\n``), cut to ``limit`` characters."""
+    head = text if limit is None else text[: limit + 1]
+    escaped = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in head)
+    if limit is None or (len(escaped) <= limit and len(text) <= limit):
+        return escaped
+    return escaped[: limit - 1] + "…"
+
+
+class RepeatedKey(ValueError):
+    """A JSON object names the same key twice (``json.loads`` would silently keep the last value)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise RepeatedKey(key)
+        obj[key] = value
+    return obj
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads`` that refuses repeated keys; raises :class:`RepeatedKey`, ``ValueError`` or ``RecursionError``."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def json_problem(exc: BaseException) -> str:
+    """Why text is not JSON we can read, in a few words (for ``... is not valid JSON (<why>)``)."""
+    if isinstance(exc, RepeatedKey):
+        return f"it repeats the key '{shown(exc.key)}' in one object"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if "digits" in str(exc):  # int('9' * 5000): CPython's limit on integer text
+        return f"a number with more than {sys.get_int_max_str_digits()} digits"
+    return shown(str(exc))
 
 
 # --------------------------------------------------------------------------- reading files
@@ -49,6 +99,8 @@ def _read_bytes(path: Path, *, role: str) -> bytes:
         raise DataError(f"{path}: file not found (the task's data.{role}).") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read the file ({exc.__class__.__name__}).") from None
+    except ValueError:  # "embedded null byte": no file can have this name
+        raise DataError(f"{shown(str(path), None)}: cannot read the file (its name holds a NUL character).") from None
 
 
 def _parse_records(path: Path, raw: bytes) -> list[tuple[int, dict]]:
@@ -81,10 +133,14 @@ def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            array = number == 1 and line.lstrip().startswith("[")
-            hint = "the file looks like one JSON array; write one object per line" if array else exc.msg
+            record = loads_json(line)
+        except RepeatedKey as exc:
+            raise DataError(
+                f"{path}: line {number} repeats the key '{shown(exc.key)}' in one object; keep one of its values."
+            ) from None
+        except (ValueError, RecursionError) as exc:
+            array = number == 1 and line.lstrip().startswith("[") and isinstance(exc, json.JSONDecodeError)
+            hint = "the file looks like one JSON array; write one object per line" if array else json_problem(exc)
             raise DataError(f"{path}: line {number} is not valid JSON ({hint}).") from None
         if not isinstance(record, dict):
             raise DataError(
@@ -98,6 +154,7 @@ def _csv_records(path: Path, text: str) -> list[tuple[int, dict]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     records, end_of_previous = [], 0
+    default_limit = csv.field_size_limit(CSV_FIELD_LIMIT)  # process-wide: put back below
     try:
         for row in reader:
             start, end_of_previous = end_of_previous + 1, reader.line_num
@@ -112,7 +169,9 @@ def _csv_records(path: Path, text: str) -> list[tuple[int, dict]]:
             else:
                 records.append((start, dict(zip(header, row))))
     except csv.Error as exc:
-        raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc}).") from None
+        raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({shown(str(exc))}).") from None
+    finally:
+        csv.field_size_limit(default_limit)
     return records
 
 
@@ -120,7 +179,7 @@ def _csv_header(path: Path, row: list[str], line: int) -> list[str]:
     header = [name.strip() for name in row]
     repeated = [name for name, n in Counter(header).items() if n > 1]
     if repeated:
-        raise DataError(f"{path}: line {line} (the header) names column '{repeated[0]}' more than once.")
+        raise DataError(f"{path}: line {line} (the header) names column '{shown(repeated[0])}' more than once.")
     return header
 
 
@@ -130,13 +189,19 @@ def _parquet_records(path: Path, raw: bytes) -> list[tuple[int, dict]]:
 
     try:
         rows = pq.read_table(pa.BufferReader(raw)).to_pylist()
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: cannot read the file as Parquet ({exc.__class__.__name__}).") from None
+    except (pa.ArrowException, OSError, ValueError, TypeError, IndexError, OverflowError) as exc:
+        # whatever pyarrow raises on these bytes is about the file (corrupt, or types Python cannot hold)
+        raise DataError(
+            f"{path}: cannot read the file as Parquet ({exc.__class__.__name__}: {shown(str(exc))})."
+        ) from None
     return [(index + 1, row) for index, row in enumerate(rows)]
 
 
 def _type_name(value: Any) -> str:
-    """'a list', 'an object', 'null' ...: for messages."""
+    """'a list', 'an object', 'null', 'binary data' ...: for messages (Parquet brings more than JSON's types)."""
+    import datetime
+    import decimal
+
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -145,7 +210,36 @@ def _type_name(value: Any) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
-    return {list: "a list", dict: "an object"}.get(type(value), f"a {type(value).__name__}")
+    if isinstance(value, (bytes, bytearray)):
+        return "binary data"
+    if isinstance(value, decimal.Decimal):
+        return "a decimal"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "a date/time"
+    if isinstance(value, datetime.timedelta):
+        return "a duration"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return {dict: "an object"}.get(type(value), f"a {type(value).__name__}")
+
+
+def _not_json(value: Any) -> tuple[str, str] | None:
+    """``(where, what)`` of the first value JSON cannot hold (a timestamp, NaN, binary...), or None; iterative."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in reversed(list(item.items())):
+                if not isinstance(key, str):
+                    return where or "(top level)", f"a key that is {_type_name(key)}"
+                stack.append((f"{where}.{key}" if where else key, inner))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", inner) for i, inner in reversed(list(enumerate(item))))
+        elif isinstance(item, float) and not math.isfinite(item):
+            return where or "(top level)", "a number that is not finite"
+        elif item is not None and not isinstance(item, (str, int, float, bool)):
+            return where or "(top level)", _type_name(item)
+    return None
 
 
 # --------------------------------------------------------------------------- building examples
@@ -154,16 +248,18 @@ def _type_name(value: Any) -> str:
 def _field_value(path: Path, line: int, record: dict, name: str) -> Any:
     if name not in record:
         keys = list(record)
-        shown = ", ".join(f"'{k}'" for k in keys[:8]) + (", …" if len(keys) > 8 else "")
-        raise DataError(f"{path}: line {line} has no field '{name}' (its fields are {shown or 'none'}).")
+        fields = ", ".join(f"'{shown(str(k), 30)}'" for k in keys[:8]) + (", …" if len(keys) > 8 else "")
+        raise DataError(f"{path}: line {line} has no field '{shown(name)}' (its fields are {fields or 'none'}).")
     value = record[name]
     if value is None:
-        raise DataError(f"{path}: line {line} field '{name}' is null (it needs a value).")
+        raise DataError(f"{path}: line {line} field '{shown(name)}' is null (it needs a value).")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN / Infinity, Parquet's NaN
+        raise DataError(f"{path}: line {line} field '{shown(name)}' is not a finite number ({value}); it needs a value.")
     return value
 
 
 def _wrong_type(path: Path, line: int, name: str, value: Any, wanted: str) -> DataError:
-    return DataError(f"{path}: line {line} field '{name}' is {_type_name(value)}, but {wanted}.")
+    return DataError(f"{path}: line {line} field '{shown(name)}' is {_type_name(value)}, but {wanted}.")
 
 
 def _render_input(path: Path, line: int, record: dict, fields: Sequence[str]) -> tuple[str, dict]:
@@ -191,21 +287,28 @@ def _target(path: Path, line: int, record: dict, name: str, kind: str) -> Any:
         raise _wrong_type(path, line, name, value, wanted)
     value = str(value)
     if kind == "classification" and not value.strip():
-        raise DataError(f"{path}: line {line} field '{name}' is empty (every example needs a label).")
+        raise DataError(f"{path}: line {line} field '{shown(name)}' is empty (every example needs a label).")
     return value
 
 
 def _extraction_target(path: Path, line: int, name: str, value: Any) -> dict:
     if isinstance(value, str):
         try:
-            value = json.loads(value)  # CSV cells hold the object as JSON text
-        except json.JSONDecodeError:
+            value = loads_json(value)  # CSV cells hold the object as JSON text
+        except (ValueError, RecursionError) as exc:
             raise DataError(
-                f"{path}: line {line} field '{name}' is a string that is not valid JSON, "
-                "but extraction targets must be JSON objects."
+                f"{path}: line {line} field '{shown(name)}' is a string that is not valid JSON "
+                f"({json_problem(exc)}), but extraction targets must be JSON objects."
             ) from None
     if not isinstance(value, dict):
         raise _wrong_type(path, line, name, value, "extraction targets must be JSON objects")
+    problem = _not_json(value)
+    if problem is not None:
+        where, what = problem
+        raise DataError(
+            f"{path}: line {line} field '{shown(name)}' holds {what} at '{shown(where)}', but extraction targets "
+            "must hold only JSON values (text, finite numbers, true/false, null, lists and objects)."
+        )
     return value
 
 
@@ -249,7 +352,7 @@ def _listed_labels(spec: "TaskSpec") -> tuple[str, ...] | None:
     labels = [str(label) for label in labels]
     repeated = [label for label, n in Counter(labels).items() if n > 1]
     if not labels or repeated:
-        problem = "is empty" if not labels else f"lists '{repeated[0]}' more than once"
+        problem = "is empty" if not labels else f"lists '{shown(repeated[0])}' more than once"
         raise DataError(f"{where}: the label list {problem}.")
     return tuple(labels)
 
@@ -265,7 +368,7 @@ def _read_label_file(path: Path) -> list:
         raise DataError(f"{path}: cannot read the label file ({exc.__class__.__name__}).") from None
     try:
         labels = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError):
+    except (ValueError, RecursionError, yaml.YAMLError):  # ValueError: JSON's errors and 5,000-digit numbers
         language = "JSON" if path.suffix.lower() == ".json" else "YAML"
         raise DataError(f"{path}: the label file is not valid {language}.") from None
     plain = isinstance(labels, list) and all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in labels)
@@ -282,15 +385,15 @@ def _check_labels(splits: dict[str, tuple[Example, ...]], listed: tuple[str, ...
             for ex in examples:
                 if ex.target not in allowed:
                     raise DataError(
-                        f"{_where(ex)}: label '{ex.target}' is not among the {len(listed)} labels in data.labels; "
-                        "fix the label or add it to data.labels."
+                        f"{_where(ex)}: label '{shown(ex.target)}' is not among the {len(listed)} labels in "
+                        "data.labels; fix the label or add it to data.labels."
                     )
     in_train = sorted({ex.target for ex in splits["train"]})
     for role in ("dev", "test"):
         for ex in splits.get(role, ()):
             if ex.target not in in_train:
-                some = ", ".join(f"'{label}'" for label in in_train[:3]) + (", …" if len(in_train) > 3 else "")
+                some = ", ".join(f"'{shown(label, 30)}'" for label in in_train[:3]) + (", …" if len(in_train) > 3 else "")
                 raise DataError(
-                    f"{_where(ex)}: label '{ex.target}' never appears in train ({len(in_train)} train labels: "
+                    f"{_where(ex)}: label '{shown(ex.target)}' never appears in train ({len(in_train)} train labels: "
                     f"{some}); add training examples or fix the label."
                 )
