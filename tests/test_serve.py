@@ -33,6 +33,7 @@ from .test_run import write_task
 
 TOKEN = "s3cret-admin-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+KEYS = ["tw-key-alpha-0123456789", "tw-key-beta-9876543210"]  # client keys
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +130,19 @@ def test_official_openai_client_unchanged(store_dir, recorded):
             client.chat.completions.create(model="production", messages=[])
 
 
-def test_tunewise_serve_command_on_loopback(store_dir, recorded):
+def test_tunewise_serve_command_on_loopback(store_dir, recorded, tmp_path):
     import openai
+
+    from tunewise.serving.app import key_id
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
+    (tmp_path / "keys").write_text(f"{KEYS[0]}\n{KEYS[1]}\n")
     env = {**os.environ, "TUNEWISE_ADMIN_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "tunewise", "serve", str(store_dir), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "tunewise", "serve", str(store_dir), "--port", str(port),
+                             "--api-key-file", str(tmp_path / "keys"), "--max-input-chars", "40", "--no-direct"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -149,16 +154,25 @@ def test_tunewise_serve_command_on_loopback(store_dir, recorded):
             except httpx.TransportError:
                 assert proc.poll() is None, proc.stderr.read()
                 time.sleep(0.2)
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEYS[0], max_retries=0)
         reply = client.chat.completions.create(model="production", messages=[{"role": "user", "content": "top up"}])
         assert reply.model == recorded[1]
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).chat.completions.create(
+                model="production", messages=[{"role": "user", "content": "top up"}])
+        with pytest.raises(openai.BadRequestError, match="at most 40"):
+            client.chat.completions.create(model="production", messages=[{"role": "user", "content": "a" * 41}])
+        with pytest.raises(openai.PermissionDeniedError):
+            client.chat.completions.create(model=recorded[2], messages=[{"role": "user", "content": "top up"}])
         moved = httpx.post(f"{url}/admin/promote", json={"version": "candidate", "alias": "production"}, headers=ADMIN)
         assert moved.status_code == 200 and moved.json()["version"] == recorded[2]
         reply = client.chat.completions.create(model="production", messages=[{"role": "user", "content": "top up"}])
         assert reply.model == recorded[2]
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        _, err = proc.communicate(timeout=30)
+    assert f"client keys: 2 ({key_id(KEYS[0])}, {key_id(KEYS[1])}); /v1 requires one" in err
+    assert KEYS[0] not in err
 
 
 # ---------------------------------------------------------------- routing
@@ -202,7 +216,8 @@ def test_ab_split_is_sticky_per_user_over_http(store_dir, recorded):
                 "model": "production", "messages": [{"role": "user", "content": "x"}]}).json()
             assert again == {arms[user]} and by_header["tunewise"]["arm"] == arms[user]
             assert by_header["model"] == (a if arms[user] == "a" else b)
-        assert chat(client, "top up", model=a, user=users[0]).json()["tunewise"]["arm"] == "a"  # ids are never split
+        pinned = chat(client, "top up", model=a, user=users[0]).json()  # an id is never split, and never an arm
+        assert pinned["model"] == a and pinned["tunewise"]["arm"] == "direct"
         anonymous = Counter(chat(client, "top up").json()["tunewise"]["arm"] for _ in range(40))
         assert set(anonymous) == {"a", "b"}  # no user: random, so both arms (P(all one arm) = 2 * 2**-40)
 
@@ -418,3 +433,212 @@ def test_an_older_request_log_gains_the_new_columns_and_keeps_its_rows(tmp_path)
         ("r0", "x", None), ("r1", "y", 0)]
     upgraded.close()
     fresh.close()
+
+
+# ---------------------------------------------------------------- request limits (issue 13, item 7)
+
+
+def test_request_limits_reject_big_bodies_many_messages_and_long_inputs(store_dir, recorded):
+    from fastapi.testclient import TestClient
+
+    from tunewise.serving.app import Limits
+
+    limits = Limits(max_body_bytes=4_000, max_messages=5, max_input_chars=300)
+    with TestClient(create_app(store_dir, limits=limits)) as client:
+        big = chat(client, "top up " * 1_000)  # about 7 kB of JSON
+        assert big.status_code == 413
+        assert big.json()["error"] == {
+            "message": "The request body is larger than this server accepts (4,000 bytes).",
+            "type": "invalid_request_error", "param": None, "code": "request_too_large"}
+        many = client.post("/v1/chat/completions", json={
+            "model": "production", "messages": [{"role": "user", "content": "hi"}] * 6})
+        assert many.status_code == 400 and many.json()["error"]["code"] == "too_many_messages"
+        assert many.json()["error"]["message"] == "The request has 6 messages; this server accepts at most 5."
+        long = chat(client, "x" * 301)
+        assert long.status_code == 400 and long.json()["error"]["param"] == "messages"
+        assert long.json()["error"]["message"] == ("The input is 301 characters long; this server accepts at most "
+                                                   "300.")
+        assert chat(client, "x" * 300).status_code == 200 and len(client.post("/v1/chat/completions", json={
+            "model": "production", "messages": [{"role": "user", "content": "hi"}] * 5}).json()["choices"]) == 1
+        fb = client.post("/v1/feedback", json={"response_id": "chatcmpl-x", "label": "y" * 5_000})
+        assert fb.status_code == 413  # every endpoint, not only chat
+    assert [r.input for r in log_rows(store_dir)] == ["x" * 300, "hi"]  # refused requests never reach a model
+
+
+def test_default_limits_refuse_a_huge_streamed_body_without_reading_it_all(store_dir, recorded):
+    """No Content-Length (chunked upload): the server stops reading at the limit and answers 413."""
+    from tunewise.serving.app import Limits
+
+    sent = 0
+
+    def body():
+        nonlocal sent
+        yield b'{"model": "production", "messages": [{"role": "user", "content": "'
+        for _ in range(4_000):  # up to 4 MB, four times the default limit
+            sent += 1_000
+            yield b"a" * 1_000
+        yield b'"}]}'
+
+    with live(create_app(store_dir)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        try:
+            r = client.post("/v1/chat/completions", content=body(), headers={"content-type": "application/json"})
+            assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+        except httpx.WriteError:  # the server may close the connection before the client finishes sending
+            pass
+        assert sent < 4_000_000
+        assert chat(client, "top up").status_code == 200  # and it keeps serving
+    assert Limits().max_body_bytes == 1_048_576 and log_rows(store_dir)[-1].input == "top up"
+
+
+# ---------------------------------------------------------------- client keys and feedback provenance (item 8)
+
+def test_api_keys_guard_every_v1_endpoint_and_feedback_records_the_client(store_dir, recorded):
+    import hashlib
+
+    import openai
+    from fastapi.testclient import TestClient
+
+    from tunewise.serving.app import key_id
+
+    with TestClient(create_app(store_dir, api_keys=KEYS)) as client:
+        body = {"model": "production", "messages": [{"role": "user", "content": "top up my card"}]}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEYS[0]},
+                        {"Authorization": f"Basic {KEYS[0]}"}):
+            for method, path, payload in (("post", "/v1/chat/completions", body), ("get", "/v1/models", None),
+                                          ("get", "/v1/models/production", None),
+                                          ("post", "/v1/feedback", {"response_id": "x", "label": "top_up"})):
+                r = client.request(method, path, json=payload, headers=headers)
+                assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (path, headers)
+                assert r.json()["error"] == {"message": "A valid API key is required: send Authorization: Bearer "
+                                                        "<key>.", "type": "authentication_error", "param": None,
+                                             "code": "invalid_api_key"}
+        assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
+        one = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEYS[0]}"})
+        assert one.status_code == 200
+        rid = one.json()["id"]
+        for key, label in ((KEYS[0], "top_up"), (KEYS[1], "card_arrival"), (KEYS[0], "top_up_failed")):
+            fb = client.post("/v1/feedback", json={"response_id": rid, "label": label},
+                             headers={"Authorization": f"Bearer {key}"})
+            assert fb.status_code == 200 and fb.json()["client"] == key_id(key)
+    assert key_id(KEYS[0]) == "key-" + hashlib.sha256(KEYS[0].encode()).hexdigest()[:12]
+    conn = sqlite3.connect(request_log_path(store_dir))
+    rows = conn.execute("SELECT response_id, label, client FROM feedback ORDER BY rowid").fetchall()
+    conn.close()
+    assert rows == [(rid, "top_up", key_id(KEYS[0])), (rid, "card_arrival", key_id(KEYS[1])),
+                    (rid, "top_up_failed", key_id(KEYS[0]))]  # every label kept, each with its client
+    raw = b"".join(f.read_bytes() for f in request_log_path(store_dir).parent.glob("requests.sqlite*"))
+    assert not any(k.encode() in raw for k in KEYS)
+    with live(create_app(store_dir, api_keys=KEYS)) as url:  # the official client sends its api_key as the bearer
+        ok = openai.OpenAI(base_url=f"{url}/v1", api_key=KEYS[1], max_retries=0)
+        assert ok.chat.completions.create(**body).choices[0].message.content
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0).models.list()
+
+
+def test_without_keys_v1_is_open_and_feedback_is_anonymous(store_dir, recorded):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(store_dir)) as client:
+        rid = chat(client, "top up").json()["id"]
+        fb = client.post("/v1/feedback", json={"response_id": rid, "label": "top_up"})
+        assert fb.status_code == 200 and fb.json()["client"] is None
+    conn = sqlite3.connect(request_log_path(store_dir))
+    assert conn.execute("SELECT label, client FROM feedback").fetchall() == [("top_up", None)]
+    conn.close()
+
+
+def test_api_keys_come_from_options_files_or_the_environment(tmp_path, monkeypatch):
+    from tunewise.errors import TaskSpecError
+    from tunewise.serving.app import load_api_keys as api_keys
+
+    monkeypatch.delenv("TUNEWISE_API_KEY", raising=False)
+    assert api_keys() == []
+    monkeypatch.setenv("TUNEWISE_API_KEY", "from-env")
+    assert api_keys() == ["from-env"]
+    (tmp_path / "keys").write_text("# one key a line\nfile-one\n\n  file-two  \n")
+    assert api_keys(["opt"], [tmp_path / "keys"]) == ["opt", "file-one", "file-two"]  # given: the env is not used
+    (tmp_path / "empty").write_text("# nothing\n")
+    with pytest.raises(TaskSpecError, match="holds no API key"):
+        api_keys([], [tmp_path / "empty"])
+    with pytest.raises(TaskSpecError, match="cannot read the API key file"):
+        api_keys([], [tmp_path / "missing"])
+    with pytest.raises(TaskSpecError, match="API keys cannot contain spaces"):
+        api_keys(["two words"])
+
+
+# ---------------------------------------------------------------- failures and direct version requests (item 9)
+
+
+def test_a_version_that_cannot_load_answers_503_without_internals(store_dir, recorded, caplog):
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from tunewise.errors import StoreError
+
+    _, a, b = recorded
+    secret_path = "/home/alice/private/artifacts/adapter-7f3a/adapter_model.safetensors"
+
+    def broken(version, store):
+        raise StoreError(f"The trained artifact {secret_path} is missing; run the task again to train it.")
+
+    def crashing(version, store):
+        raise RuntimeError(f"CUDA error at {secret_path}")
+
+    for loader, status in ((broken, 503), (crashing, 503)):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="tunewise.serve"), \
+                TestClient(create_app(store_dir, loader=loader, admin_token=TOKEN)) as client:
+            r = chat(client, "top up")
+            promote_r = client.post("/admin/promote", json={"version": b, "alias": "production"}, headers=ADMIN)
+        for reply in (r, promote_r):
+            assert reply.status_code == status, reply.text
+            error = reply.json()["error"]
+            request_id = reply.headers["x-request-id"]
+            assert error["message"] == (f"The model is unavailable right now (request {request_id}); the server log "
+                                        "has the details.")
+            assert error["type"] == "server_error" and error["code"] == "model_unavailable"
+            assert "/home" not in reply.text and "safetensors" not in reply.text and "CUDA" not in reply.text
+            logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
+            assert logged and secret_path in logged[0].getMessage() + (logged[0].exc_text or "")
+    failed = [row for row in log_rows(store_dir) if row.status == 503]
+    assert len(failed) == 2 and all(secret_path in row.error for row in failed)  # the detail stays server-side
+
+
+def test_store_paths_never_reach_clients(store_dir, recorded):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(store_dir, admin_token=TOKEN)) as client:
+        replies = [client.post("/admin/promote", json={"version": "nope", "alias": "production"}, headers=ADMIN),
+                   client.post("/admin/rollback", json={"alias": "nope"}, headers=ADMIN),
+                   chat(client, "hi", model="nope")]
+    assert [r.status_code for r in replies] == [404, 404, 404]
+    assert all(str(store_dir) not in r.text and "/tmp" not in r.text for r in replies), [r.text for r in replies]
+    assert replies[0].json()["error"]["message"] == "No version or alias 'nope' in this server's run store."
+
+
+def test_direct_version_requests_bypass_the_split_as_arm_direct_or_are_refused(store_dir, recorded):
+    from fastapi.testclient import TestClient
+
+    _, a, b = recorded
+    split = Split("production", "candidate", fraction_b=0.5)
+    with TestClient(create_app(store_dir, split=split)) as client:  # default: allowed, logged as arm "direct"
+        by_id = chat(client, "top up", model=b, user="u1").json()
+        by_alias_b = chat(client, "top up", model="candidate", user="u1").json()
+        routed = chat(client, "top up", model="production", user="u1").json()
+        assert by_id["model"] == b and by_id["tunewise"]["arm"] == "direct"
+        assert by_alias_b["model"] == b and by_alias_b["tunewise"]["arm"] == "direct"
+        assert routed["tunewise"]["arm"] in ("a", "b")
+    with TestClient(create_app(store_dir, split=split, allow_direct=False)) as client:
+        for model in (b, b[:6], "candidate"):
+            r = chat(client, "top up", model=model)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "direct_model_not_allowed", model
+        assert chat(client, "top up", model=b).json()["error"]["message"] == (
+            f"This server does not let clients choose the version; ask for 'production' instead of '{b}'.")
+        assert chat(client, "top up", model="production").status_code == 200
+        assert {m["id"] for m in client.get("/v1/models").json()["data"]} == {"production"}
+    with TestClient(create_app(store_dir, allow_direct=False)) as client:  # no split: any alias, never an id
+        assert chat(client, "top up", model="candidate").json()["tunewise"]["arm"] == "a"
+        assert chat(client, "top up", model=a).status_code == 403
+    arms = Counter(r.arm for r in log_rows(store_dir))
+    assert arms["direct"] == 2

@@ -5,8 +5,10 @@ after the first release are listed in :data:`ADDED_COLUMNS`; opening an older lo
 ... ADD COLUMN``, existing rows keep their values and read NULL in the new columns), so old and new logs have
 the same columns in the same order.
 
-One row per answer (``arm`` is ``a``, ``b`` or ``shadow``; a shadow answer gets its own id and the
-primary's timestamp); ``feedback`` holds labels and scores clients send for a response id later.
+One row per answer (``arm`` is ``a`` or ``b`` as the split routed it, ``direct`` when the client named the
+version itself, or ``shadow``; a shadow answer gets its own id and the primary's timestamp). ``feedback`` holds
+every label and score clients send for a response id later, one row each, never updated: ``client`` is the
+:func:`~tunewise.serving.app.key_id` of the key that sent it (NULL without client keys), ``ts`` when.
 ``redactions`` counts the credentials masked in a row (see ``redact.py``; NULL in rows written before the
 count existed), so a masked input is never mistaken for what the user sent.
 WAL mode, one connection shared under a lock (writes are short; readers never block them).
@@ -32,11 +34,11 @@ REQUEST_LOG = Path("serve") / "requests.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests(id TEXT PRIMARY KEY, ts REAL NOT NULL, alias TEXT, version TEXT NOT NULL,
-    arm TEXT NOT NULL /* 'a' | 'b' | 'shadow' */, user TEXT, input TEXT NOT NULL, output TEXT, confidence REAL,
+    arm TEXT NOT NULL /* 'a' | 'b' | 'direct' | 'shadow' */, user TEXT, input TEXT NOT NULL, output TEXT, confidence REAL,
     latency_s REAL, prompt_tokens INTEGER, completion_tokens INTEGER, status INTEGER NOT NULL, error TEXT,
     redactions INTEGER);
 CREATE TABLE IF NOT EXISTS feedback(response_id TEXT NOT NULL, ts REAL NOT NULL, label TEXT, score REAL,
-    redactions INTEGER);
+    redactions INTEGER, client TEXT);
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
 CREATE INDEX IF NOT EXISTS feedback_response ON feedback(response_id);
 """
@@ -45,6 +47,7 @@ CREATE INDEX IF NOT EXISTS feedback_response ON feedback(response_id);
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("requests", "redactions", "INTEGER"),
     ("feedback", "redactions", "INTEGER"),
+    ("feedback", "client", "TEXT"),
 )
 
 
@@ -109,14 +112,16 @@ class RequestLog:
             self._conn.execute(f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES "
                                f"({', '.join('?' * len(_COLUMNS))})", clean)
 
-    def add_feedback(self, response_id: str, *, label: str | None, score: float | None) -> bool:
-        """Record feedback; False (nothing written) when no response has this id."""
+    def add_feedback(self, response_id: str, *, label: str | None, score: float | None,
+                     client: str | None = None) -> bool:
+        """Append feedback from ``client`` (a key id, None when anonymous); False (nothing written) when no
+        response has this id. Earlier feedback on the same response is kept."""
         with self._lock:
             if self._conn.execute("SELECT 1 FROM requests WHERE id = ?", (response_id,)).fetchone() is None:
                 return False
             label, masked = redact_count(label)
-            self._conn.execute("INSERT INTO feedback (response_id, ts, label, score, redactions) VALUES (?, ?, ?, ?, ?)",
-                               (response_id, time.time(), label, score, masked))
+            self._conn.execute("INSERT INTO feedback (response_id, ts, label, score, redactions, client) "
+                               "VALUES (?, ?, ?, ?, ?, ?)", (response_id, time.time(), label, score, masked, client))
         return True
 
     def rows(self) -> list[LoggedRequest]:
