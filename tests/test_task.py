@@ -63,3 +63,82 @@ def test_bundled_examples_validate(example):
 
     spec = load_task(Path(__file__).parents[1] / "examples" / example / "task.yaml")
     assert spec.resolve(spec.data.train).exists() and spec.resolve(spec.data.test).exists()
+
+
+# --------------------------------------------------------------------------- bad task files found by fuzzing
+# (tests/test_fuzz_inputs.py): each was a traceback, a silently ignored value or a message over several lines
+
+
+def _one_sentence(message: str) -> None:
+    assert message.endswith(".") and message.isprintable() and len(message) < 400, message
+
+
+def test_yaml_nested_too_deeply_is_a_task_error(tmp_path):
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: the YAML is nested too deeply to read") as info:
+        _load(tmp_path, BASE + "name: " + "[" * 5000 + "\n")
+    _one_sentence(str(info.value))
+
+
+def test_a_key_given_twice_is_an_error_not_the_last_value(tmp_path):
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: line 7 repeats the key 'seed'") as info:
+        _load(tmp_path, BASE + "seed: 1\nseed: 2\n")
+    _one_sentence(str(info.value))
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: line 6 repeats the key 'train'"):
+        _load(tmp_path, BASE + "  train: other.jsonl\n")
+    # YAML merge keys may still override what they merge
+    spec = _load(tmp_path, "data:\n  <<: {train: a.jsonl, test: b.jsonl}\n  test: c.jsonl\n")
+    assert str(spec.data.test) == "c.jsonl"
+
+
+def test_keys_and_values_with_control_characters_stay_on_one_line(tmp_path):
+    with pytest.raises(TaskSpecError, match=r"unknown key 'a\\nb' \(check its spelling\)") as info:
+        _load(tmp_path, BASE + '"a\\nb": 1\n')
+    _one_sentence(str(info.value))
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: target metric 'a\\nb' does not apply to classification") as info:
+        _load(tmp_path, BASE + 'target: {"a\\nb": 0.5}\n')
+    _one_sentence(str(info.value))
+
+
+def test_keys_that_are_not_text_are_named_as_written(tmp_path):
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: key '2020-01-01' is not text \(keys must be names\)") as info:
+        _load(tmp_path, BASE + "2020-01-01: 1\n")
+    _one_sentence(str(info.value))
+
+
+@pytest.mark.parametrize(("value", "message"), [("[]", "names no field"), ("[text, text]", "names 'text' twice"),
+                                                ("''", "names no field")])
+def test_input_must_name_distinct_fields(tmp_path, value, message):
+    with pytest.raises(TaskSpecError, match=rf"key 'data\.input': {message}") as info:
+        _load(tmp_path, BASE + f"  input: {value}\n")
+    _one_sentence(str(info.value))
+
+
+def test_paths_that_cannot_name_a_file_are_task_errors(tmp_path):
+    with pytest.raises(TaskSpecError, match=r"key 'data\.train': the path holds a NUL character") as info:
+        _load(tmp_path, BASE.replace("train.jsonl", '"tr\\0ain.jsonl"'))
+    _one_sentence(str(info.value))
+    with pytest.raises(TaskSpecError, match=r"key 'data\.test': '~' names no user on this machine") as info:
+        _load(tmp_path, BASE.replace("test.jsonl", "~no_such_user_here/test.jsonl"))
+    _one_sentence(str(info.value))
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seed_must_fit_the_random_generators(tmp_path, seed):
+    # numpy's default_rng and scikit-learn's random_state take 0 <= seed < 2**32: a run would fail halfway
+    with pytest.raises(TaskSpecError, match=r"key 'seed': Input should be (greater|less) than"):
+        _load(tmp_path, BASE + f"seed: {seed}\n")
+
+
+def test_a_value_nested_past_what_can_be_recorded_is_a_task_error(tmp_path):
+    params = "{a: " * 300 + "1" + "}" * 300
+    with pytest.raises(TaskSpecError, match=r"key 'rungs\.0\.params\.a\.a…' is nested more than 50 levels deep") as info:
+        _load(tmp_path, BASE + f"rungs: [{{name: x, strategy: y, params: {params}}}]\n")
+    _one_sentence(str(info.value))
+
+
+def test_a_union_error_names_the_deepest_key_not_a_type(tmp_path):
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: key 'rungs\.0\.params\.1' is not text") as info:
+        _load(tmp_path, BASE + "rungs: [{name: x, strategy: y, params: {1: 2}}]\n")
+    _one_sentence(str(info.value))
+    with pytest.raises(TaskSpecError, match=r"key 'data\.input\.1': Input should be a valid string"):
+        _load(tmp_path, BASE + "  input: [text, 3]\n")

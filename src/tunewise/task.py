@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from .data.reading import shown
 from .errors import TaskSpecError
 
 __all__ = [
@@ -51,6 +54,25 @@ TARGET_METRICS = {
     "generation": ("exact_match",),
 }
 MatchMode = Literal["exact", "normalized", "contains"]
+#: containers inside containers a task file may hold (a rung's params included); deeper cannot be recorded
+MAX_NESTING = 50
+#: values a task file may expand to (YAML aliases can make a few lines expand to millions)
+MAX_VALUES = 200_000
+
+
+def _usable_path(path: Path) -> Path:
+    """A path that can name a file on this machine: no NUL character, and a ``~user`` that exists."""
+    text = str(path)
+    if "\x00" in text:
+        raise ValueError("the path holds a NUL character")
+    try:
+        path.expanduser()
+    except RuntimeError:
+        raise ValueError(f"'~' names no user on this machine ({shown(text)})") from None
+    return path
+
+
+UsablePath = Annotated[Path, AfterValidator(_usable_path)]
 
 
 class _Strict(BaseModel):
@@ -60,12 +82,12 @@ class _Strict(BaseModel):
 class DataSpec(_Strict):
     """Where the examples are and which fields hold input and output."""
 
-    train: Path
-    test: Path
-    dev: Path | None = None
+    train: UsablePath
+    test: UsablePath
+    dev: UsablePath | None = None
     input: str | list[str] = "text"
     output: str = "label"
-    labels: list[str] | Path | None = Field(
+    labels: list[str] | UsablePath | None = Field(
         default=None,
         description="Classification labels: a list, a JSON/YAML file holding a list, or None to take them from train.",
     )
@@ -76,6 +98,24 @@ class DataSpec(_Strict):
     )
     dev_fraction: float = Field(default=0.1, gt=0, lt=0.5)
 
+    @field_validator("input")
+    @classmethod
+    def _distinct_input_fields(cls, v: str | list[str]) -> str | list[str]:
+        names = [v] if isinstance(v, str) else v
+        if not names or not all(names):
+            raise ValueError("names no field (give a field name, or a list of field names)")
+        repeated = [name for name, n in Counter(names).items() if n > 1]
+        if repeated:
+            raise ValueError(f"names '{shown(repeated[0])}' twice (each field is rendered once)")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _output_field(cls, v: str) -> str:
+        if not v:
+            raise ValueError("names no field (give the field holding the expected answer)")
+        return v
+
     @property
     def input_fields(self) -> tuple[str, ...]:
         return (self.input,) if isinstance(self.input, str) else tuple(self.input)
@@ -84,7 +124,7 @@ class DataSpec(_Strict):
 class ExtractionSpec(_Strict):
     """JSON output checked against a JSON Schema and scored per field."""
 
-    json_schema: dict[str, Any] | Path | None = Field(default=None, alias="schema")
+    json_schema: dict[str, Any] | UsablePath | None = Field(default=None, alias="schema")
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
@@ -112,14 +152,14 @@ class BackendOptions(_Strict):
     base_url: str | None = Field(default=None, description="API root, e.g. http://localhost:8000/v1 (default: "
                                  "$OPENAI_BASE_URL, else https://api.openai.com/v1).")
     api_key_env: str | None = Field(default=None, description="Environment variable holding the key (OPENAI_API_KEY).")
-    api_key_file: Path | None = Field(default=None, description="A file holding the key (relative to the task file).")
+    api_key_file: UsablePath | None = Field(default=None, description="A file holding the key (relative to the task file).")
     max_concurrency: int | None = Field(default=None, ge=1, description="Requests in flight at once (4).")
     max_retries: int | None = Field(default=None, ge=0, description="Retries on 429, 5xx and timeouts (6).")
     timeout_s: float | None = Field(default=None, gt=0, description="Seconds to wait for one reply (120).")
     backoff_s: float | None = Field(default=None, ge=0, description="First retry wait, doubled each time (0.5).")
     budget_usd: float | None = Field(default=None, ge=0, description="Money cap for this endpoint's calls "
                                      "(default: constraints.budget_usd; null: no cap).")
-    prices: dict[str, Any] | Path | None = Field(default=None, description="Price-table overrides or a price file, "
+    prices: dict[str, Any] | UsablePath | None = Field(default=None, description="Price-table overrides or a price file, "
                                                  "e.g. {api: {my-model: {input: 0, output: 0}}}.")
 
 
@@ -143,7 +183,7 @@ class TaskSpec(_Strict):
     constraints: Constraints = Field(default_factory=Constraints)
     model: str = "local:smollm2-135m"
     backend: BackendOptions | None = Field(default=None, description="Endpoint settings of an openai: model.")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32, description="0 <= seed < 2**32, as numpy and scikit-learn take.")
     embedder: str = Field(default="minilm-l6-v2", description="Sentence embedder for baselines and retrieval.")
     instructions: str | None = Field(
         default=None, description="One or two sentences that describe the task to the model."
@@ -153,7 +193,8 @@ class TaskSpec(_Strict):
     rungs: list[str | RungSpec] | None = Field(
         default=None, description="Rungs to run (names of built-in rungs or full specs); None: the default ladder."
     )
-    store: Path | None = Field(default=None, description="Run-store directory; default .tunewise/ beside the task file.")
+    store: UsablePath | None = Field(default=None,
+                                    description="Run-store directory; default .tunewise/ beside the task file.")
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("target")
@@ -161,7 +202,7 @@ class TaskSpec(_Strict):
     def _target_in_unit_interval(cls, v: dict[str, float]) -> dict[str, float]:
         for metric, value in v.items():
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"target {metric} must be between 0 and 1, got {value}")
+                raise ValueError(f"target {shown(metric)} must be between 0 and 1, got {value}")
         return v
 
     @model_validator(mode="after")
@@ -175,7 +216,9 @@ class TaskSpec(_Strict):
         for metric in self.target:
             if metric not in TARGET_METRICS[self.kind]:
                 allowed = ", ".join(TARGET_METRICS[self.kind])
-                raise ValueError(f"target metric '{metric}' does not apply to {self.kind} (use one of: {allowed})")
+                raise ValueError(
+                    f"target metric '{shown(metric)}' does not apply to {self.kind} (use one of: {allowed})"
+                )
         return self
 
     def resolve(self, path: Path | str | None) -> Path | None:
@@ -197,25 +240,123 @@ class TaskSpec(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
+def _step(node: Any, part: Any) -> tuple[bool, Any]:
+    """``(True, child)`` when ``part`` is a key or index of ``node`` in the file, else ``(False, None)``."""
+    if isinstance(node, dict):
+        try:
+            return (True, node[part]) if part in node else (False, None)
+        except TypeError:  # an unhashable part cannot be a key
+            return False, None
+    if isinstance(node, list) and isinstance(part, int) and not isinstance(part, bool) and 0 <= part < len(node):
+        return True, node[part]
+    return False, None
+
+
+def _file_path(raw: Any, loc: tuple[Any, ...]) -> list[Any]:
+    """The keys of ``loc`` that exist in the file, in order: pydantic's union tags ('str', 'RungSpec') and '[key]' drop out."""
+    parts, node = [], raw
+    for part in loc:
+        found, child = _step(node, part)
+        if found:
+            parts.append(part)
+            node = child
+    return parts
+
+
+def _located(err: dict[str, Any], raw: Any) -> tuple[str, list[Any]]:
+    """(what kind of problem, the keys of the file it is at) for one pydantic error."""
+    loc = tuple(err["loc"])
+    if err["type"] == "invalid_key":  # a key that is not text: pydantic puts its repr in the location
+        return "key", _file_path(raw, loc[:-1]) + [err.get("input")]
+    if loc and loc[-1] == "[key]":
+        return "key", _file_path(raw, loc[:-1])
+    if err["type"] == "missing":
+        return "missing", _file_path(raw, loc[:-1]) + list(loc[-1:])
+    return err["type"], _file_path(raw, loc)
+
+
+def _dotted(parts: list[Any], limit: int = 80) -> str:
+    return shown(".".join(str(p) for p in parts), limit)
+
+
+def _validation_sentence(exc: ValidationError, raw: Any, source: str) -> str:
+    """One sentence for the first problem; among a union's alternatives, the one that got deepest into the file."""
+    errors = exc.errors()
+    same_key = [e for e in errors if tuple(e["loc"])[:1] == tuple(errors[0]["loc"])[:1]]
+    located = [(e, *_located(e, raw)) for e in same_key]
+    err, kind, parts = max(located, key=lambda item: len(item[2]))  # max keeps the first of equals
+    where = _dotted(parts)
+    if kind == "key":
+        return f"{source}: key '{where}' is not text (keys must be names)."
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{where}' (check its spelling)."
+    if kind == "missing":
+        return f"{source}: missing required key '{where}'."
+    msg = shown(err["msg"].removeprefix("Value error, "), None).rstrip(".")
+    return f"{source}: key '{where}': {msg}." if parts else f"{source}: {msg}."
+
+
+def _too_big(raw: Any) -> str | None:
+    """Why ``raw`` cannot be recorded (nested past :data:`MAX_NESTING`, or over :data:`MAX_VALUES` values), or None.
+
+    Iterative and bounded, so a YAML alias that refers to itself or expands exponentially is stopped, not walked.
+    """
+    stack: list[tuple[list[Any], Any]] = [([], raw)]
+    seen = 0
+    while stack:
+        parts, node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            return f"expands to more than {MAX_VALUES:,} values (YAML aliases repeating a large value?)"
+        if isinstance(node, (dict, list)):
+            if len(parts) >= MAX_NESTING:
+                head = ".".join(str(p) for p in parts[:5])
+                return f"key '{shown(head, 80)}…' is nested more than {MAX_NESTING} levels deep"
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((parts + [key], value) for key, value in items)
+    return None
 
 
 def parse_task(raw: Any, *, source: str = "<task>", base_dir: Path = Path(".")) -> TaskSpec:
     """Validate a parsed YAML mapping; the first problem becomes a one-sentence error."""
     if not isinstance(raw, dict):
         raise TaskSpecError(f"{source}: the task file must be a YAML mapping of keys to values.")
+    problem = _too_big(raw)
+    if problem is not None:
+        raise TaskSpecError(f"{source}: {problem}.")
     try:
         return TaskSpec.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = _format_loc(err["loc"])
-        if err["type"] == "extra_forbidden":
-            raise TaskSpecError(f"{source}: unknown key '{where}' (check its spelling).") from None
-        if err["type"] == "missing":
-            raise TaskSpecError(f"{source}: missing required key '{where}'.") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise TaskSpecError(f"{source}: key '{where}': {msg}.") from None
+        raise TaskSpecError(_validation_sentence(exc, raw, source)) from None
+
+
+class _RepeatedYamlKey(yaml.MarkedYAMLError):
+    def __init__(self, key: Any, mark: Any) -> None:
+        super().__init__(problem="a key repeated in one mapping", problem_mark=mark)
+        self.key = key
+
+
+class _TaskLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last value silently).
+
+    Merge keys (``<<: *defaults``) may still be overridden by the mapping's own keys, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if repeated:
+                    raise _RepeatedYamlKey(key, key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_task(path: Path | str) -> TaskSpec:
@@ -228,11 +369,18 @@ def load_task(path: Path | str) -> TaskSpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise TaskSpecError(f"{path}: cannot read the task file ({exc.__class__.__name__}).") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_TaskLoader)  # noqa: S506 - a SafeLoader subclass
+    except _RepeatedYamlKey as exc:
+        line = exc.problem_mark.line + 1
+        raise TaskSpecError(
+            f"{path}: line {line} repeats the key '{shown(str(exc.key))}'; keep one of its values."
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise TaskSpecError(f"{path}:{line} is not valid YAML.") from None
+    except RecursionError:
+        raise TaskSpecError(f"{path}: the YAML is nested too deeply to read.") from None
     return parse_task(raw, source=str(path), base_dir=path.resolve().parent)
 
 
