@@ -142,3 +142,14 @@ def test_a_union_error_names_the_deepest_key_not_a_type(tmp_path):
     _one_sentence(str(info.value))
     with pytest.raises(TaskSpecError, match=r"key 'data\.input\.1': Input should be a valid string"):
         _load(tmp_path, BASE + "  input: [text, 3]\n")
+
+
+def test_yaml_aliases_that_refer_to_themselves_or_explode_are_task_errors(tmp_path):
+    with pytest.raises(TaskSpecError, match=r"key 'rungs\.0\.params\.a\.a…' is nested more than 50 levels deep"):
+        _load(tmp_path, BASE + "rungs: [{name: x, strategy: y, params: &p {a: *p}}]\n")
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]  # 10**7 values from 7 lines
+    text = BASE + "rungs:\n  - name: x\n    strategy: y\n    params:\n" + "".join(f"      {line}\n" for line in lines)
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: expands to more than 200,000 values") as info:
+        _load(tmp_path, text)
+    _one_sentence(str(info.value))
