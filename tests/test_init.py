@@ -173,3 +173,33 @@ def test_a_single_field_cannot_be_split_into_input_and_output(tmp_path):
 def test_unreadable_data_is_reported_as_a_data_error(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         infer_task_yaml(tmp_path / "train.jsonl")
+
+
+# --------------------------------------------------------------------------- bad input found by fuzzing
+# (tests/test_fuzz_inputs.py): the written task.yaml must load and name what was inferred, or init says why
+
+
+def test_field_names_with_line_breaks_stay_inside_the_comments(tmp_path):
+    name = "te\nxt: 1\nmodel: 'fake:evil'\n#"
+    rows = [{name: f"customer message number {i}", "label": "ab"[i % 2]} for i in range(12)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    _, spec = round_trip(tmp_path / "train.jsonl")
+    assert (spec.data.input, spec.data.output, spec.model) == (name, "label", "local:smollm2-135m")
+
+
+def test_a_field_with_an_empty_name_is_not_guessed(tmp_path):
+    # a task file cannot name a field "" (pandas' to_csv writes its index as one)
+    rows = [{"": f"an unnamed and much longer column, row {i}", "text": f"message {i}", "label": "ab"[i % 2]}
+            for i in range(12)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    _, spec = round_trip(tmp_path / "train.jsonl")
+    assert (spec.data.input, spec.data.output) == ("text", "label")
+
+
+def test_json_looking_cells_python_cannot_parse_are_not_objects(tmp_path):
+    huge = '"{""n"": ' + "9" * 5000 + '}"'
+    deep = '"{""n"": ' + "[" * 5000 + '}"'
+    (tmp_path / "train.csv").write_text("text,answer\n" + "".join(
+        f"message {i},{huge if i % 2 else deep}\n" for i in range(6)), encoding="utf-8")
+    _, spec = round_trip(tmp_path / "train.csv")
+    assert spec.kind != "extraction"

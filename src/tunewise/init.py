@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from .data import read_records
-from .data.reading import CSV_SUFFIXES, JSON_SUFFIXES, PARQUET_SUFFIXES
+from .data.reading import CSV_SUFFIXES, JSON_SUFFIXES, PARQUET_SUFFIXES, shown
 from .errors import DataError
 from .task import TARGET_METRICS
 
@@ -65,7 +65,7 @@ def _is_json_object(value: Any) -> bool:
     if isinstance(value, str) and value.lstrip().startswith("{"):
         try:
             return isinstance(json.loads(value), dict)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, a 5,000-digit number, or nested too deeply
             return False
     return False
 
@@ -104,7 +104,7 @@ def infer_task(records: list[tuple[int, dict]], *, source: Path) -> Inference:
     values: dict[str, list[Any]] = {}
     for _, record in records:
         for key, value in record.items():
-            if value is not None:
+            if value is not None and key != "":  # a task file cannot name a field ""
                 values.setdefault(key, []).append(value)
     profiles = {name: _profile(name, vals) for name, vals in values.items()}
     output = _choose_output(profiles, _choose_input(profiles, None))
@@ -112,7 +112,7 @@ def infer_task(records: list[tuple[int, dict]], *, source: Path) -> Inference:
     if output is None or input_field is None:
         raise DataError(
             f"{source}: cannot tell input from output: the records need a text field and a separate output field "
-            f"(found {', '.join(repr(n) for n in profiles) or 'no fields'})."
+            f"(found {', '.join(repr(shown(n, 30)) for n in list(profiles)[:8]) or 'no fields'})."
         )
     out = profiles[output]
     kind = _kind(out, rows=len(records))
@@ -212,14 +212,17 @@ def _instructions(inf: Inference) -> str:
 
 
 def _header(datafile: Path, inf: Inference, test_rows: int | None) -> list[str]:
+    """Comment lines; names from the data are escaped (``shown``) so a line break in one cannot end the comment."""
     profiles = {p.name: p for p in inf.fields}
     test_note = f"; test file: {test_rows:,} rows" if test_rows is not None else "; no test file found"
     mean_length = profiles[inf.input_field].mean_length
+    seen = ", ".join(shown(name, 40) for name in list(profiles)[:20]) + (", …" if len(profiles) > 20 else "")
     return [
-        f"# tunewise task, inferred by `tunewise init` from {datafile.name}: {inf.rows:,} rows{test_note}.",
-        f"# Input '{inf.input_field}' (longest text field, {mean_length:.0f} characters on average);"
-        f" output '{inf.output_field}' ({inf.distinct_outputs:,} distinct values) -> kind {inf.kind}.",
-        f"# Fields seen: {', '.join(profiles)}. Check every guess below; paths are relative to this file.",
+        f"# tunewise task, inferred by `tunewise init` from {shown(datafile.name, None)}: {inf.rows:,} rows"
+        f"{test_note}.",
+        f"# Input '{shown(inf.input_field)}' (longest text field, {mean_length:.0f} characters on average);"
+        f" output '{shown(inf.output_field)}' ({inf.distinct_outputs:,} distinct values) -> kind {inf.kind}.",
+        f"# Fields seen: {seen}. Check every guess below; paths are relative to this file.",
         "",
     ]
 
