@@ -445,3 +445,44 @@ def test_embedded_model_trie_equals_naive_on_banking77_labels(smol: LocalBackend
     assert max_diff(cold_first.logprobs, naive[0].logprobs) < 1e-3
     assert max_diff(warm_second.logprobs, naive[1].logprobs) < 1e-3
     assert warm_second.cached_tokens > 50
+
+
+SLOT_SCHEMA = {"type": "object", "required": ["intent", "slots"], "additionalProperties": False,
+               "properties": {"intent": {"enum": ["PlayMusic", "GetWeather"]},
+                              "slots": {"type": "array", "maxItems": 2, "items": {
+                                  "type": "object", "required": ["slot", "value"], "additionalProperties": False,
+                                  "properties": {"slot": {"enum": ["artist", "city"]},
+                                                 "value": {"type": "string", "maxLength": 8}}}}}}
+
+
+def test_json_schema_requests_decode_valid_json(backend: LocalBackend):
+    """A random tiny model answers garbage unconstrained; under the schema every answer is valid JSON that the
+    schema accepts, written compactly, and it ends when the value is complete."""
+    import jsonschema
+
+    prompts = [messages(("user", f"play song {i} by artist {i}")) for i in range(3)]
+    free = backend.generate([GenerationRequest(prompt=p, max_new_tokens=60) for p in prompts])
+    assert not any(_valid_json(g.text, SLOT_SCHEMA) for g in free)
+    constrained = backend.generate([GenerationRequest(prompt=p, max_new_tokens=200, json_schema=SLOT_SCHEMA)
+                                    for p in prompts])
+    for g in constrained:
+        value = json.loads(g.text)
+        jsonschema.validate(value, SLOT_SCHEMA)
+        assert g.finish_reason == "stop" and g.text == json.dumps(value, ensure_ascii=False)
+    assert GenerationRequest(prompt=prompts[0], json_schema=SLOT_SCHEMA).to_json()["json_schema"] == SLOT_SCHEMA
+    assert "json_schema" not in GenerationRequest(prompt=prompts[0]).to_json()  # old call-cache keys unchanged
+
+
+def _valid_json(text: str, schema: dict) -> bool:
+    import jsonschema
+
+    try:
+        jsonschema.validate(json.loads(text), schema)
+    except (ValueError, jsonschema.ValidationError):
+        return False
+    return True
+
+
+def test_count_tokens_uses_the_tokenizer(backend: LocalBackend):
+    text = '{"intent": "PlayMusic", "slots": []}'
+    assert backend.count_tokens(text) == len(backend._tok(text, add_special_tokens=False)["input_ids"])

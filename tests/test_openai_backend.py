@@ -530,3 +530,14 @@ def test_the_readme_api_example_is_a_valid_task(monkeypatch):
     b = load_backend(local.model, **backend_options(local, None))
     assert b.cap.price[0] == "llama3.2:1b" and b.model == "llama3.2:1b"
     b.close()
+
+
+def test_a_json_schema_request_asks_for_that_schema_as_response_format():
+    from tunewise.backends.openai import _payload
+
+    schema = {"type": "object", "required": ["intent"], "properties": {"intent": {"type": "string"}}}
+    request = GenerationRequest(prompt=messages(("user", "play jazz")), max_new_tokens=80, json_schema=schema)
+    payload = _payload("m", request, constrained=True)
+    assert payload["response_format"] == {"type": "json_schema",
+                                          "json_schema": {"name": "answer", "strict": False, "schema": schema}}
+    assert "response_format" not in _payload("m", request, constrained=False)  # the endpoint rejected it

@@ -258,3 +258,56 @@ def test_comparisons_use_the_tasks_match_rule(tmp_path):
     assert {p.output for p in by["role"].predictions} >= {"Alpha.", "Gamma!"}  # the decorated answers were given
     (comparison,) = outcome.results.comparisons
     assert (comparison.b01, comparison.b10, comparison.diff) == (0, 0, 0.0)
+
+
+def _long_extraction_task(tmp_path: Path, extra: str = "") -> tuple[Path, dict]:
+    rows = [{"text": f"play song {i} by the artist number {i}",
+             "output": {"intent": "PlayMusic", "slots": [{"slot": "artist", "value": f"the artist number {i}"},
+                                                         {"slot": "track", "value": f"song {i} " + "la " * 20}]}}
+            for i in range(24)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:16]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[16:]))
+    (tmp_path / "schema.json").write_text(json.dumps({"type": "object", "required": ["intent", "slots"]}))
+    (tmp_path / "task.yaml").write_text(
+        "name: slots\nkind: extraction\ndata: {train: train.jsonl, test: test.jsonl, output: output}\n"
+        "extraction: {schema: schema.json}\nembedder: hashing\n" + extra)
+    return tmp_path / "task.yaml", {r["text"]: r["output"] for r in rows}
+
+
+def test_extraction_answers_get_a_budget_that_fits_the_tasks_answers(tmp_path):
+    """The gold JSON is ~45 whitespace tokens (the fake backend's tokens): a fixed 32-token budget cut every
+    answer off mid-object, so a perfect model scored 0% field F1."""
+    from tunewise.backends.fake import FakeBackend
+
+    task, gold = _long_extraction_task(tmp_path)
+    seen: list = []
+
+    def script(prompt):
+        text = prompt[-1].content
+        return json.dumps(next(v for k, v in gold.items() if k in text))
+
+    backend = FakeBackend("fake:random", script=script)
+    generate = backend.generate
+    backend.generate = lambda requests: seen.extend(requests) or generate(requests)
+    outcome = run_task(load_task(task), rungs=["zero_shot"], backend=backend, report=False)
+    rung = outcome.results.rungs[0]
+    longest = max(len(json.dumps(v).split()) for v in gold.values())
+    assert longest > 32 and all(r.max_new_tokens >= longest for r in seen)
+    assert all(r.json_schema == {"type": "object", "required": ["intent", "slots"]} for r in seen)
+    assert rung.metrics["field_f1"].value == 1.0 and rung.usage["truncated"] == 0
+    assert rung.config["max_new_tokens"] >= longest and "train" in rung.config["answer_budget"]
+
+
+def test_truncated_answers_are_counted_and_reported(tmp_path):
+    from tunewise.backends.fake import FakeBackend
+
+    task, gold = _long_extraction_task(tmp_path, extra="rungs: [{name: short, strategy: prompt, "
+                                                      "params: {mode: generate, max_new_tokens: 8}}]\n")
+    backend = FakeBackend("fake:random", script=lambda p: json.dumps(next(v for k, v in gold.items()
+                                                                          if k in p[-1].content)))
+    outcome = run_task(load_task(task), backend=backend, report=True)
+    rung = outcome.results.rungs[0]
+    assert rung.usage["truncated"] == len(rung.predictions) == 8
+    said = "8 of 8 answers were cut off at the 8-token answer budget"
+    assert said in outcome.summary_path.read_text()
+    assert said in (outcome.results_path.parent / "report.md").read_text()

@@ -50,7 +50,10 @@ def _rung_table(results: RunResults) -> list[str]:
         "| latency s (p50 / p95) | examples/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    return lines + [_rung_row(r, secondary) for r in results.rungs] + [""]
+    from .report.sections import answer_notes
+
+    notes = [f"**{note}**" for note in answer_notes(results)]
+    return lines + [_rung_row(r, secondary) for r in results.rungs] + [""] + [x for n in notes for x in (n, "")]
 
 
 def _comparisons(results: RunResults) -> list[str]:

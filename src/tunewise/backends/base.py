@@ -46,8 +46,9 @@ class GenerationRequest:
     """Greedy (temperature 0) unless ``temperature`` > 0; stops at end of turn or a stop string.
 
     ``choices``: the answer must be exactly one of these (classification without log-probabilities).
-    A backend that can constrain decoding does (the openai backend sends a JSON schema); others may
-    answer free text, so callers still map the text to a choice.
+    ``json_schema``: the answer must be JSON valid under this schema (extraction). A backend that can
+    constrain decoding does (local models mask tokens, the openai backend sends ``response_format``);
+    others may answer free text, so callers still parse and validate the answer.
     """
 
     prompt: tuple[Message, ...]
@@ -56,11 +57,14 @@ class GenerationRequest:
     temperature: float = 0.0
     seed: int = 0
     choices: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = field(default=None, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         if not self.choices:  # unconstrained requests keep the call-cache keys they always had
             del d["choices"]
+        if self.json_schema is None:
+            del d["json_schema"]
         return d
 
 

@@ -89,6 +89,7 @@ class _Row:
     tokens: list[int]
     text: str | None = None  # set when a stop string cut the text
     finish_reason: str | None = None
+    matcher: Any = None  # the JSON Schema the answer must follow, as a token-mask state (json_schema.py)
 
 
 class LocalBackend(Backend):
@@ -129,7 +130,11 @@ class LocalBackend(Backend):
         self._stop_ids = _stop_token_ids(self._tok, self._model, self._eot_id)
         self._tree_ok = _supports_tree_attention(self._model)
         self._prefix = PrefixCache(self._model)
+        self._json_decoding: Any = None
         self.info = self._describe()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
 
     @property
     def model(self) -> Any:
@@ -357,9 +362,21 @@ class LocalBackend(Backend):
         generator = None
         if request.temperature > 0:
             generator = torch.Generator(device=self._model.device).manual_seed(request.seed)
-        return _Row(request, prompt_tokens, cached, generator, tokens=[])
+        matcher = self._json().matcher(request.json_schema) if request.json_schema is not None else None
+        return _Row(request, prompt_tokens, cached, generator, tokens=[], matcher=matcher)
+
+    def _json(self) -> Any:
+        """Constrained JSON decoding, built on first use (the vocabulary scan takes about a second)."""
+        if self._json_decoding is None:
+            from .json_schema import JsonSchemaDecoding
+
+            self._json_decoding = JsonSchemaDecoding(self._tok)
+        return self._json_decoding
 
     def _pick(self, row: _Row, logits: torch.Tensor) -> int:
+        if row.matcher is not None:
+            logits = logits.clone()
+            self._json().mask(row.matcher, logits)
         if row.generator is None:
             return int(logits.argmax())
         probs = torch.softmax(logits.float() / row.request.temperature, dim=-1)
@@ -370,6 +387,9 @@ class LocalBackend(Backend):
         row.tokens.append(token)
         if token in self._stop_ids:
             row.finish_reason = "stop"
+            return
+        if row.matcher is not None and self._json().advance(row.matcher, token):
+            row.finish_reason = "stop"  # the JSON value is complete
             return
         stops = [s for s in row.request.stop if s]
         if stops:  # decoding every step is only worth it when there is something to look for
@@ -407,6 +427,7 @@ class LocalBackend(Backend):
             "fingerprint": self.fingerprint(),
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "constrained_generation": "JSON Schema token masks (llguidance) for extraction answers",
             "n_params": sum(p.numel() for p in self._model.parameters()),
             "adapter": str(self.adapter) if self.adapter else None,
             "tree_scoring": self._tree_ok,

@@ -24,7 +24,9 @@ Secrets: the API key comes from the environment variable ``api_key_env`` (defaul
 Constrained generation: a request with ``choices`` is sent with a strict JSON schema
 (``{"label": <one of the choices>}``) as ``response_format`` and the label is returned. When an
 endpoint rejects ``response_format`` (HTTP 400 naming it), the backend remembers that and sends such
-requests as plain generation; the text comes back for the caller to map to a choice.
+requests as plain generation; the text comes back for the caller to map to a choice. A request with a
+``json_schema`` (extraction) is sent with that schema as a non-strict ``json_schema`` response format
+(strict mode only accepts a subset of JSON Schema), and the JSON text comes back as it is.
 
 Out of scope: scoring by log-probabilities (``can_score`` is False: chat endpoints return top-k
 log-probabilities of generated tokens, which cannot score arbitrary labels), streaming, and the
@@ -168,7 +170,7 @@ class OpenAIBackend(Backend):
     def _answer(self, request: GenerationRequest, reserved: float) -> Generation:
         answered = False
         try:
-            constrained = bool(request.choices) and not self.plain_only
+            constrained = bool(request.choices or request.json_schema is not None) and not self.plain_only
             try:
                 body, latency = self._post(_payload(self.model, request, constrained=constrained), reserved)
             except _FormatRejected:
@@ -248,7 +250,7 @@ class OpenAIBackend(Backend):
                     constrained: bool) -> Generation:
         choice = body["choices"][0]
         text = choice["message"].get("content") or ""
-        if constrained:
+        if constrained and request.choices:
             text = _label(text)
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
@@ -297,7 +299,10 @@ def _payload(model: str, request: GenerationRequest, *, constrained: bool) -> di
     }
     if request.stop:
         payload["stop"] = list(request.stop)
-    if constrained:
+    if constrained and request.json_schema is not None:
+        payload["response_format"] = {"type": "json_schema",
+                                      "json_schema": {"name": "answer", "strict": False, "schema": request.json_schema}}
+    elif constrained:
         schema = {"type": "object", "properties": {"label": {"type": "string", "enum": list(dict.fromkeys(
             request.choices))}}, "required": ["label"], "additionalProperties": False}
         payload["response_format"] = {"type": "json_schema",

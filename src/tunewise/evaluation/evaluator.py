@@ -77,5 +77,6 @@ def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[s
         "served, the latency of serving one request at a time (approximately); examples/s = requests / model "
         "time, where a batched call's time is shared evenly by its requests",
         "errors": sum(p.error is not None for p in predictions),
+        "truncated": sum(p.truncated for p in predictions),  # answers cut off at their token budget
         **skipped,
     }

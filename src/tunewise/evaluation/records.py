@@ -29,6 +29,7 @@ class Prediction:
     error: str | None = None
     parse_rule: str | None = None  # how free text became ``output`` (exact, fuzzy, ...), when parsed
     model_call: bool = True  # False: answered without calling the model (e.g. a single candidate label)
+    truncated: bool = False  # the answer was cut off at its token budget (finish reason "length")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,6 +24,7 @@ from .sections import (
     curve_texts,
     data_lines,
     ladder_text,
+    answer_notes,
     latency_notes,
     ms,
     option_rows,
@@ -174,6 +175,7 @@ def _options(results: RunResults, decision: Decision) -> str:
     extra = ("<p class=\"caption\">Not ranked: " + "; ".join(
         f"{escape(n)} ({escape(s)}: {escape(w)})" for n, s, w in others) + ".</p>") if others else ""
     extra += "".join(f'<p class="caption">{escape(note)}</p>' for note in latency_notes(results, decision))
+    extra += "".join(f'<p class="caption warn">{escape(note)}</p>' for note in answer_notes(results))
     bases = "".join(f"<li><strong>{escape(r.name)}</strong>: {escape(r.cost_basis)}; one-off: {escape(r.one_off_basis)}"
                     "</li>" for r in option_rows(decision))
     return ('<section id="options"><h2>Options, ranked</h2>'

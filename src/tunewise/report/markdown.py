@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..decision import Decision
 from ..results import RunResults
 from .markup import md_escape, shift_headings
-from .sections import curve_texts, data_lines, ladder_text, latency_notes, option_rows, other_rungs
+from .sections import answer_notes, curve_texts, data_lines, ladder_text, latency_notes, option_rows, other_rungs
 
 __all__ = ["report_markdown"]
 
@@ -34,7 +34,8 @@ def _options(results: RunResults, decision: Decision) -> list[str]:
     others = other_rungs(results, decision)
     if others:
         lines += ["", "Not ranked: " + "; ".join(f"{md_escape(n)} ({s}: {md_escape(w)})" for n, s, w in others) + "."]
-    lines += [line for note in latency_notes(results, decision) for line in ("", md_escape(note))]
+    notes = [*latency_notes(results, decision), *answer_notes(results)]
+    lines += [line for note in notes for line in ("", md_escape(note))]
     return lines + [""]
 
 

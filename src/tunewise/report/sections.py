@@ -21,7 +21,7 @@ from ..formats import pct
 from ..results import LadderRecord, RunResults
 from ..task import TaskSpec
 
-__all__ = ["OptionRow", "option_rows", "other_rungs", "latency_notes", "CurveText", "curve_texts", "data_lines",
+__all__ = ["OptionRow", "option_rows", "other_rungs", "latency_notes", "answer_notes", "CurveText", "curve_texts", "data_lines",
            "reproducibility", "status_tone", "usd", "ms", "quality", "LadderText", "ladder_text"]
 
 
@@ -110,6 +110,25 @@ def latency_notes(results: RunResults, decision: Decision) -> list[str]:
         notes.append(f"{r.name}: {skipped} of {n} requests ({100 * skipped / n:.0f}%) were answered without a "
                      f"model call (one candidate label left, e.g. every retrieved demonstration had the same "
                      f"label), at 0 ms{tail}.")
+    return notes
+
+
+def answer_notes(results: RunResults) -> list[str]:
+    """Rungs whose answers were mostly cut off at the token budget or unparseable: their score measures that,
+    not the model (said whenever it is true of more than half of a rung's answers)."""
+    notes = []
+    for r in results.rungs:
+        n = len(r.predictions)
+        if not n:
+            continue
+        truncated = int((r.usage or {}).get("truncated") or 0)
+        unparsed = int((r.parse or {}).get("unparsed") or 0)
+        budget = r.config.get("max_new_tokens")
+        if 2 * truncated > n:
+            notes.append(f"{r.name}: {truncated} of {n} answers were cut off at the {budget}-token answer budget "
+                         "(finish reason 'length'); raise max_new_tokens for the rung before trusting its score.")
+        if 2 * unparsed > n:
+            notes.append(f"{r.name}: {unparsed} of {n} answers could not be parsed into an answer.")
     return notes
 
 

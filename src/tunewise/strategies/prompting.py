@@ -20,9 +20,11 @@ Out of scope: fine-tuning (``strategies/finetuning.py``), metrics.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,7 @@ from ..prompts import (
     DEFAULT_INSTRUCTIONS,
     DEFAULT_ROLE,
     PromptTemplate,
+    answer_text,
     default_template,
     render,
 )
@@ -57,7 +60,7 @@ class PromptSettings:
     selection: str = "random"
     choices: str = "all"
     calibrate: bool = False
-    max_new_tokens: int = 32
+    max_new_tokens: int | None = None  # the answer budget; None: from the task's answers (answer_budget)
     reasoning_tokens: int = 64
     seed: int | None = None  # draws the fixed demonstrations (default: the task seed)
     order_seed: int | None = None  # shuffles the drawn demonstrations' order only (None: as drawn)
@@ -193,7 +196,7 @@ class PromptProgram(Candidate):
             preds.append(Prediction(example_id=ex.id, output=output, raw=g.text, prompt_tokens=g.prompt_tokens,
                                     completion_tokens=g.completion_tokens, cached_tokens=g.cached_tokens,
                                     latency_s=g.latency_s, batch_size=g.batch_size, error=error,
-                                    parse_rule=f"{CONSTRAINED} ({rule})"))
+                                    parse_rule=f"{CONSTRAINED} ({rule})", truncated=g.finish_reason == "length"))
         return preds
 
     def _probabilities(self, logprobs: np.ndarray, choices: list[str]) -> np.ndarray:
@@ -206,14 +209,17 @@ class PromptProgram(Candidate):
 
     # -- generation and chain of thought --------------------------------------------------
     def _by_generation(self, examples, prompts, backend) -> list[Prediction]:
-        reqs = [GenerationRequest(prompt=p, max_new_tokens=self.settings.max_new_tokens) for p in prompts]
+        schema = self.schema if self.kind == "extraction" else None  # decode under it where the backend can
+        reqs = [GenerationRequest(prompt=p, max_new_tokens=self.settings.max_new_tokens, json_schema=schema)
+                for p in prompts]
         return [self._parsed(ex, g.text, g) for ex, g in zip(examples, backend.generate(reqs))]
 
     def _parsed(self, ex: Any, text: str, g: Any) -> Prediction:
         output, error, rule = parse_answer(text, kind=self.kind, labels=self.labels, schema=self.schema)
         return Prediction(example_id=ex.id, output=output, raw=text, prompt_tokens=g.prompt_tokens,
                           completion_tokens=g.completion_tokens, cached_tokens=g.cached_tokens,
-                          latency_s=g.latency_s, batch_size=g.batch_size, error=error, parse_rule=rule)
+                          latency_s=g.latency_s, batch_size=g.batch_size, error=error, parse_rule=rule,
+                          truncated=g.finish_reason == "length")
 
     def _by_reasoning(self, examples, prompts, demos, backend) -> list[Prediction]:
         budget = self.settings.reasoning_tokens + (self.settings.max_new_tokens if self.kind != "classification" else 0)
@@ -283,6 +289,11 @@ def prepare_prompt(rung: Any, ctx: PrepareContext) -> PromptProgram:
     retrieved = s.k > 0 and s.selection == "retrieved"
     if retrieved and ctx.embed is None:
         raise TaskSpecError(f"rung '{rung.name}': retrieved demonstrations need an embedder.")
+    budget_basis = "set by the rung's max_new_tokens"
+    if s.max_new_tokens is None:
+        count = ctx.backend.count_tokens if ctx.backend is not None else (lambda text: max(1, len(text) // 4))
+        budget, budget_basis = answer_budget([answer_text(e.target) for e in ctx.splits.train], count)
+        s = dataclasses.replace(s, max_new_tokens=budget)
     draw_seed = ctx.seed if s.seed is None else s.seed
     fixed = [] if retrieved else [(e.text, e.target) for e in select_demos(ctx.splits.train, k=s.k,
                                                                           selection=s.selection, seed=draw_seed)]
@@ -296,12 +307,27 @@ def prepare_prompt(rung: Any, ctx: PrepareContext) -> PromptProgram:
     program.config = {
         "strategy": "prompt", **s.__dict__, "role": role, "template": template.to_json(),
         "instructions": variables["instructions"], "model": ctx.backend.name if ctx.backend else None,
+        "answer_budget": budget_basis,
         "demonstrations": [{"text": t, "target": y} for t, y in fixed],
         "demonstration_source": "train split only", "seed": draw_seed,
         "calibration": None if program.calibration is None else {
             "content_free_inputs": list(CONTENT_FREE), "mean_probabilities_top5": _top(program.calibration, labels)},
     }
     return program
+
+
+#: answer budgets never go below the budget every prompt rung had before it followed the task
+MIN_ANSWER_TOKENS = 32
+
+
+def answer_budget(answers: Sequence[str], count: Callable[[str], int], *, margin: float = 1.25,
+                  slack: int = 8) -> tuple[int, str]:
+    """Tokens a prompt rung's answer may take: the longest answer in train (in the model's tokens) with a
+    margin, at least :data:`MIN_ANSWER_TOKENS`; and the sentence that says how it was set."""
+    longest = max((count(a) for a in answers), default=0)
+    budget = max(MIN_ANSWER_TOKENS, math.ceil(longest * margin) + slack)
+    return budget, (f"{budget} tokens: the longest of {len(answers)} train answers is {longest} tokens, "
+                    f"x {margin:g} + {slack} (at least {MIN_ANSWER_TOKENS})")
 
 
 def _expert_role(spec: Any) -> str:
