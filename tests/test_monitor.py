@@ -196,19 +196,22 @@ def test_the_request_log_is_defined_once_by_its_writer():
 NOW = 1_750_000_000.0
 
 
-def write_log(store: Path, rows: list[dict], feedback: list[tuple[str, str | None, float | None]]) -> Path:
+def write_log(store: Path, rows: list[dict], feedback: list[tuple]) -> Path:
+    """A request log as ``tunewise serve`` writes it; feedback: (response id, label, score[, client[, ts]])."""
     path = request_log_path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA)
     for i, r in enumerate(rows):
         conn.execute("INSERT INTO requests (id, ts, alias, version, arm, user, input, output, confidence, latency_s, "
-                     "prompt_tokens, completion_tokens, status, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     "prompt_tokens, completion_tokens, status, error, redactions) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                      (r.get("id", f"r{i}"), r.get("ts", NOW - 3600 + i), "production", r.get("version", "v1"),
                       r.get("arm", "a"), f"user{i % 7}", r["input"], r.get("output"), r.get("confidence"),
-                      r.get("latency_s", 0.05), 10, 1, r.get("status", 200), None))
-    for rid, label, score in feedback:
-        conn.execute("INSERT INTO feedback (response_id, ts, label, score) VALUES (?,?,?,?)", (rid, NOW, label, score))
+                      r.get("latency_s", 0.05), 10, 1, r.get("status", 200), None, r.get("redactions", 0)))
+    for rid, label, score, *rest in feedback:
+        client, ts = (rest + [None, NOW])[:2] if rest else (None, NOW)
+        conn.execute("INSERT INTO feedback (response_id, ts, label, score, client, redactions) VALUES (?,?,?,?,?,0)",
+                     (rid, ts, label, score, client))
     conn.commit()
     conn.close()
     return path
@@ -278,7 +281,13 @@ def test_monitor_flags_drift_exports_labelled_rows_and_the_rerun_works(tiny, tmp
     rows, feedback = _shifted_traffic(preds)
     write_log(store, rows, feedback)
     runner = CliRunner()
-    result = runner.invoke(cli, ["monitor", str(task), "--since", "all", "--store", str(store)])
+    unflagged = runner.invoke(cli, ["monitor", str(task), "--since", "all", "--store", str(store)])
+    assert unflagged.exit_code == 0, unflagged.output
+    assert "Drift detected in input embeddings" in unflagged.output and "tunewise run" not in unflagged.output
+    assert ("32 requests carry feedback labels; pass --export-labels to write them as the test split of a task "
+            "that re-runs the decision.") in " ".join(unflagged.output.split())
+    assert not (store / "monitor").exists()  # feedback labels never become a test split without the flag
+    result = runner.invoke(cli, ["monitor", str(task), "--since", "all", "--store", str(store), "--export-labels"])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "Drift detected in input embeddings" in out and "degradation detected in" in out
@@ -289,6 +298,7 @@ def test_monitor_flags_drift_exports_labelled_rows_and_the_rerun_works(tiny, tmp
     rows_out = [json.loads(line) for line in exported[0].read_text().splitlines()]
     assert len(rows_out) == 30 and set(rows_out[0]) == {"text", "label", "tunewise_request"}
     assert rows_out[0]["label"] == LABELS[1] and rows_out[0]["tunewise_request"]["served"] == LABELS[0]
+    assert rows_out[0]["tunewise_request"]["labels"] == [{"label": LABELS[1], "client": None, "ts": NOW}]
     assert len((store / "monitor").glob("new-labels-*.jsonl").__next__().read_text().splitlines()) == 2
     derived = load_task(Path(command[2]))
     assert derived.store_dir == store.resolve() and derived.data.test_limit is None
@@ -297,7 +307,8 @@ def test_monitor_flags_drift_exports_labelled_rows_and_the_rerun_works(tiny, tmp
 
     assert runner.invoke(cli, ["monitor", str(task), "--since", "all", "--store", str(store),
                                "--fail-on-drift"]).exit_code == 3
-    as_json = runner.invoke(cli, ["monitor", str(task), "--since", "all", "--store", str(store), "--json"])
+    as_json = runner.invoke(cli, ["monitor", str(task), "--since", "all", "--store", str(store), "--json",
+                                  "--export-labels"])
     payload = json.loads(as_json.output)
     assert payload["verdict"]["status"] == "drift" and payload["export"]["rows"] == 30
     accuracy = next(c for c in payload["verdict"]["checks"] if c["name"] == "accuracy")
@@ -354,3 +365,78 @@ def test_missing_log_is_a_one_line_error_and_help_exists(tmp_path):
     assert result.exit_code == 2 and "error: No request log at" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert "Usage:" in CliRunner().invoke(cli, ["monitor", "--help"]).output
+    lone = CliRunner().invoke(cli, ["monitor", str(task), "--label-client", "key-abc"])
+    assert lone.exit_code == 2 and "--label-client only applies with --export-labels." in lone.output
+
+
+# --------------------------------------------------------------------------- feedback provenance (issue 13, item 8)
+
+
+def test_every_label_is_kept_with_its_client_and_disagreeing_clients_give_no_label(tmp_path):
+    rows = [{"input": f"text {i}", "output": "a"} for i in range(5)]
+    feedback = [("r0", "a", None, "key-1", NOW - 30), ("r0", "b", None, "key-1", NOW - 20),  # key-1 corrects itself
+                ("r1", "a", None, "key-1", NOW - 30), ("r1", "b", None, "key-2", NOW - 20),  # two clients disagree
+                ("r2", "a", None, "key-1", NOW - 30), ("r2", "a", None, None, NOW - 20),  # agree
+                ("r3", None, 1.0, "key-1", NOW - 30), ("r3", None, 0.0, "key-2", NOW - 20)]  # scores: their mean
+    log = write_log(tmp_path, rows, feedback)
+    got = {r.id: r for r in read_traffic(log, now=NOW).requests}
+    assert got["r0"].label == "b" and not got["r0"].label_conflict and len(got["r0"].feedback) == 2
+    assert got["r1"].label is None and got["r1"].label_conflict
+    assert [(f.label, f.client, f.ts) for f in got["r1"].feedback] == [("a", "key-1", NOW - 30),
+                                                                       ("b", "key-2", NOW - 20)]
+    assert got["r2"].label == "a" and got["r3"].score == 0.5 and got["r3"].label is None
+    assert got["r4"].feedback == () and got["r4"].label is None
+    assert [r.id for r in read_traffic(log, now=NOW).labelled] == ["r0", "r2"]
+
+
+def test_a_log_from_before_feedback_provenance_still_reads(tmp_path):
+    path = request_log_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+CREATE TABLE requests(id TEXT PRIMARY KEY, ts REAL NOT NULL, alias TEXT, version TEXT NOT NULL, arm TEXT NOT NULL,
+    user TEXT, input TEXT NOT NULL, output TEXT, confidence REAL, latency_s REAL, prompt_tokens INTEGER,
+    completion_tokens INTEGER, status INTEGER NOT NULL, error TEXT);
+CREATE TABLE feedback(response_id TEXT NOT NULL, ts REAL NOT NULL, label TEXT, score REAL);
+INSERT INTO requests VALUES ('r0', 1.0, 'production', 'v1', 'a', 'u', 'hello', 'x', 0.9, 0.1, 0, 0, 200, NULL);
+INSERT INTO feedback VALUES ('r0', 2.0, 'y', NULL);
+""")
+    conn.close()
+    (request,) = read_traffic(path).requests
+    assert request.label == "y" and request.redactions is None
+    assert [(f.label, f.client, f.redactions) for f in request.feedback] == [("y", None, None)]
+
+
+def test_export_keeps_provenance_filters_by_client_and_leaves_out_altered_or_disputed_labels(tiny, tmp_path):
+    from tunewise.monitoring.export import export_labelled
+
+    _, spec, preds = tiny
+    texts = list(preds)
+    rows = [{"input": texts[i], "output": preds[texts[i]][0]} for i in range(8)]
+    rows.append({"input": texts[8] + " key [REDACTED]", "output": preds[texts[8]][0], "redactions": 1})
+    feedback = [(f"r{i}", preds[texts[i]][2], None, "key-aaa", NOW - 10) for i in range(6)]
+    feedback += [("r6", preds[texts[6]][2], None, None, NOW - 10)]  # anonymous
+    feedback += [("r0", LABELS[3] if preds[texts[0]][2] != LABELS[3] else LABELS[4], None, "key-bbb", NOW - 5)]
+    feedback += [("r8", preds[texts[8]][2], None, "key-aaa", NOW - 10)]
+    log = write_log(tmp_path / "store", rows, feedback)
+    conn = sqlite3.connect(log)  # a label that held a credential was masked: it is not what the client sent
+    conn.execute("INSERT INTO feedback (response_id, ts, label, score, client, redactions) VALUES "
+                 "('r7', ?, '[REDACTED]', NULL, 'key-aaa', 1)", (NOW,))
+    conn.commit()
+    conn.close()
+    local = spec.model_copy(update={"store": tmp_path / "store"})
+    traffic_now = read_traffic(log, now=NOW)
+    everyone = export_labelled(local, traffic_now, stamp="t1")
+    assert everyone.rows == 7  # r1..r6 and r8; not r0 (disputed) nor r7 (masked label)
+    note = " ".join(everyone.note.split())
+    assert "1 request has conflicting labels from different clients and was left out" in note
+    assert "1 label had a credential masked (it is not what the client sent) and was left out" in note
+    assert "1 exported input had a credential masked ([REDACTED])" in note
+    trusted = export_labelled(local, traffic_now, clients=["key-aaa"], stamp="t2")
+    assert trusted.rows == 7 and "only labels from key-aaa" in " ".join(trusted.note.split())
+    exported = [json.loads(line) for line in trusted.labelled.read_text().splitlines()]
+    ids = [r["tunewise_request"]["id"] for r in exported]
+    assert ids == ["r0", "r1", "r2", "r3", "r4", "r5", "r8"]  # key-aaa's own label for r0; r6 was anonymous
+    first = exported[ids.index("r0")]["tunewise_request"]
+    assert first["labels"] == [{"label": preds[texts[0]][2], "client": "key-aaa", "ts": NOW - 10}]
+    assert exported[ids.index("r8")]["tunewise_request"]["input_redactions"] == 1

@@ -1,8 +1,10 @@
 """``tunewise monitor TASK``: is the deployed candidate still seeing, and doing, what it was evaluated on?
 
-Prints one row per check and a verdict. When a check fires it also writes the feedback-labelled
-requests as task data and prints the command that re-runs the decision on them. Exit status 0
-either way (3 with ``--fail-on-drift`` when something fired, for cron).
+Prints one row per check and a verdict. When a check fires and ``--export-labels`` is given, it also
+writes the feedback-labelled requests as the test split of a derived task and prints the command that
+re-runs the decision on them; without the flag it only says how many labels there are (feedback labels
+come from clients, so they never become a test split unasked). Exit status 0 either way (3 with
+``--fail-on-drift`` when something fired, for cron).
 """
 
 from __future__ import annotations
@@ -73,17 +75,27 @@ def _print_export(export: dict) -> None:
               help="Request log (default: STORE/serve/requests.sqlite).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--fail-on-drift", is_flag=True, help=f"Exit {DRIFT_EXIT} when drift or degradation is detected.")
+@click.option("--export-labels", is_flag=True,
+              help="When something shifted, write the feedback-labelled requests as the test split of a task that "
+                   "re-runs the decision (off by default: feedback labels come from clients).")
+@click.option("--label-client", "label_clients", multiple=True, metavar="KEY_ID",
+              help="With --export-labels: use only labels sent with this client key id (repeatable; ids as "
+                   "`tunewise serve` prints them).")
 def monitor_cmd(task: Path, since: str, last: int | None, rung: str | None, store: Path | None,
-                log_path: Path | None, as_json: bool, fail_on_drift: bool) -> None:
+                log_path: Path | None, as_json: bool, fail_on_drift: bool, export_labels: bool,
+                label_clients: tuple[str, ...]) -> None:
     """Compare TASK's recent served traffic with its evaluation: input drift (sentence embeddings, length,
     vocabulary), prediction shift, falling confidence, accuracy on feedback labels, and the A/B arms.
 
-    When something shifted it writes the feedback-labelled requests to STORE/monitor/ and prints the
-    command that re-runs the decision on them; when nothing did, it says so.
+    When something shifted and --export-labels is given, it writes the feedback-labelled requests to
+    STORE/monitor/ and prints the command that re-runs the decision on them; when nothing did, it says so.
     """
-    from ..monitoring.export import export_labelled
+    from ..monitoring.export import export_labelled, labelled_requests
     from ..monitoring.monitor import monitor
 
+    if label_clients and not export_labels:
+        raise click.UsageError("--label-client only applies with --export-labels.")
+    clients = set(label_clients) or None
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the embedder's weight-loading bar is noise here
     with user_errors():
         spec = load_task(task)
@@ -91,13 +103,20 @@ def monitor_cmd(task: Path, since: str, last: int | None, rung: str | None, stor
             spec = spec.model_copy(update={"store": store.resolve()})
         report = monitor(spec, since=None if since.strip().lower() == "all" else since, last=last, rung=rung,
                          log=log_path)
-        export = export_labelled(spec, report.traffic, labels=report.reference.labels) if report.drifted else None
-    payload = {**report.to_json(), "export": None if export is None else export.to_json()}
+        export = (export_labelled(spec, report.traffic, labels=report.reference.labels, clients=clients)
+                  if report.drifted and export_labels else None)
+    hint = None
+    if report.drifted and not export_labels and (n := labelled_requests(report.traffic)):
+        hint = (f"{n} request{' carries a feedback label' if n == 1 else 's carry feedback labels'}; pass "
+                "--export-labels to write them as the test split of a task that re-runs the decision.")
+    payload = {**report.to_json(), "export": None if export is None else export.to_json(), "export_hint": hint}
     if as_json:
         click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
     else:
         _print(payload)
         if export is not None:
             _print_export(payload["export"])
+        elif hint:
+            click.echo(hint)
     if fail_on_drift and report.drifted:
         sys.exit(DRIFT_EXIT)

@@ -18,7 +18,15 @@ Rows whose label the task has never seen (a new intent) cannot be scored fairly 
 never saw the label, and the data checks reject them in a test split; they go to
 ``new-labels-<stamp>.jsonl`` and the note says to add examples of them to train.
 
-Out of scope: deciding whether to export (the CLI does when a check fires) and the checks.
+Feedback labels come from clients, so what becomes a test split is chosen with care and said: a label
+counts only when the clients that labelled a request agree (each client's latest label; with ``clients``,
+only labels sent with those key ids); a request whose clients disagree is left out, and so is a label
+whose text had a credential masked (it is no longer what the client sent). Each exported row's
+``tunewise_request`` lists the labels it rests on with their client and time, and how many credentials
+were masked in its input. The note counts everything left out.
+
+Out of scope: deciding whether to export (the CLI does only with ``--export-labels``, when a check fires)
+and the checks.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,9 +43,9 @@ from typing import Any
 import yaml
 
 from ..task import TaskSpec
-from .traffic import Request, Traffic
+from .traffic import Request, Traffic, agreed_label
 
-__all__ = ["Export", "export_labelled", "derived_task"]
+__all__ = ["Export", "export_labelled", "derived_task", "labelled_requests"]
 
 
 @dataclass(frozen=True)
@@ -79,13 +87,46 @@ def _target(label: str, kind: str) -> Any:
     return label
 
 
-def _record(request: Request, spec: TaskSpec) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class _Labelled:
+    """The requests whose label may be exported, and what was left out and why."""
+
+    usable: tuple[tuple[Request, str], ...]  # (request, the agreed label)
+    conflicts: int
+    masked_labels: int
+
+
+def _usable(traffic: Traffic, clients: Collection[str] | None) -> _Labelled:
+    usable, conflicts, masked = [], 0, 0
+    for request in traffic.requests:
+        chosen, conflict = agreed_label(request.feedback, clients)
+        if conflict:
+            conflicts += 1
+        elif chosen is not None and chosen.redactions:
+            masked += 1
+        elif chosen is not None:
+            usable.append((request, str(chosen.label)))
+    return _Labelled(tuple(usable), conflicts, masked)
+
+
+def labelled_requests(traffic: Traffic, clients: Collection[str] | None = None) -> int:
+    """How many requests carry a label that :func:`export_labelled` would use."""
+    return len(_usable(traffic, clients).usable)
+
+
+def _record(request: Request, label: str, spec: TaskSpec, clients: Collection[str] | None) -> dict[str, Any] | None:
     inputs = _inputs(request, spec.data.input_fields)
-    if inputs is None or request.label is None:
+    if inputs is None:
         return None
+    labels = [{"label": f.label, "client": f.client, "ts": f.ts} for f in request.feedback
+              if f.label is not None and (clients is None or f.client in clients)]
     origin = {"id": request.id, "ts": request.ts, "version": request.version, "arm": request.arm,
-              "served": request.output}
-    return {**inputs, spec.data.output: _target(request.label, spec.kind), "tunewise_request": origin}
+              "served": request.output, "labels": labels, "input_redactions": request.redactions}
+    return {**inputs, spec.data.output: _target(label, spec.kind), "tunewise_request": origin}
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -120,15 +161,18 @@ def _width_note(rows: int) -> str:
 
 
 def export_labelled(spec: TaskSpec, traffic: Traffic, *, labels: Sequence[str] | None = None,
-                    out_dir: Path | None = None, stamp: str | None = None) -> Export:
+                    clients: Collection[str] | None = None, out_dir: Path | None = None,
+                    stamp: str | None = None) -> Export:
     """Write the feedback-labelled served requests and the derived task (see the module docstring).
 
     ``labels``: the labels candidates know (classification); rows with other labels go apart.
+    ``clients``: use only labels sent with these key ids (None: every client's, anonymous ones included).
     """
     out_dir = out_dir or spec.store_dir / "monitor"
     stamp = stamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    records = [rec for rec in (_record(r, spec) for r in traffic.labelled) if rec is not None]
-    skipped = len(traffic.labelled) - len(records)
+    found = _usable(traffic, clients)
+    records = [rec for rec in (_record(r, label, spec, clients) for r, label in found.usable) if rec is not None]
+    skipped = len(found.usable) - len(records)
     known = set(labels) if labels is not None and spec.kind == "classification" else None
     keep = [r for r in records if known is None or r[spec.data.output] in known]
     new = [r for r in records if known is not None and r[spec.data.output] not in known]
@@ -136,6 +180,15 @@ def export_labelled(spec: TaskSpec, traffic: Traffic, *, labels: Sequence[str] |
     new_file = _write_jsonl(out_dir / f"new-labels-{stamp}.jsonl", new) if new else None
     notes = [f"{skipped} labelled requests were left out: their logged input does not hold the task's input fields "
              f"({', '.join(spec.data.input_fields)})."] if skipped else []
+    if clients is not None:
+        notes.append(f"Used only labels from {', '.join(sorted(clients))} (--label-client).")
+    if found.conflicts:
+        notes.append(_count(found.conflicts, "request has conflicting labels from different clients and was left "
+                            "out.", "requests have conflicting labels from different clients and were left out."))
+    if found.masked_labels:
+        notes.append(_count(found.masked_labels, "label had a credential masked (it is not what the client sent) and "
+                            "was left out.", "labels had a credential masked (they are not what the clients sent) "
+                            "and were left out."))
     if new:
         notes.append(f"{len(new)} labelled requests carry labels the task has never seen ({', '.join(new_labels[:5])}"
                      f"{', ...' if len(new_labels) > 5 else ''}): a new intent; add examples of them to train "
@@ -144,6 +197,11 @@ def export_labelled(spec: TaskSpec, traffic: Traffic, *, labels: Sequence[str] |
         notes.insert(0, "No feedback-labelled request to re-run the decision on; label a random sample of recent "
                         "requests (POST /v1/feedback) and monitor again.")
         return Export(None, 0, None, None, new_file, new_labels, " ".join(notes))
+    masked_inputs = sum(bool(r["tunewise_request"]["input_redactions"]) for r in keep)
+    if masked_inputs:
+        notes.append(_count(masked_inputs, "exported input had a credential masked ([REDACTED]); it is exported as "
+                            "logged.", "exported inputs had credentials masked ([REDACTED]); they are exported as "
+                            "logged."))
     labelled = _write_jsonl(out_dir / f"labelled-{stamp}.jsonl", keep)
     task = out_dir / f"task-{stamp}.yaml"
     header = (f"# Written by `tunewise monitor` at {stamp}: task {spec.name} with its test split replaced by\n"
