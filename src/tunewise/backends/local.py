@@ -133,9 +133,6 @@ class LocalBackend(Backend):
         self._json_decoding: Any = None
         self.info = self._describe()
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._tok(text, add_special_tokens=False)["input_ids"])
-
     @property
     def model(self) -> Any:
         """The loaded transformers model (adapter merged when one was given)."""

@@ -21,10 +21,10 @@ from ..results import RunResults
 from .edge_cases import best_rung
 from .markup import markdown_to_html, shift_headings
 from .sections import (
+    answer_notes,
     curve_texts,
     data_lines,
     ladder_text,
-    answer_notes,
     latency_notes,
     ms,
     option_rows,
