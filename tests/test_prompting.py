@@ -156,3 +156,28 @@ def test_single_candidate_label_is_answered_without_a_model_call_and_counted(tmp
     assert usage["without_model_call"] == 2 and usage["requests"] == 3
     assert math.isclose(usage["called_request_latency_s"]["p50"], preds[2].latency_s / preds[2].batch_size)
     assert "without_model_call" not in usage_summary(preds[2:], wall_s=1.0)
+
+
+def test_chain_of_thought_counts_the_tokens_of_both_calls(tmp_path):
+    """On a backend without log-probabilities (an API model), chain of thought makes two calls per example:
+    the reasoning and the constrained answer. The rung's usage must carry both, or its cost is understated."""
+
+    class NoScores(FakeBackend):
+        def __init__(self) -> None:
+            super().__init__("fake:random")
+            self.can_score = False
+            self.seen: list = []
+
+        def generate(self, requests):
+            out = super().generate(requests)
+            self.seen.extend(out)
+            return out
+
+    backend = NoScores()
+    ctx = PrepareContext(spec=_spec(tmp_path), splits=_splits(), backend=backend, seed=0)
+    program = get_strategy("prompt")(RungSpec(name="cot", strategy="prompt", params={"mode": "cot"}), ctx)
+    backend.seen.clear()
+    preds = program.predict(list(_splits().test), backend=backend)
+    assert len(backend.seen) == 2 * len(preds)  # reasoning, then the answer
+    assert sum(p.prompt_tokens for p in preds) == sum(g.prompt_tokens for g in backend.seen)
+    assert sum(p.completion_tokens for p in preds) == sum(g.completion_tokens for g in backend.seen)

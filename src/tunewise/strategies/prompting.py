@@ -231,9 +231,11 @@ class PromptProgram(Candidate):
         scored = self._by_scoring(examples, prompts, demos, backend, prefixes=prefixes)
         return [
             Prediction(example_id=p.example_id, output=p.output, raw=g.text.strip() + "\nAnswer: " + str(p.output),
-                       confidence=p.confidence, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
-                       cached_tokens=g.cached_tokens, latency_s=g.latency_s / g.batch_size + p.latency_s,
-                       error=p.error, parse_rule=p.parse_rule)
+                       confidence=p.confidence, prompt_tokens=g.prompt_tokens + p.prompt_tokens,  # both calls
+                       completion_tokens=g.completion_tokens + p.completion_tokens,
+                       cached_tokens=g.cached_tokens + p.cached_tokens,
+                       latency_s=g.latency_s / g.batch_size + p.latency_s / max(1, p.batch_size),
+                       error=p.error, parse_rule=p.parse_rule, truncated=p.truncated, model_call=True)
             for p, g in zip(scored, gens)
         ]
 
