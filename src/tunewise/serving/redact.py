@@ -37,19 +37,26 @@ __all__ = ["redact", "redact_count", "MASK"]
 MASK = "[REDACTED]"
 
 _T68 = r"[A-Za-z0-9._~+/-]"  # RFC 7235 token68 characters (then "=" padding)
-_SECRET_NAME = (r"(?:[A-Za-z0-9]+[_.-])*(?i:password|passwd|passphrase|secret|token|api[_-]?key|apikey"
+# a name ending in one of these words (OPENAI_API_KEY, x-api-key, client_secret, password). The match starts at
+# the word itself, never at the start of the whole name: a pattern for the name's leading parts would make
+# the search quadratic on long hyphenated text ("a-a-a-..."), and only the value is masked anyway
+_SECRET_NAME = (r"(?<![A-Za-z0-9])(?i:password|passwd|passphrase|secret|token|api[_-]?key|apikey"
                 r"|access[_-]?key|secret[_-]?key|private[_-]?key)(?![A-Za-z0-9_-])")
-_CREDENTIAL_VALUE = r"(?=[^\s\"'&,;]*\d)(?=[^\s\"'&,;]*[A-Za-z])[^\s\"'&,;]{8,}"
+_PEM_BODY = r"[A-Za-z0-9+/=\s:,.-]"
+# (the look-aheads are bounded, so text full of "secret:secret:..." is not rescanned to its end at every name)
+_CREDENTIAL_VALUE = r"(?=[^\s\"'&,;]{0,200}\d)(?=[^\s\"'&,;]{0,200}[A-Za-z])[^\s\"'&,;]{8,}"
 
 # Each rule: a pattern whose named group ``v`` is the part to mask (or the whole match when it has none).
 _RULES: tuple[str, ...] = (
     # PEM private keys, complete or cut off
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-    r"|[A-Za-z0-9+/=\s:,.-]*)",
+    # (the body is base64 and "Proc-Type: 4,ENCRYPTED"-style headers: scanning only those characters for the END
+    # line keeps the search linear on text full of BEGIN lines)
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:" + _PEM_BODY + r"*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?"
+    r"-----|" + _PEM_BODY + r"*)",
     # Authorization headers (a Basic value is checked to decode to user:password in _replace)
     r"(?i:\b(?:proxy-)?authorization)[\"']?\s*[:=]\s*[\"']?(?i:(?P<basic>basic)|bearer|token)\s+"
     r"(?P<v>" + _T68 + r"{8,}=*)",
-    r"(?i:\bbearer)\s+(?P<v>(?=" + _T68 + r"*\d)(?=" + _T68 + r"*[A-Za-z])" + _T68 + r"{20,}=*)",
+    r"(?i:\bbearer)\s+(?P<v>(?=" + _T68 + r"{0,200}\d)(?=" + _T68 + r"{0,200}[A-Za-z])" + _T68 + r"{20,}=*)",
     # provider key formats
     r"\bsk-(?:proj|svcacct|admin|ant-[a-z]+\d*)-[A-Za-z0-9_-]{20,}",
     r"\bsk-[A-Za-z0-9]{32,}(?![A-Za-z0-9_-])",
@@ -62,11 +69,11 @@ _RULES: tuple[str, ...] = (
     r"\bhf_[A-Za-z0-9]{30,}",
     r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+){0,2}",
     # named secrets: name = value (quoted or not; never the start of a PEM block, which the first rule takes)
-    r"\b" + _SECRET_NAME + r"[\"']?\s*=\s*(?:(?P<q1>[\"'])(?P<v>[^\"'\n]+)(?P=q1)|(?P<v>(?!-----BEGIN)[^\s\"'&,;]+))",
+    _SECRET_NAME + r"[\"']?\s*=\s*(?:(?P<q1>[\"'])(?P<v>[^\"'\n]+)(?P=q1)|(?P<v>(?!-----BEGIN)[^\s\"'&,;]+))",
     # "name": "value" (a quoted name, as in JSON)
-    r"(?P<q2>[\"'])" + _SECRET_NAME + r"(?P=q2)\s*:\s*(?P<q3>[\"'])(?P<v>[^\"'\n]+)(?P=q3)",
+    _SECRET_NAME + r"[\"']\s*:\s*(?P<q3>[\"'])(?P<v>[^\"'\n]+)(?P=q3)",
     # name: value, where the value is quoted or looks like a credential
-    r"\b" + _SECRET_NAME + r"\s*:\s*(?:(?P<q4>[\"'])(?P<v>[^\"'\n]+)(?P=q4)|(?P<v>" + _CREDENTIAL_VALUE + r"))",
+    _SECRET_NAME + r"\s*:\s*(?:(?P<q4>[\"'])(?P<v>[^\"'\n]+)(?P=q4)|(?P<v>" + _CREDENTIAL_VALUE + r"))",
 )
 
 
