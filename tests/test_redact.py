@@ -104,6 +104,7 @@ AUTH_HEADERS = {
     "Proxy-Authorization: Basic " + base64.b64encode(b"bob:hunter2").decode(): f"Proxy-Authorization: Basic {MASK}",
     '{"Authorization": "Bearer ' + _r(ALNUM, 30) + '"}': f'{{"Authorization": "Bearer {MASK}"}}',
     "the header was Bearer " + _r(ALNUM, 24) + "1 yesterday": f"the header was Bearer {MASK} yesterday",
+    "Authorization: Basic " + KEYS["github classic"]: f"Authorization: Basic {MASK}",  # not user:pass, still a key
 }
 
 

@@ -127,11 +127,13 @@ def redact_count(text: str | None) -> tuple[str | None, int]:
         if value is None:
             count += 1
             return MASK
-        if _BASIC_GROUPS[i] and m.group(_BASIC_GROUPS[i]) and not _is_basic_credential(m.group(value)):
-            return m.group(0)
-        count += 1
         start, end = m.start(value) - m.start(), m.end(value) - m.start()
         whole = m.group(0)
+        if _BASIC_GROUPS[i] and m.group(_BASIC_GROUPS[i]) and not _is_basic_credential(m.group(value)):
+            inner, n = redact_count(m.group(value))  # not user:password; it may still be a key of a known format
+            count += n
+            return whole[:start] + str(inner) + whole[end:]
+        count += 1
         return whole[:start] + MASK + whole[end:]
 
     return _PATTERN.sub(replace, text), count
