@@ -569,7 +569,7 @@ def test_api_keys_come_from_options_files_or_the_environment(tmp_path, monkeypat
 # ---------------------------------------------------------------- failures and direct version requests (item 9)
 
 
-def test_a_version_that_cannot_load_answers_503_without_internals(store_dir, recorded, caplog):
+def test_server_side_failures_answer_a_request_id_without_internals(store_dir, recorded, caplog):
     import logging
 
     from fastapi.testclient import TestClient
@@ -585,24 +585,33 @@ def test_a_version_that_cannot_load_answers_503_without_internals(store_dir, rec
     def crashing(version, store):
         raise RuntimeError(f"CUDA error at {secret_path}")
 
-    for loader, status in ((broken, 503), (crashing, 503)):
+    class Failing:  # loads, then every model call raises
+        uses_llm = False
+
+        def predict(self, examples, backend):
+            raise RuntimeError(f"CUDA error at {secret_path}")
+
+    for loader, status in ((broken, 503), (crashing, 503), (lambda version, store: (Failing(), None), 500)):
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="tunewise.serve"), \
                 TestClient(create_app(store_dir, loader=loader, admin_token=TOKEN)) as client:
             r = chat(client, "top up")
             promote_r = client.post("/admin/promote", json={"version": b, "alias": "production"}, headers=ADMIN)
-        for reply in (r, promote_r):
+        assert promote_r.status_code == (503 if status == 503 else 200)  # admin preloads: the same failure
+        for reply in (r, promote_r) if status == 503 else (r,):
             assert reply.status_code == status, reply.text
             error = reply.json()["error"]
             request_id = reply.headers["x-request-id"]
-            assert error["message"] == (f"The model is unavailable right now (request {request_id}); the server log "
-                                        "has the details.")
-            assert error["type"] == "server_error" and error["code"] == "model_unavailable"
+            what = "is unavailable right now" if status == 503 else "failed to answer"
+            assert error["message"] == f"The model {what} (request {request_id}); the server log has the details."
+            assert error["code"] == ("model_unavailable" if status == 503 else "model_error")
+            assert error["type"] == "server_error"
             assert "/home" not in reply.text and "safetensors" not in reply.text and "CUDA" not in reply.text
             logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
             assert logged and secret_path in logged[0].getMessage() + (logged[0].exc_text or "")
-    failed = [row for row in log_rows(store_dir) if row.status == 503]
-    assert len(failed) == 2 and all(secret_path in row.error for row in failed)  # the detail stays server-side
+    failed = [row for row in log_rows(store_dir) if row.status >= 500]
+    assert [row.status for row in failed] == [503, 503, 500]
+    assert all(secret_path in row.error for row in failed)  # the detail stays server-side
 
 
 def test_store_paths_never_reach_clients(store_dir, recorded):
