@@ -26,13 +26,14 @@ PRICES = Prices(device_hour={"cpu": 3.6, "cuda": 36.0}, api={"m": ApiPrice(input
 def rung(name: str, strategy: str = "prompt", *, acc: tuple[float, float, float] = (0.92, 0.91, 0.93),
          eps: float = 1.0, p95: float = 0.2, prompt_tokens: float = 100, training: dict | None = None,
          curve: dict | None = None, config: dict | None = None, status: str = "finished",
-         prepare_s: float = 0.0) -> dict:
-    """A minimal finished rung as ``results.json`` holds it; ``acc`` is (value, low, high)."""
+         prepare_s: float = 0.0, metric: dict | None = None) -> dict:
+    """A minimal finished rung as ``results.json`` holds it; ``acc`` is (value, low, high) on 300 examples, or
+    ``metric`` the whole stored metric."""
     value, low, high = acc
     extras = {k: v for k, v in (("training", training), ("curve", curve)) if v}
     return {
         "name": name, "strategy": strategy, "status": status, "config": config or {}, "primary_metric": "accuracy",
-        "metrics": {"accuracy": {"value": value, "low": low, "high": high, "n": 300, "method": "test"}},
+        "metrics": {"accuracy": metric or {"value": value, "low": low, "high": high, "n": 300, "method": "test"}},
         "usage": {"requests": 300, "prompt_tokens": {"mean": prompt_tokens}, "completion_tokens": {"mean": 1.0},
                   "cached_prompt_tokens": {"mean": 0.0}, "latency_s": {"p50": p95 / 2, "p95": p95},
                   "examples_per_s": eps},
@@ -117,6 +118,39 @@ def test_meets_target(acc, meets):
     assert option.meets_target == meets
 
 
+def proportion(k: int, n: int) -> dict:
+    """An accuracy of k/n as scoring stores it: the exact 95% Clopper-Pearson interval."""
+    from scipy.stats import beta
+
+    low, high = beta.ppf(0.025, k, n - k + 1) if k else 0.0, beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
+    return {"value": k / n, "low": float(low), "high": float(high), "n": n, "method": "Clopper-Pearson exact, 95%"}
+
+
+def test_with_confidence_accounts_for_picking_the_best_of_the_candidates():
+    # Five rungs on 100 examples. The best, 97/100, has its own 95% low at 91.5%, above the 90% target; but the
+    # best of five clears the target with confidence only if its bound at one-sided 2.5% / 5 = 0.5% does: 89.5%.
+    others = [rung(f"r{i}", metric=proportion(80, 100)) for i in range(4)]
+    d = decide(results(rung("best", metric=proportion(97, 100)), *others), spec(0.9), PRICES)
+    assert (d.winner, d.status) == ("best", "target met on the point estimate only")
+    # 99/100: 92.8% at one-sided 0.5% clears it, and the reason says the bound is adjusted
+    d = decide(results(rung("best", metric=proportion(99, 100)), *others), spec(0.9), PRICES)
+    assert (d.winner, d.status) == ("best", "target met with confidence")
+    assert "adjusted for 5 candidates" in d.reasons[0] and "92.8%" in d.reasons[0]
+
+
+def test_a_policy_run_counts_the_rungs_its_stop_left_unrun():
+    # the walk could have stopped at any rung of its ladder, so those its stop skipped are candidates too
+    stop = {"kind": "stop", "rung": "best", "reason": "target met with confidence", "skipped": ["a", "b", "c", "d"]}
+    data = {**results(rung("best", metric=proportion(99, 100))).to_json(),
+            "ladder": {"mode": "policy", "actions": [stop]}}
+    d = decide(RunResults.from_json(data), spec(0.9), PRICES)
+    assert d.status == "target met with confidence" and "adjusted for 5 candidates" in d.reasons[0]
+    (option,) = d.options
+    assert option.confident_low == pytest.approx(0.928, abs=5e-4)  # Clopper-Pearson's 99/100 at one-sided 0.5%
+    alone = decide(results(rung("best", metric=proportion(99, 100))), spec(0.9), PRICES)
+    assert alone.options[0].confident_low == pytest.approx(proportion(99, 100)["low"])  # one candidate: the 95% low
+
+
 def test_option_numbers():
     d = decide(results(rung("probe", "probe", eps=4, p95=0.25, prepare_s=36)), spec(max_latency_ms=300), PRICES)
     (o,) = d.options
@@ -136,8 +170,10 @@ def test_excluded_rung_is_explained():
 def test_next_step_when_target_met():
     d = decide(results(rung("probe", "probe", eps=4), rung("few_shot")), spec(requests_per_month=100_000), PRICES)
     # $0.25 per 1,000 x 100 = $25.00 a month
-    assert d.next_step == ("Use probe: 92.0% [91.0, 93.0] meets the 90% accuracy target with confidence, at $0.25 "
-                           "per 1,000 requests, about $25.00 a month at 100,000 requests.")
+    # the stored 95% low (91%) with its lower half-width stretched by z(1 - 0.025 / 2) / z(1 - 0.025): 90.9%
+    assert d.next_step == ("Use probe: 92.0% [91.0, 93.0] meets the 90% accuracy target with confidence (lower bound "
+                           "90.9% adjusted for 2 candidates, Bonferroni at one-sided 98.75%), at $0.25 per 1,000 "
+                           "requests, about $25.00 a month at 100,000 requests.")
 
 
 def curve_rung(status: str, n_needed: float | None, message: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -28,6 +29,8 @@ from tunewise.evaluation.metrics import (
     text_match,
     top_confusions,
 )
+from tunewise.evaluation.records import Prediction
+from tunewise.evaluation.scoring import score_predictions
 
 GOLDS = ["a", "a", "a", "b", "b", "c"]
 PREDS = ["a", "a", "b", "b", "c", "c"]
@@ -251,3 +254,105 @@ def test_registry_names_and_kinds() -> None:
 def test_registry_unknown_name_is_a_user_error() -> None:
     with pytest.raises(TaskSpecError, match="unknown metric 'bleu'; choose one of accuracy"):
         metric_for("bleu")
+
+
+# --- scoring: the intervals each metric gets ---------------------------------------------------
+
+
+def _cp(k: int, n: int) -> tuple[float, float]:
+    """The exact two-sided 95% Clopper-Pearson interval of k successes in n, from the beta quantiles."""
+    from scipy.stats import beta
+
+    return (float(beta.ppf(0.025, k, n - k + 1)) if k else 0.0, float(beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0)
+
+
+def _classified(k: int, n: int) -> tuple[list[str], list[Prediction]]:
+    """n golds over three labels, the first k predicted right and the rest wrong."""
+    golds = [("a", "b", "c")[i % 3] for i in range(n)]
+    outs = [g if i < k else {"a": "b", "b": "c", "c": "a"}[g] for i, g in enumerate(golds)]
+    return golds, [Prediction(example_id=str(i), output=o, raw=o) for i, o in enumerate(outs)]
+
+
+@pytest.mark.parametrize(("k", "n"), [(30, 30), (49, 50), (0, 30), (15, 30), (277, 308)])
+def test_accuracy_gets_the_exact_clopper_pearson_interval(k: int, n: int) -> None:
+    # 30/30: the percentile bootstrap said [1.0, 1.0] and 49/50 a low of 0.94; Clopper-Pearson: 0.884 and 0.894
+    golds, preds = _classified(k, n)
+    acc = score_predictions("classification", golds, preds, labels=["a", "b", "c"])["metrics"]["accuracy"]
+    assert (acc.value, acc.n) == (pytest.approx(k / n), n)
+    assert (acc.low, acc.high) == pytest.approx(_cp(k, n), abs=1e-9)
+    assert acc.method.startswith("Clopper-Pearson")
+
+
+def test_every_mean_of_zero_one_scores_gets_the_exact_interval() -> None:
+    golds = [f"answer {i}" for i in range(50)]
+    preds = [Prediction(example_id=str(i), output=g if i else "wrong", raw="") for i, g in enumerate(golds)]
+    em = score_predictions("generation", golds, preds)["metrics"]["exact_match"]
+    assert (em.low, em.high) == pytest.approx(_cp(49, 50), abs=1e-9)
+    gold = {"intent": "x", "slots": [{"slot": "a", "value": "1"}]}
+    preds = [Prediction(example_id=str(i), output=gold, raw=json.dumps(gold)) for i in range(30)]
+    metrics = score_predictions("extraction", [gold] * 30, preds, schema=SCHEMA)["metrics"]
+    for name in ("exact_match", "json_validity"):
+        assert (metrics[name].low, metrics[name].high) == pytest.approx(_cp(30, 30), abs=1e-9), name
+        assert metrics[name].method.startswith("Clopper-Pearson"), name
+
+
+def test_macro_f1_interval_does_not_collapse_when_every_answer_is_right() -> None:
+    golds, preds = _classified(30, 30)
+    f1 = score_predictions("classification", golds, preds, labels=["a", "b", "c"])["metrics"]["macro_f1"]
+    assert f1.value == 1.0 and f1.high == 1.0
+    assert f1.low == pytest.approx(0.025 ** (1 / 30))  # no resample varies: the bound of 30 alike examples
+    assert "no spread" in f1.method
+
+
+def test_field_f1_interval_does_not_collapse_at_either_end() -> None:
+    gold = {"intent": "x", "slots": [{"slot": "a", "value": "1"}]}
+    perfect = [Prediction(example_id=str(i), output=gold, raw=json.dumps(gold)) for i in range(30)]
+    f1 = score_predictions("extraction", [gold] * 30, perfect, schema=SCHEMA)["metrics"]["field_f1"]
+    assert (f1.value, f1.high) == (1.0, 1.0) and f1.low == pytest.approx(0.025 ** (1 / 30))
+    invalid = [Prediction(example_id=str(i), output=None, raw="{") for i in range(30)]
+    f1 = score_predictions("extraction", [gold] * 30, invalid, schema=SCHEMA)["metrics"]["field_f1"]
+    assert (f1.value, f1.low) == (0.0, 0.0) and f1.high == pytest.approx(1 - 0.025 ** (1 / 30))
+
+
+def test_macro_f1_gets_a_bca_interval_that_agrees_with_scipy() -> None:
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(3)
+    golds = list(rng.choice(["a", "b", "c", "d"], size=200, p=[0.4, 0.3, 0.2, 0.1]))
+    outs = [g if rng.random() < 0.8 else str(rng.choice(["a", "b", "c", "d"])) for g in golds]
+    preds = [Prediction(example_id=str(i), output=o, raw=o) for i, o in enumerate(outs)]
+    f1 = score_predictions("classification", golds, preds, labels=["a", "b", "c", "d"])["metrics"]["macro_f1"]
+    assert f1.method.startswith("BCa bootstrap") and f1.value == pytest.approx(macro_f1(golds, outs))
+    g, o = np.array(golds), np.array(outs)
+    ref = bootstrap((np.arange(200),), lambda i: macro_f1(list(g[i]), list(o[i])), vectorized=False,
+                    method="BCa", n_resamples=2000, random_state=0).confidence_interval
+    assert (f1.low, f1.high) == pytest.approx((ref.low, ref.high), abs=0.015)  # two Monte Carlo draws
+
+
+def test_batched_macro_f1_equals_macro_f1_on_every_resample() -> None:
+    from tunewise.evaluation.scoring import macro_f1_statistic
+
+    rng = np.random.default_rng(4)
+    labels = ["a", "b", "c", "d", "e"]
+    golds = list(rng.choice(labels[:4], size=60))  # "e" has no gold examples
+    preds = [None if r < 0.1 else str(rng.choice(labels + ["zzz"])) for r in rng.random(60)]  # None, "zzz": no label
+    rows = rng.integers(0, 60, size=(200, 60))
+    got = macro_f1_statistic(golds, preds, labels)(rows)
+    want = [macro_f1([golds[i] for i in r], [preds[i] for i in r], labels) for r in rows]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert math.isnan(macro_f1_statistic(["a"], ["a"], [])(np.zeros((1, 1), dtype=int))[0])  # no label: undefined
+
+
+def test_batched_field_scores_equal_the_pooled_counts() -> None:
+    from tunewise.evaluation.scoring import field_statistic
+
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 3, size=(40, 3)).astype(float)
+    rows = rng.integers(0, 40, size=(50, 40))
+    for which in ("precision", "recall", "f1"):
+        got = field_statistic(counts, which)(rows)
+        for r, value in zip(rows, got):
+            tp, fp, fn = counts[r].sum(axis=0)
+            p, rc = (tp / (tp + fp) if tp + fp else 1.0), (tp / (tp + fn) if tp + fn else 1.0)
+            want = {"precision": p, "recall": rc, "f1": 2 * p * rc / (p + rc) if p + rc else 0.0}[which]
+            assert value == pytest.approx(want, abs=1e-12)

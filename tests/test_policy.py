@@ -11,7 +11,7 @@ import pytest
 
 from tunewise.backends.base import GenerationRequest, Message
 from tunewise.evaluation.records import Prediction
-from tunewise.evaluation.stats import bootstrap_mean_ci
+from tunewise.evaluation.stats import proportion_metric
 from tunewise.ladder.policy import (
     Budget,
     Observed,
@@ -37,10 +37,10 @@ CPU = Pricing(device="cpu", usd_per_second=0.10 / 3600)
 
 def obs(name: str, family: str, correct, *, seconds: float = 10.0, examples: int | None = None) -> Observed:
     v = np.asarray(correct, dtype=bool)
-    low, high = bootstrap_mean_ci(v.astype(float), seed=0)
-    return Observed(name, family, "finished", value=float(v.mean()), low=low, high=high, correct=tuple(v.tolist()),
+    m = proportion_metric(v.astype(float))  # accuracy as scoring records it
+    return Observed(name, family, "finished", value=m.value, low=m.low, high=m.high, correct=tuple(v.tolist()),
                     seconds=seconds, eval_seconds=seconds, examples=len(v) if examples is None else examples,
-                    usd=seconds * CPU.usd_per_second)
+                    usd=seconds * CPU.usd_per_second, metric=m)
 
 
 def vec(n: int, k: int, offset: int = 0) -> list[bool]:
@@ -59,8 +59,14 @@ SAME = vec(100, 50)
 
 CASES = [
     # (id, observed, target, budget, config, ladder override, expected kind, expected rung, words in the reason)
-    ("target met with confidence", {"knn": obs("knn", "no_llm", vec(100, 97))}, 0.9, Budget(), None, None,
-     "stop", "knn", ["CI low", ">= target 90.0%", "not run: zero_shot"]),
+    # 99/100 on a ladder of 5 rungs: its bound at one-sided 2.5% / 5 is 92.8%
+    ("target met with confidence", {"knn": obs("knn", "no_llm", vec(100, 99))}, 0.9, Budget(), None, None,
+     "stop", "knn", ["lower bound 92.8% adjusted for 5 candidates, Bonferroni at one-sided 99.5%", ">= target 90.0%",
+                     "not run: zero_shot"]),
+    # 97/100: its own 95% low (91.5%) clears 90%, but the best of 5 rungs needs the bound at one-sided 0.5%: 89.5%
+    ("the best of several rungs needs the adjusted bound", {"knn": obs("knn", "no_llm", vec(100, 97))}, 0.9,
+     Budget(), None, None, "run", "zero_shot", ["point estimate 97.0%", "lower bound 89.5% adjusted for 5 candidates",
+                                                "does not"]),
     ("point estimate only keeps climbing", {"knn": obs("knn", "no_llm", vec(100, 92))}, 0.9, Budget(), None, None,
      "run", "zero_shot", ["point estimate 92.0%", "does not"]),
     ("plateau escalates to tuning", {"knn": obs("knn", "no_llm", vec(100, 40)),
@@ -165,7 +171,7 @@ def _screen_trials(acc_best: float, acc_rung: float, *, n: int = 320, trials: in
     for t in range(trials):
         best = rng.permutation(np.arange(n) < round(acc_best * n))
         rung = rng.permutation(np.arange(n) < round(acc_rung * n))  # the rung's full-set correctness
-        low, _ = bootstrap_mean_ci(best.astype(float), seed=t)
+        low = proportion_metric(best.astype(float)).low  # the best rung's CI low as scoring records it
         order = stratified_order([str(i) for i in range(n)], [i % 4 for i in range(n)], seed=t)
         for size in [*screen_sizes(n), n]:
             sub = [bool(rung[i]) for i in order[:size]]
@@ -258,8 +264,13 @@ def test_walk_rejects_hopeless_rungs_keeps_the_winner_and_reuses_screened_calls(
     calls = _calls(log)
     unique = {c["prompt"] for c in calls}
     assert len(calls) == len(unique)  # screening then scoring fully never repeats a call (the call cache)
-    # hopeless: 20 calls (1/8 of 160) instead of 160; better and close: 160 each
-    assert len(calls) == 20 + 160 + 160
+    # hopeless: 20 calls (1/8 of 160) instead of 160; better and close: 160 each, plus the requests each of the
+    # two answers one at a time on the dev split to measure single-request latency
+    from tunewise.data import load_splits
+    from tunewise.ladder.attempt import SINGLE_REQUESTS
+
+    single = min(SINGLE_REQUESTS, len(load_splits(load_task(task)).dev))
+    assert len(calls) == 20 + 160 + 160 + 2 * single
     ladder = outcome.results.ladder
     assert ladder.mode == "policy" and ladder.early_rejection.rungs == ("hopeless",)
     assert ladder.early_rejection.saved_calls == pytest.approx(140)
@@ -271,8 +282,19 @@ def test_walk_rejects_hopeless_rungs_keeps_the_winner_and_reuses_screened_calls(
     assert RunResults.from_json(data).ladder == ladder
 
 
+def test_default_walk_does_not_claim_confidence_from_twenty_examples(tmp_path):
+    # knn is right on all 20 test examples: the percentile bootstrap gave [100%, 100%] and the walk stopped "with
+    # confidence" at the 90% target, but 20/20 has a 95% Clopper-Pearson low of 83%: the climb goes on
+    outcome = run_task(load_task(write_task(tmp_path)), report=False)
+    knn = outcome.results.rungs[0]
+    assert knn.name == "knn" and knn.primary.value == 1.0 and knn.primary.low == pytest.approx(0.025 ** (1 / 20))
+    assert [r.name for r in outcome.results.rungs][:2] == ["knn", "probe"]
+    assert not any("with confidence" in a.reason for a in outcome.results.ladder.actions)
+
+
 def test_default_walk_stops_when_the_target_is_met_with_confidence(tmp_path):
-    outcome = run_task(load_task(write_task(tmp_path)), report=False)  # knn is perfect on the toy data
+    # knn is perfect on the toy data: 80/80 has a lower bound of 92.7% adjusted for the 11 rungs of the ladder
+    outcome = run_task(load_task(write_task(tmp_path, n_test=80)), report=False)
     assert [r.name for r in outcome.results.rungs] == ["knn"]
     stop = outcome.results.ladder.stop
     assert stop.kind == "stop" and "target met with confidence" in stop.reason and "lora" in stop.skipped

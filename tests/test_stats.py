@@ -10,15 +10,23 @@ import pytest
 from tunewise.evaluation.metrics import macro_f1
 from tunewise.evaluation.records import MetricValue
 from tunewise.evaluation.stats import (
+    LOWER_ALPHA,
+    bca_metric,
     bootstrap_ci,
     bootstrap_mean_ci,
     compare_paired,
+    confidence_words,
+    confident_bound,
+    lower_bound,
     mcnemar_exact,
     mde_proportion,
     metric_with_ci,
     paired_bootstrap_diff,
     paired_bootstrap_stat_diff,
     percentile,
+    proportion_interval,
+    proportion_lower_bound,
+    proportion_metric,
     summarize,
 )
 
@@ -85,7 +93,16 @@ def test_bootstrap_degenerate_cases() -> None:
     assert all(math.isnan(v) for v in bootstrap_mean_ci([]))
     assert all(math.isnan(v) for v in bootstrap_ci(lambda idx: 0.0, 0))
     assert bootstrap_mean_ci([0.7]) == (pytest.approx(0.7), pytest.approx(0.7))
-    assert bootstrap_mean_ci([1.0] * 30) == (1.0, 1.0)
+
+
+def test_an_all_correct_sample_does_not_get_a_zero_width_interval() -> None:
+    # Every resample of 30 right answers is all right, so the percentile bootstrap said [1.0, 1.0]. Thirty
+    # examples cannot show that the rate is 1: Clopper-Pearson's 30/30 is [0.025 ** (1 / 30), 1] = [0.884, 1].
+    ones, zeros = np.ones(30), np.zeros(30)
+    mv = metric_with_ci("accuracy", lambda idx: float(ones[idx].mean()), 30)
+    assert (mv.value, mv.high) == (1.0, 1.0) and mv.low == pytest.approx(0.025 ** (1 / 30))
+    mv = metric_with_ci("accuracy", lambda idx: float(zeros[idx].mean()), 30)
+    assert (mv.value, mv.low) == (0.0, 0.0) and mv.high == pytest.approx(1 - 0.025 ** (1 / 30))
 
 
 def test_bootstrap_ci_for_a_non_mean_metric() -> None:
@@ -103,8 +120,7 @@ def test_metric_with_ci() -> None:
     mv = metric_with_ci("accuracy", lambda idx: float(x[idx].mean()), x.size, resamples=500)
     assert isinstance(mv, MetricValue)
     assert mv.value == pytest.approx(0.7) and mv.n == 10
-    assert (mv.low, mv.high) == pytest.approx(bootstrap_mean_ci(x, resamples=500))
-    assert "500 resamples" in mv.method
+    assert mv.low < 0.7 < mv.high and mv.method.startswith("BCa bootstrap") and "500 resamples" in mv.method
     empty = metric_with_ci("accuracy", lambda idx: 0.0, 0)
     assert math.isnan(empty.value) and empty.n == 0
 
@@ -196,3 +212,93 @@ def test_mde_proportion_rejects_bad_input() -> None:
         mde_proportion(1.5, 100)
     with pytest.raises(ValueError):
         mde_proportion(0.5, 0)
+
+
+# --------------------------------------------------------------------------- intervals with coverage
+
+
+def test_proportion_interval_hand_computed() -> None:
+    assert proportion_interval(30, 30) == (pytest.approx(0.025 ** (1 / 30)), 1.0)  # 0.884
+    assert proportion_interval(0, 30) == (0.0, pytest.approx(1 - 0.025 ** (1 / 30)))
+    assert proportion_interval(49, 50)[0] == pytest.approx(0.8935, abs=1e-4)  # the 49/50
+    assert proportion_lower_bound(10, 10, 0.01) == pytest.approx(0.01 ** (1 / 10))
+    assert all(math.isnan(x) for x in proportion_interval(0, 0))
+
+
+def test_proportion_metric() -> None:
+    mv = proportion_metric([1, 0, 1, 1])
+    assert (mv.value, mv.n, mv.method) == (0.75, 4, "Clopper-Pearson exact, 95%")
+    assert (mv.low, mv.high) == pytest.approx(proportion_interval(3, 4))
+    assert math.isnan(proportion_metric([]).value)
+    with pytest.raises(ValueError, match="0/1"):
+        proportion_metric([0.5, 1.0])
+
+
+def _mean_batch(x: np.ndarray):
+    return lambda rows: x[rows].mean(axis=1)
+
+
+def test_bca_corrects_the_percentile_interval_of_a_skewed_mean() -> None:
+    from scipy.stats import bootstrap
+
+    x = np.random.default_rng(11).exponential(size=40)
+    mv = bca_metric(_mean_batch(x), x.size, resamples=4000, seed=0)
+    ref = bootstrap((x,), np.mean, method="BCa", n_resamples=4000, random_state=0).confidence_interval
+    assert (mv.low, mv.high) == pytest.approx((ref.low, ref.high), abs=0.03)
+    percentile_low, percentile_high = bootstrap_mean_ci(x, resamples=4000, seed=0)
+    assert mv.low > percentile_low and mv.high > percentile_high  # right skew: BCa moves both ends up
+
+
+def test_grouped_jackknife_gives_about_the_leave_one_out_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tunewise.evaluation.stats as stats
+
+    x = np.random.default_rng(12).exponential(size=300)
+    exact = bca_metric(_mean_batch(x), x.size, seed=1)
+    monkeypatch.setattr(stats, "_JACKKNIFE_GROUPS", 60)  # 60 groups of 5 left out in turn
+    grouped = bca_metric(_mean_batch(x), x.size, seed=1)
+    assert (grouped.low, grouped.high) == pytest.approx((exact.low, exact.high), abs=0.01)
+    monkeypatch.setattr(stats, "_JACKKNIFE_GROUPS", 7)  # uneven groups (43 and 42)
+    assert bca_metric(_mean_batch(x), x.size, seed=1).low == pytest.approx(exact.low, abs=0.02)
+
+
+def test_bca_degenerate_cases() -> None:
+    empty = bca_metric(_mean_batch(np.zeros(0)), 0)
+    assert empty.n == 0 and all(math.isnan(v) for v in (empty.value, empty.low, empty.high))
+    halves = np.full(20, 0.5)  # every example scores 0.5: a mix of 5% others moves the mean by at most 5% of 0.5
+    mv = bca_metric(_mean_batch(halves), 20)
+    keep = 0.025 ** (1 / 20)
+    assert (mv.low, mv.high) == pytest.approx((0.5 * keep, 0.5 + 0.5 * (1 - keep)))
+    assert mv.method.startswith("exact bound for n examples alike")
+
+
+def test_lower_bound_at_other_levels() -> None:
+    cp = proportion_metric([1] * 97 + [0] * 3)
+    assert lower_bound(cp, LOWER_ALPHA) == cp.low  # the stored low end, as shown
+    assert lower_bound(cp, 0.005) == pytest.approx(proportion_lower_bound(97, 100, 0.005))
+    ones = np.ones(30)
+    alike = bca_metric(_mean_batch(ones), 30)
+    assert lower_bound(alike, 0.005) == pytest.approx(0.005 ** (1 / 30))  # Clopper-Pearson's 30/30 at 0.5%
+    boot = MetricValue(0.8, 0.7, 0.88, 200, "BCa bootstrap over examples, 95%, 2000 resamples")
+    assert lower_bound(boot, 0.005) == pytest.approx(0.8 - 0.1 * 2.5758293035489 / 1.959963984540054)
+    assert math.isnan(lower_bound(MetricValue(math.nan, math.nan, math.nan, 0), 0.005))
+
+
+def test_confident_bound_is_bonferroni_over_the_candidates() -> None:
+    cp = proportion_metric([1] * 97 + [0] * 3)
+    assert confident_bound(cp, 1) == cp.low
+    assert confident_bound(cp, 5) == pytest.approx(proportion_lower_bound(97, 100, 0.025 / 5))
+    assert confident_bound(cp, 5, metrics=2) == pytest.approx(proportion_lower_bound(97, 100, 0.025 / 10))
+    assert confident_bound(cp, 1) > confident_bound(cp, 5) > confident_bound(cp, 11)
+    assert confidence_words(0.8945, 5) == "lower bound 89.5% adjusted for 5 candidates, Bonferroni at one-sided 99.5%"
+    assert "5 candidates x 2 target metrics" in confidence_words(0.9, 5, metrics=2)
+
+
+def test_bonferroni_bound_keeps_the_best_of_several_honest() -> None:
+    # Eight candidates, all truly at 90%, 200 examples each: how often does the best one's bound clear 90%?
+    rng = np.random.default_rng(13)
+    k = rng.binomial(200, 0.9, size=(4000, 8))
+    best = k.max(axis=1)
+    raw_low = {b: proportion_interval(int(b), 200)[0] for b in np.unique(best)}
+    adjusted_low = {b: proportion_lower_bound(int(b), 200, 0.025 / 8) for b in np.unique(best)}
+    raw, adjusted = np.mean([raw_low[b] >= 0.9 for b in best]), np.mean([adjusted_low[b] >= 0.9 for b in best])
+    assert raw > 0.08 and adjusted <= 0.025  # the unadjusted low claims a false "with confidence" over 8% of the time

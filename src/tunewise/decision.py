@@ -2,8 +2,13 @@
 
 Each finished rung becomes an :class:`Option` with its quality (the target metric, else the
 primary one, with its 95% CI), cost per 1,000 requests and one-off cost (``costs.py``), latency
-and whether it meets the target ("with confidence": CI low >= target; "point estimate only") and
-the constraints. Options are ranked in tiers:
+and whether it meets the target and the constraints. "With confidence": the option's lower bound,
+adjusted for picking among the run's m rungs (and t target metrics), reaches the target - Bonferroni,
+each bound at one-sided level 2.5% / (m t), :func:`~tunewise.evaluation.stats.confident_bound`, the
+same bound the ladder policy stops on. m counts every rung of the run whatever became of it, plus the
+rungs the policy's stop left unrun (the ladder the walk could have stopped at), so the claim holds
+however the rungs were chosen. "Point estimate only": the value reaches the target but that bound does
+not. Options are ranked in tiers:
 
 0. meets the target with confidence and the constraints -> cheapest first;
 1. meets it on the point estimate only and the constraints -> cheapest first;
@@ -42,6 +47,7 @@ from .costs import (
     training_cost,
 )
 from .evaluation.records import MetricValue
+from .evaluation.stats import confidence_words, confident_bound
 from .formats import pct
 from .ladder.policy import family_kind, rung_family
 from .results import Comparison, RungResult, RunResults
@@ -76,6 +82,7 @@ class Option:
     monthly_usd: float | None  # at constraints.requests_per_month, retraining included
     horizon_usd: float | None  # one_off_usd + HORIZON_MONTHS * monthly_usd
     meets_target: str  # with confidence | point estimate only | no | no target set
+    confident_low: float | None  # the metric's lower bound adjusted for the candidates compared (target set)
     meets_constraints: bool
     constraint_checks: tuple[str, ...]  # one sentence per checked constraint, passed or not
     violations: tuple[str, ...]
@@ -136,13 +143,22 @@ def _spec(spec: TaskSpec | Mapping[str, Any]) -> _Spec:
                  spec.get("model") or TaskSpec.model_fields["model"].default)
 
 
-def _target_check(metrics: Mapping[str, MetricValue], target: Mapping[str, float]) -> str:
+def _candidates(results: RunResults) -> int:
+    """The rungs a run picks among: all of its rungs, and those the policy's stop left unrun."""
+    stop = results.ladder.stop if results.ladder is not None else None
+    return max(1, len(results.rungs) + (len(stop.skipped) if stop is not None else 0))
+
+
+def _target_check(metrics: Mapping[str, MetricValue], target: Mapping[str, float], m: int) -> tuple[str, float | None]:
+    """(with confidence | point estimate only | no | no target set, the first target metric's adjusted bound)."""
     if not target:
-        return NO_TARGET
-    got = [(metrics.get(m), t) for m, t in target.items()]
-    if all(_num(g.low if g else None, -_INF) >= t for g, t in got):
-        return WITH_CONFIDENCE
-    return POINT_ONLY if all(_num(g.value if g else None, -_INF) >= t for g, t in got) else NOT_MET
+        return NO_TARGET, None
+    got = [(metrics.get(k), t) for k, t in target.items()]
+    bounds = [confident_bound(g, m, metrics=len(target)) if g is not None else math.nan for g, _ in got]
+    first = _num(bounds[0])
+    if all(_num(b, -_INF) >= t for b, (_, t) in zip(bounds, got)):
+        return WITH_CONFIDENCE, first
+    return (POINT_ONLY if all(_num(g.value if g else None, -_INF) >= t for g, t in got) else NOT_MET), first
 
 
 def _constraints(c: Constraints, p95: float | None, one_off: float | None, hours: float | None,
@@ -163,7 +179,7 @@ def _constraints(c: Constraints, p95: float | None, one_off: float | None, hours
 
 
 def _option(rung: RungResult, s: _Spec, env_device: str, prices: Prices, device: str | None,
-            retrain_days: float | None) -> Option | None:
+            retrain_days: float | None, compared: int) -> Option | None:
     metric = next(iter(s.target), None) or rung.primary_metric or TARGET_METRICS[s.kind][0]
     metrics = rung.metrics or {}
     m = metrics.get(metric)
@@ -190,12 +206,13 @@ def _option(rung: RungResult, s: _Spec, env_device: str, prices: Prices, device:
         fixed = retraining_monthly_cost(one_off.value, retrain_days)
     monthly = None if rpm is None or cost.per_request_usd is None else monthly_cost(cost.per_request_usd, rpm, fixed)
     horizon = None if monthly is None or one_off.value is None else one_off.value + HORIZON_MONTHS * monthly
+    meets, bound = _target_check(metrics, s.target, compared)
     return Option(
         name=rung.name, strategy=rung.strategy or "", kind=kind, metric=metric, quality=quality,
         low=_num(m.low, quality), high=_num(m.high, quality), n=int(m.n or 0),
         per_1k_usd=cost.per_1k_usd, cost_basis=cost.basis, one_off_usd=one_off.value, one_off_basis=one_off.basis,
         latency_p50_ms=p50, latency_p95_ms=p95, deploy_hours=deploy, monthly_usd=monthly, horizon_usd=horizon,
-        meets_target=_target_check(metrics, s.target), meets_constraints=all(ok for ok, _ in checks),
+        meets_target=meets, confident_low=bound, meets_constraints=all(ok for ok, _ in checks),
         constraint_checks=tuple(text for _, text in checks), violations=tuple(text for ok, text in checks if not ok))
 
 
@@ -288,7 +305,11 @@ def _forecast(rungs: Sequence[RungResult]) -> tuple[Mapping[str, Any], int] | No
     return min(found, key=lambda x: x[:3])[3:] if found else None
 
 
-def _next_step(win: Option | None, ranked: Sequence[Option], s: _Spec, rungs: Sequence[RungResult]) -> str:
+def _bound_words(o: Option, s: _Spec, m: int) -> str:
+    return confidence_words(math.nan if o.confident_low is None else o.confident_low, m, metrics=len(s.target))
+
+
+def _next_step(win: Option | None, ranked: Sequence[Option], s: _Spec, rungs: Sequence[RungResult], m: int) -> str:
     if not ranked:
         return "No rung finished; fix the failures recorded in results.json and run again."
     if win is None:
@@ -301,7 +322,8 @@ def _next_step(win: Option | None, ranked: Sequence[Option], s: _Spec, rungs: Se
         if win.monthly_usd is not None else "")
     goal = _goal(s.target)
     if win.meets_target == WITH_CONFIDENCE:
-        return f"Use {win.name}: {_quality(win)} meets the {goal} target with confidence, {money}."
+        return f"Use {win.name}: {_quality(win)} meets the {goal} target with confidence ({_bound_words(win, s, m)}), " \
+               f"{money}."
     if win.meets_target == POINT_ONLY:
         return (f"Use {win.name} provisionally: {_quality(win)} meets the {goal} target on the point estimate only "
                 f"({money}); add test examples to narrow the interval before relying on it.")
@@ -339,10 +361,10 @@ def _status(win: Option | None, ranked: Sequence[Option]) -> str:
             NO_TARGET: "no target set"}.get(win.meets_target, "target not met")
 
 
-def _reasons(win: Option | None, ranked: Sequence[Option], s: _Spec) -> list[str]:
+def _reasons(win: Option | None, ranked: Sequence[Option], s: _Spec, m: int) -> list[str]:
     goal, out = _goal(s.target), []
     if win is not None:
-        met = f"meets the {goal} target: {win.meets_target}" if goal else "no target set"
+        met = f"meets the {goal} target: {win.meets_target} ({_bound_words(win, s, m)})" if goal else "no target set"
         out.append(f"{win.name}: {win.metric} {_quality(win)} on {win.n:,} test examples; {met}.")
         out.append(f"{win.name} costs {_usd(win.per_1k_usd)} per 1,000 requests ({win.cost_basis}); one-off "
                    f"{_usd(win.one_off_usd)} ({win.one_off_basis}); latency p50 {_ms(win.latency_p50_ms)}, "
@@ -389,7 +411,8 @@ def decide(results: RunResults, spec: TaskSpec | Mapping[str, Any], prices: Pric
     # the self-hosted device the run used; a results.json whose environment was masked or dropped: the cpu
     env = results.environment if isinstance(results.environment, Mapping) else {}
     env_device = str((env.get("backend") or {}).get("device") or "cpu")
-    built = (_option(r, s, env_device, prices, device, retrain_every_days) for r in rungs)
+    m = _candidates(results)
+    built = (_option(r, s, env_device, prices, device, retrain_every_days, m) for r in rungs)
     ranked = sorted((o for o in built if o is not None), key=_rank_key)
     win = ranked[0] if ranked and ranked[0].meets_constraints else None
     second = ranked[1] if win is not None and len(ranked) > 1 else None
@@ -398,8 +421,8 @@ def decide(results: RunResults, spec: TaskSpec | Mapping[str, Any], prices: Pric
     break_even, lines = _break_even(ranked, by_name, s.constraints.requests_per_month, retrain_every_days)
     pareto = _pareto(ranked)
     front = f"Pareto frontier (quality, cost per 1,000 requests, p95 latency): {', '.join(pareto)}." if pareto else ""
-    reasons = [r for r in (*_reasons(win, ranked, s), said, *lines, front, *_not_scored(rungs)) if r]
+    reasons = [r for r in (*_reasons(win, ranked, s, m), said, *lines, front, *_not_scored(rungs)) if r]
     return Decision(winner=win.name if win else None, status=_status(win, ranked),
                     runner_up=second.name if second else None, comparison=comparison, options=tuple(ranked),
                     pareto=pareto, break_even=break_even,
-                    next_step=_next_step(win, ranked, s, rungs) + _payback(win, break_even), reasons=tuple(reasons))
+                    next_step=_next_step(win, ranked, s, rungs, m) + _payback(win, break_even), reasons=tuple(reasons))

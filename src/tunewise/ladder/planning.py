@@ -67,7 +67,7 @@ def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, pr
         return Observed(result.name, family, "rejected" if "early_rejection" in result.extras else result.status,
                         seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd)
     m = result.primary
-    return Observed(result.name, family, "finished", value=m.value, low=m.low, high=m.high,
+    return Observed(result.name, family, "finished", value=m.value, low=m.low, high=m.high, metric=m,
                     correct=tuple(bool(c) for c in correct) if correct is not None else None,
                     seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd, train_s=train_s,
                     train_example_epochs=train_work)

@@ -4,9 +4,14 @@ Pure: no I/O, no model. :func:`next_action` looks at the planned rungs and what 
 measured (primary metric with its CI, per-example correctness, seconds and dollars) and returns one
 :class:`Action`, always with a one-sentence reason that carries the numbers:
 
-* ``stop`` - a finished rung meets the target *with confidence* (its CI low >= target), or the
-  budget is spent, or every rung was tried. When only a point estimate clears the target the
-  policy keeps climbing and says so in the next ``run``'s reason.
+* ``stop`` - a finished rung meets the target *with confidence*, or the budget is spent, or every
+  rung was tried. "With confidence" accounts for picking the best of several rungs: the rung's lower
+  bound at one-sided level 2.5% / m, m the number of rungs of the ladder (Bonferroni,
+  :func:`~tunewise.evaluation.stats.confident_bound`, the same bound the decision uses), must reach the
+  target. m counts every planned rung, not only the finished ones, because the policy looks after each
+  rung: with m fixed in advance, the bounds of all rungs at all looks hold together with probability
+  >= 97.5%, however the walk stops. When only a point estimate clears the target the policy keeps
+  climbing and says so in the next ``run``'s reason.
 * ``escalate`` - prompting plateaued: each of the last :attr:`PolicyConfig.patience` prompt rungs
   is not significantly better than the best prompt rung before it (paired McNemar + bootstrap,
   :func:`~tunewise.evaluation.stats.compare_paired`), and a tuning rung is runnable and fits the
@@ -48,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.stats import compare_paired
+from ..evaluation.records import MetricValue
+from ..evaluation.stats import compare_paired, confidence_words, confident_bound
 from ..formats import pct
 
 __all__ = [
@@ -134,10 +140,17 @@ class Observed:
     usd: float | None = None  # measured money
     train_s: float = 0.0
     train_example_epochs: float = 0.0
+    metric: MetricValue | None = None  # the target metric as scored (value, interval, n, method)
 
     @property
     def kind(self) -> str:
         return family_kind(self.family)
+
+    def bound(self, candidates: int) -> float:
+        """The metric's lower bound adjusted for ``candidates`` (:func:`~tunewise.evaluation.stats.confident_bound`)."""
+        n = len(self.correct) if self.correct is not None else self.examples
+        metric = self.metric or MetricValue(self.value, self.low, self.high, n, "")  # type: ignore[arg-type]
+        return confident_bound(metric, candidates)
 
 
 @dataclass(frozen=True)
@@ -345,13 +358,15 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
     pending = [r for r in ladder if r.name not in observed]
     finished = [o for o in observed.values() if o.status == "finished" and o.value is not None]
     best = max(finished, key=lambda o: o.value) if finished else None
+    candidates = max(1, len(ladder))  # every rung the walk may stop at (module docstring)
+    bounds = {o.name: o.bound(candidates) for o in finished} if target is not None else {}
     if target is not None:
-        confident = [o for o in finished if o.low is not None and o.low >= target]
+        confident = [o for o in finished if bounds[o.name] >= target]
         if confident:
-            o = max(confident, key=lambda o: o.low)
-            return Action("stop", o.name, f"target met with confidence: {o.name} {metric} {_ci(o)} has its CI low "
-                          f"{_pct(o.low)} >= target {_pct(target)}" + (f"; not run: {', '.join(r.name for r in pending)}"
-                                                                       if pending else ""),
+            o = max(confident, key=lambda o: bounds[o.name])
+            return Action("stop", o.name, f"target met with confidence: {o.name} {metric} {_ci(o)} has its "
+                          f"{confidence_words(bounds[o.name], candidates)}, >= target {_pct(target)}"
+                          + (f"; not run: {', '.join(r.name for r in pending)}" if pending else ""),
                           skipped=tuple(r.name for r in pending))
     if not pending:
         best_txt = f"; best {best.name} {metric} {_ci(best)}" if best else ""
@@ -379,7 +394,7 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
     reason = f"next cheapest rung, estimated {_dur(est.seconds)} and {_usd(est.usd)} ({est.basis})"
     if target is not None and best is not None and best.value >= target:
         reason += (f"; keep climbing: {best.name}'s point estimate {_pct(best.value)} clears the target "
-                   f"{_pct(target)} but its CI low {_pct(best.low)} does not")
+                   f"{_pct(target)} but its {confidence_words(bounds[best.name], candidates)}, does not")
     screen: tuple[int, ...] = ()
     if nxt.screenable and best is not None and best.low is not None:
         screen = screen_sizes(n_test, config)
