@@ -380,3 +380,14 @@ def test_rungs_not_scored_are_said_with_their_reason():
         "left; raise budget_hours.",
         "qlora was not scored (failed): needs CUDA.")
     assert not any("not scored" in r for r in decide(results(rung("probe", "probe")), spec(), PRICES).reasons)
+
+
+def test_the_latency_constraint_is_judged_on_requests_served_one_at_a_time():
+    """Batch time shared by the batch's requests said 50 ms; one request alone took 900 ms: over a 500 ms limit."""
+    batched = rung("few_shot", p95=0.05)
+    batched["usage"]["request_latency_s"] = {"p50": 0.04, "p95": 0.05}
+    batched["usage"]["single_request_latency_s"] = {"p50": 0.8, "p95": 0.9}
+    d = decide(results(batched, rung("probe", "probe", eps=4, p95=0.1)), spec(max_latency_ms=500), PRICES)
+    few = next(o for o in d.options if o.name == "few_shot")
+    assert not few.meets_constraints and few.latency_p95_ms == pytest.approx(900)
+    assert any("p95 latency 900 ms exceeds max_latency_ms 500" in v for v in few.violations)

@@ -215,12 +215,12 @@ def _prepare_scripted(rung, ctx) -> Candidate:
     """A test candidate with an exact scripted accuracy: right on the ``accuracy`` share of test examples."""
     return _Scripted(rung=rung.name, config={"strategy": "scripted", **rung.params}, uses_llm=rung.params.get("llm", True),
                      accuracy=float(rung.params["accuracy"]), labels=list(ctx.splits.labels),
-                     test=[e.id for e in ctx.splits.test])
+                     test=[e.id for e in ctx.splits.test], latency=float(rung.params.get("latency", 0.01)))
 
 
 class _Scripted(Candidate):
-    def __init__(self, *, rung, config, uses_llm, accuracy, labels, test):
-        self.rung, self.config, self.uses_llm, self.extras = rung, config, uses_llm, {}
+    def __init__(self, *, rung, config, uses_llm, accuracy, labels, test, latency=0.01):
+        self.rung, self.config, self.uses_llm, self.extras, self.latency = rung, config, uses_llm, {}, latency
         ranked = sorted(test, key=lambda i: _h(rung, i))
         self.right = set(ranked[: round(accuracy * len(test))])
         self.labels = labels
@@ -232,7 +232,7 @@ class _Scripted(Candidate):
                 backend.generate([GenerationRequest(prompt=(Message("user", f"{self.rung}: {e.text}"),))])
             wrong = next(lab for lab in self.labels if lab != e.target)
             label = e.target if e.id in self.right else wrong
-            out.append(Prediction(example_id=e.id, output=label, raw=label, latency_s=0.01))
+            out.append(Prediction(example_id=e.id, output=label, raw=label, latency_s=self.latency))
         return out
 
 
@@ -290,6 +290,20 @@ def test_default_walk_does_not_claim_confidence_from_twenty_examples(tmp_path):
     assert knn.name == "knn" and knn.primary.value == 1.0 and knn.primary.low == pytest.approx(0.025 ** (1 / 20))
     assert [r.name for r in outcome.results.rungs][:2] == ["knn", "probe"]
     assert not any("with confidence" in a.reason for a in outcome.results.ladder.actions)
+
+
+def test_early_rejection_only_measures_against_a_rung_that_meets_the_latency_constraint(tmp_path):
+    """base (60%) answers in 1 s, over the 500 ms limit, so it cannot be shipped: 'hopeless' (20%, fast) cannot
+    beat it but may still be the best option that can; it is scored fully, not rejected against base."""
+    task = _scripted_task(tmp_path, {"base": 0.6, "hopeless": 0.2})
+    text = task.read_text().replace("rungs: [{name: base, strategy: scripted, params: {accuracy: 0.6, llm: false}}",
+                                    "rungs: [{name: base, strategy: scripted, params: {accuracy: 0.6, llm: false, "
+                                    "latency: 1.0}}")
+    task.write_text(text + "constraints: {max_latency_ms: 500}\n")
+    outcome = run_task(load_task(task), policy=True, report=False)
+    by = {r.name: r for r in outcome.results.rungs}
+    assert by["hopeless"].status == "finished", by["hopeless"].reason
+    assert outcome.decision.winner == "hopeless"
 
 
 def test_default_walk_stops_when_the_target_is_met_with_confidence(tmp_path):

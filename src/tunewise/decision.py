@@ -46,6 +46,7 @@ from .costs import (
     time_to_deploy,
     training_cost,
 )
+from .evaluation.evaluator import serving_latency
 from .evaluation.records import MetricValue
 from .evaluation.stats import confidence_words, confident_bound
 from .formats import pct
@@ -195,9 +196,9 @@ def _option(rung: RungResult, s: _Spec, env_device: str, prices: Prices, device:
     else:
         prep, price = _num(rung.prepare_s, 0.0), prices.device_hour.get(dev.split(":")[0], 0.0)
         one_off = Amount(prep / 3600 * price, f"measured {prep:.1f} s preparation x ${price:g}/{dev} device-hour")
-    # one request at a time: a batched call's time shared by its requests (no-LLM baselines score
-    # 256 inputs per call; their call latency says nothing about serving one request)
-    lat = usage.get("request_latency_s") or usage.get("latency_s") or {}
+    # the latency one user waits: requests measured one per call (no-LLM baselines score 256 inputs per call
+    # and LLM rungs batch theirs; neither batch's time says what serving one request takes)
+    lat = serving_latency(usage)
     p50, p95 = (None if _num(lat.get(q)) is None else 1000 * lat[q] for q in ("p50", "p95"))
     deploy = time_to_deploy(kind, training_wall_s=_num(training.get("wall_s"), 0.0)).value
     checks = _constraints(s.constraints, p95, one_off.value, _num(training.get("device_hours")), deploy)

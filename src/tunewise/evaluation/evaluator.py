@@ -18,7 +18,7 @@ from typing import Any
 from .records import Prediction
 from .stats import summarize
 
-__all__ = ["Evaluation", "evaluate", "usage_summary"]
+__all__ = ["Evaluation", "evaluate", "usage_summary", "serving_latency"]
 
 Progress = Callable[[int, int], None]
 
@@ -80,3 +80,9 @@ def usage_summary(predictions: Sequence[Prediction], *, wall_s: float) -> dict[s
         "truncated": sum(p.truncated for p in predictions),  # answers cut off at their token budget
         **skipped,
     }
+
+
+def serving_latency(usage: dict[str, Any]) -> dict[str, float]:
+    """The latency one user waits (p50, p95, seconds): requests measured one per call when the rung has them
+    (``single_request_latency_s``), else a batched call's time shared by its requests, else the call's time."""
+    return usage.get("single_request_latency_s") or usage.get("request_latency_s") or usage.get("latency_s") or {}

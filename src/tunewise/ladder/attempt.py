@@ -85,6 +85,7 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
                 return skipped(action.reason, prepare_s=prepare_s, extras=extras,
                                usage=usage_summary(preds, wall_s=time.perf_counter() - start - prepare_s))
         ev = evaluate(candidate, run.test, backend=backend, progress=report)
+        single = _single_requests(run, candidate, backend)
     except _OutOfBudget as out:
         return skipped(f"stopped to stay within budget after {out.done} of {out.total} test examples "
                        f"({time.perf_counter() - start:.0f} s of the {deadline_s:.0f} s left); the calls "
@@ -99,10 +100,29 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
     return RungResult(
         name=rung.name, strategy=rung.strategy, status="finished", config=candidate.config,
         config_hash=rung.config_hash(), metrics=scored["metrics"], primary_metric=run.metric,
-        usage=usage_summary(ev.predictions, wall_s=ev.wall_s), per_label=scored.get("per_label"),
+        usage={**usage_summary(ev.predictions, wall_s=ev.wall_s), **single}, per_label=scored.get("per_label"),
         confusions=scored.get("confusions"), parse=scored.get("parse"), prepare_s=prepare_s,
         predictions=ev.predictions, extras=extras,
     )
+
+
+#: requests served one at a time to measure the latency a single user sees
+SINGLE_REQUESTS = 16
+
+
+def _single_requests(run: RunContext, candidate: Candidate, backend: Any) -> dict[str, Any]:
+    """Latency of serving one request at a time, measured: the evaluation batches requests (a batched call's
+    time shared by its requests understates what one user waits), so the first :data:`SINGLE_REQUESTS`
+    examples of the dev split (never the test split, whose calls are cached) are answered one per call."""
+    from ..evaluation.stats import summarize
+
+    examples = list(run.splits.dev or run.splits.train)[:SINGLE_REQUESTS]
+    if not examples:
+        return {}
+    latencies = [evaluate(candidate, [e], backend=backend).predictions[0].latency_s for e in examples]
+    return {"single_request_latency_s": summarize(latencies),
+            "single_request_basis": f"{len(latencies)} dev examples answered one per call (wall time of the call; "
+                                    "a call replayed from the call cache keeps the time measured when it was made)"}
 
 
 def _screen_order(run: RunContext) -> list[int]:

@@ -31,15 +31,17 @@ self-hosted models, tokens x price for API models). When ``budget.hours`` is not
 multi-hour fine-tuning unless the user sets ``constraints.budget_hours`` or names the rung.
 
 Early rejection (:func:`screen_subset`): before a full evaluation, the rung is scored on nested
-stratified subsets (1/32, 1/8, 1/4, 1/2 of the test split, each at least 8 examples); it is dropped when the exact one-sided
-Clopper-Pearson upper bound (confidence 1 - ``delta``) of its accuracy on the subset is below the
-best finished rung's CI low. If the rung's accuracy on the full test split is at least that low
-(in particular, if it would beat the best rung), each look drops it with probability <= delta / 4
-(:attr:`PolicyConfig.look_delta`), so <= delta over the four looks (sampling without replacement and
-stratification only make the subset estimate tighter). The first look is small on purpose: a rung at 5% against a best CI low of
-88% is out after 10 examples (0/10 has a 99% upper bound of 37%) instead of 39. A rung that cannot beat the best finished rung could still be the only
-one to meet a latency or cost constraint; the decision ranks candidates on cost only among those
-that meet the quality bar, so early rejection is restricted to rungs that cannot beat the best.
+stratified subsets (1/32, 1/8, 1/4, 1/2 of the test split, each at least 8 examples); it is dropped when the
+exact one-sided Clopper-Pearson upper bound of its accuracy on the subset, at confidence 1 - ``delta`` / 4
+per look (99.75% by default, :attr:`PolicyConfig.look_delta`), is below the best rung's CI low. If the rung's
+accuracy on the full test split is at least that low (in particular, if it would beat the best rung), each
+look drops it with probability <= delta / 4, so <= delta over the four looks (sampling without replacement
+and stratification only make the subset estimate tighter). The first look is small on purpose: a rung at 5%
+against a best CI low of 88% is out after 10 examples (0/10 has a 99.75% upper bound of 45%). The best rung
+is taken among the finished rungs that meet the latency constraint (the walk passes it in): a rung that
+cannot beat one too slow to ship may still be the best that can be shipped. The decision ranks candidates
+on cost only among those that meet the quality bar, so early rejection is restricted to rungs that cannot
+beat the best.
 """
 
 from __future__ import annotations

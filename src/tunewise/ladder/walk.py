@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..evaluation.evaluator import serving_latency
 from ..evaluation.scoring import compare_rungs
 from ..results import Comparison, EarlyRejection, LadderBudget, LadderRecord, RungResult
 from ..task import RungSpec
@@ -107,7 +108,10 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
             settle(stored)
             reused.append(rung.name)
             continue
-        finished = [o for o in observed.values() if o.status == "finished" and o.low is not None]
+        # early rejection measures against the best rung that could be shipped: one over the latency limit
+        # cannot be the answer, so a rung unable to beat it may still be the best that can
+        shippable = {r.name for r in results if _serves_in_time(r, spec.constraints.max_latency_ms)}
+        finished = [o for o in observed.values() if o.status == "finished" and o.low is not None and o.name in shippable]
         best = max(finished, key=lambda o: o.value) if finished else None
         result = life.run(rung, lambda: attempt(
             run, rung, screen=action.screen, best=(best.name, best.low) if best else None,
@@ -118,6 +122,14 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
         settle(result)
     return tuple(results), tuple(reused), _record(actions, observed, target=target, metric=run.metric,
                                                   budget=budget, pricing_basis=price.basis, config=config)
+
+
+def _serves_in_time(result: RungResult, max_latency_ms: float | None) -> bool:
+    """Whether the rung's single-request p95 latency meets the task's limit (as the decision judges it)."""
+    if max_latency_ms is None:
+        return True
+    p95 = serving_latency(result.usage or {}).get("p95")
+    return p95 is not None and 1000 * p95 <= max_latency_ms
 
 
 def _record(actions: Sequence[Action], observed: dict[str, Observed], *, target: float | None, metric: str,
