@@ -717,3 +717,32 @@ def test_label_file_nested_too_deeply(tmp_path):
     (tmp_path / "labels.json").write_text("[" * 100_000, encoding="utf-8")
     with pytest.raises(DataError, match=r"labels\.json: the label file is not valid JSON"):
         load_splits(spec_for(tmp_path, labels="labels.json"))
+
+
+def test_check_warnings_quote_labels_and_texts_on_one_line():
+    train = [ex(0, "a\x1bb", "\x1b"), ex(1, "tab\there", "ok"), ex(2, "tab\there", "ok")] + \
+        [ex(10 + i, f"text {i}", "ok") for i in range(60)]
+    checks = check_data(splits_of(train, [ex(99, "other", "ok")], labels=("\x1b", "ok")), kind="classification")
+    assert checks.warnings and all(w.isprintable() for w in checks.warnings), checks.warnings
+    assert any("'\\x1b' (1)" in w for w in checks.warnings)
+    assert any("'tab\\there'" in w for w in checks.warnings)
+
+
+def test_a_lone_surrogate_escape_names_the_line_and_field(tmp_path):
+    # JSON may spell half of a UTF-16 pair ("\ud800"); Python keeps it, and hashing or saving it raised
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b\\ud800", "label": "x"}\n')
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "c", "label": "x"}])
+    with pytest.raises(DataError, match=r"train\.jsonl: line 2 field 'text' holds \\ud800, half of a UTF-16 "
+                                        r"surrogate pair, which is not a character") as info:
+        load_splits(spec_for(tmp_path))
+    _one_sentence(str(info.value))
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "fields": {"city": ["\\udfff"]}}\n')
+    with pytest.raises(DataError, match=r"line 1 field 'fields\.city\[0\]' holds \\udfff"):
+        read_records(tmp_path / "train.jsonl", role="train")
+
+
+def test_a_lone_surrogate_in_an_extraction_cell_names_the_field(tmp_path):
+    (tmp_path / "train.csv").write_text('text,fields\na,"{""n"": ""\\ud800""}"\n', encoding="utf-8")
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "c", "fields": {"n": 1}}])
+    with pytest.raises(DataError, match=r"train\.csv: line 2 field 'fields\.n' holds \\ud800, half of a UTF-16 surrogate"):
+        load_splits(spec_for(tmp_path, kind="extraction", train="train.csv", output="fields"))

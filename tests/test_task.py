@@ -75,7 +75,7 @@ def _one_sentence(message: str) -> None:
 
 def test_yaml_nested_too_deeply_is_a_task_error(tmp_path):
     with pytest.raises(TaskSpecError, match=r"task\.yaml: the YAML is nested too deeply to read") as info:
-        _load(tmp_path, BASE + "name: " + "[" * 5000 + "\n")
+        _load(tmp_path, BASE + "name: " + "[" * 1000 + "\n")
     _one_sentence(str(info.value))
 
 
@@ -152,4 +152,13 @@ def test_yaml_aliases_that_refer_to_themselves_or_explode_are_task_errors(tmp_pa
     text = BASE + "rungs:\n  - name: x\n    strategy: y\n    params:\n" + "".join(f"      {line}\n" for line in lines)
     with pytest.raises(TaskSpecError, match=r"task\.yaml: expands to more than 200,000 values") as info:
         _load(tmp_path, text)
+    _one_sentence(str(info.value))
+
+
+def test_build_task_with_a_lone_surrogate_names_the_record(tmp_path):
+    from tunewise.task import build_task
+
+    with pytest.raises(TaskSpecError, match=r"data\.test: record 2 holds text that is not valid Unicode") as info:
+        build_task(train=[{"text": "a", "label": "x"}], test=[{"text": "b", "label": "x"}, {"text": "\ud800"}],
+                   store=tmp_path)
     _one_sentence(str(info.value))

@@ -403,12 +403,18 @@ def _jsonl(records: Records, role: str) -> bytes:
         if not isinstance(record, dict):
             raise TaskSpecError(f"data.{role}: record {i} is a {type(record).__name__}, not a mapping of fields.")
         try:
-            lines.append(json.dumps(record, ensure_ascii=False, default=plain))
+            lines.append(json.dumps(record, ensure_ascii=False, default=plain).encode("utf-8") + b"\n")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800"): not a character, cannot be saved
+            raise TaskSpecError(
+                f"data.{role}: record {i} holds text that is not valid Unicode (a lone surrogate such as \\ud800)."
+            ) from None
         except (TypeError, ValueError) as exc:
-            raise TaskSpecError(f"data.{role}: record {i} holds a value JSON cannot represent ({exc}).") from None
+            raise TaskSpecError(
+                f"data.{role}: record {i} holds a value JSON cannot represent ({shown(str(exc))})."
+            ) from None
     if not lines:
         raise TaskSpecError(f"data.{role}: no records.")
-    return ("\n".join(lines) + "\n").encode("utf-8")
+    return b"".join(lines)
 
 
 def _data_file(records: Records, role: str, directory: Path) -> Path:

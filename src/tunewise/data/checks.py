@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .examples import DataChecks, Example, Splits
+from .reading import shown
 
 FEW_PER_LABEL = 5
 HEAVY_IMBALANCE = 10.0
@@ -141,11 +142,6 @@ def _duplicates(examples: Sequence[Example]) -> tuple[int, int]:
     return len(examples) - len(targets), conflicting
 
 
-def _one_line(text: str, limit: int = 60) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _at(examples: Sequence[Example]) -> str:
     """' at train.jsonl lines 1, 2, 3' for examples of one file ('' when they carry no source)."""
     places = [ex.source.rpartition(":") for ex in examples if ex.source]
@@ -192,13 +188,13 @@ def _repeats(roles: dict[str, Sequence[Example]]) -> dict[str, Any]:
                 role, "all rows are kept, and a carved dev set takes each text whole")
             warnings.append(
                 f"{role} has {_texts(groups[role])} that occur{'s' if groups[role] == 1 else ''} more than once "
-                f"({rows[role]} rows, e.g. '{_one_line(first[0].text)}'{_at(first)}); {consequence}."
+                f"({rows[role]} rows, e.g. '{shown(first[0].text)}'{_at(first)}); {consequence}."
             )
     if cross["train/dev"]:
         first = next(found["dev"] for found in by_text.values() if "train" in found and "dev" in found)
         warnings.append(
             f"{_texts(cross['train/dev'])} occur{'s' if cross['train/dev'] == 1 else ''} in both train and dev "
-            f"(e.g. '{_one_line(first[0].text)}'{_at(first)}); choices made on dev then reward recall of train."
+            f"(e.g. '{shown(first[0].text)}'{_at(first)}); choices made on dev then reward recall of train."
         )
     return {"duplicate_groups": groups, "duplicate_rows": rows, "cross_split_duplicates": cross,
             "duplicate_examples": quoted, "warnings": warnings}
@@ -232,13 +228,14 @@ def _label_warnings(train_counts: dict[str, int], ratio: float | None) -> list[s
     warnings = []
     few = sorted((n, label) for label, n in train_counts.items() if n < FEW_PER_LABEL)
     if few:
-        named = ", ".join(f"'{label}' ({n})" for n, label in few[:5]) + (", …" if len(few) > 5 else "")
+        named = ", ".join(f"'{shown(label, 30)}' ({n})" for n, label in few[:5]) + (", …" if len(few) > 5 else "")
         warnings.append(f"{len(few)} label(s) have fewer than {FEW_PER_LABEL} training examples: {named}.")
     if ratio is not None and ratio > HEAVY_IMBALANCE:
         most = max(train_counts, key=train_counts.get)
         least = min((label for label in train_counts if train_counts[label]), key=train_counts.get)
         warnings.append(
-            f"Train labels are heavily imbalanced ('{most}' {train_counts[most]} vs '{least}' {train_counts[least]}, "
+            f"Train labels are heavily imbalanced ('{shown(most, 30)}' {train_counts[most]} vs "
+            f"'{shown(least, 30)}' {train_counts[least]}, "
             f"ratio {ratio:g}); read macro-F1 alongside accuracy."
         )
     return warnings

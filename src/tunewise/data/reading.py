@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -59,6 +60,42 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def loads_json(text: str) -> Any:
     """``json.loads`` that refuses repeated keys; raises :class:`RepeatedKey`, ``ValueError`` or ``RecursionError``."""
     return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def surrogate_at(value: Any) -> tuple[str, str] | None:
+    """``(where, character)`` of the first lone surrogate in a parsed JSON value, keys included; iterative.
+
+    JSON may spell half of a UTF-16 pair (``"\\ud800"``) and Python keeps it, but it is not a character:
+    it cannot be hashed as UTF-8, saved, tokenised or shown.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                return where, found.group()
+        elif isinstance(item, dict):
+            for key, inner in reversed(list(item.items())):
+                here = f"{where}.{key}" if where else str(key)
+                found = _SURROGATE.search(key) if isinstance(key, str) else None
+                if found:
+                    return here, found.group()
+                stack.append((here, inner))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", inner) for i, inner in reversed(list(enumerate(item))))
+    return None
+
+
+def _surrogate_error(path: Path, line: int, field: str, char: str) -> DataError:
+    return DataError(
+        f"{path}: line {line} field '{shown(field)}' holds {ascii(char)[1:-1]}, half of a UTF-16 surrogate pair, "
+        "which is not a character; fix its escape."
+    )
 
 
 def json_problem(exc: BaseException) -> str:
@@ -146,6 +183,10 @@ def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict]]:
             raise DataError(
                 f"{path}: line {number} is {_type_name(record)} in JSON, not an object with named fields."
             )
+        if "\\u" in line and _SURROGATE_ESCAPE.search(line):  # cheap test first: most lines have no escapes
+            found = surrogate_at(record)
+            if found is not None:
+                raise _surrogate_error(path, number, *found)
         records.append((number, record))
     return records
 
@@ -302,6 +343,9 @@ def _extraction_target(path: Path, line: int, name: str, value: Any) -> dict:
             ) from None
     if not isinstance(value, dict):
         raise _wrong_type(path, line, name, value, "extraction targets must be JSON objects")
+    found = surrogate_at(value)
+    if found is not None:
+        raise _surrogate_error(path, line, f"{name}.{found[0]}" if found[0] else name, found[1])
     problem = _not_json(value)
     if problem is not None:
         where, what = problem
