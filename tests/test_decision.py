@@ -5,7 +5,8 @@ Rungs are written as ``results.json`` holds them and read into the typed records
 
 Prices are chosen so the arithmetic is easy: a cpu device-hour costs $3.60 ($0.001 a second), so a
 self-hosted rung measured at ``eps`` examples per second costs 0.001 / eps per request, i.e.
-$1 / eps per 1,000 requests.
+$1 / eps per 1,000 requests, when the device's hours are paid for only while it serves: ``spec()`` states
+that utilisation (1.0) unless a test says otherwise; ``utilisation=None`` is a dedicated always-on instance.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def results(*rungs: dict, comparisons: list | None = None) -> RunResults:
 
 
 def spec(target: float | None = 0.9, **constraints) -> dict:
+    constraints.setdefault("utilisation", 1.0)
     return {"kind": "classification", "model": "local:tiny", "target": {"accuracy": target} if target else {},
-            "constraints": constraints}
+            "constraints": {k: v for k, v in constraints.items() if v is not None}}
 
 
 def tuned(name: str = "lora", *, usd: float = 300.0, **kw) -> dict:
@@ -268,7 +270,7 @@ def test_api_model_priced_by_tokens_and_device_override():
 
 def test_accepts_a_task_spec_and_is_deterministic_json():
     task = TaskSpec.model_validate({"data": {"train": "t.jsonl", "test": "s.jsonl"}, "target": {"accuracy": 0.9},
-                                    "model": "local:tiny"})
+                                    "model": "local:tiny", "constraints": {"utilisation": 1.0}})
     payload = results(rung("probe", "probe", eps=4), tuned(eps=2), rung("few_shot", eps=0.5))
     first, second = decide(payload, task, PRICES).to_json(), decide(payload, spec(), PRICES).to_json()
     assert first == second
@@ -391,3 +393,28 @@ def test_the_latency_constraint_is_judged_on_requests_served_one_at_a_time():
     few = next(o for o in d.options if o.name == "few_shot")
     assert not few.meets_constraints and few.latency_p95_ms == pytest.approx(900)
     assert any("p95 latency 900 ms exceeds max_latency_ms 500" in v for v in few.violations)
+
+
+def test_a_self_hosted_option_pays_for_an_always_on_instance():
+    """The probe serves 4 requests/s on a $3.60/h cpu: 100,000 requests a month keep one instance busy 7 hours,
+    but an always-on instance is billed all 730.5 hours of the month: $2,629.80, $26.30 per 1,000 requests
+    (the old price, device time while serving only, said $0.25 per 1,000 and $25 a month)."""
+    d = decide(results(rung("probe", "probe", eps=4)), spec(requests_per_month=100_000, utilisation=None), PRICES)
+    (probe,) = d.options
+    assert probe.monthly_usd == pytest.approx(3.6 * 730.5)
+    assert probe.per_1k_usd == pytest.approx(3.6 * 730.5 / 100)
+    assert "1 always-on instance ($2,629.80 a month" in probe.cost_basis
+
+
+def test_a_stated_utilisation_prices_the_device_hours_actually_paid_for():
+    d = decide(results(rung("probe", "probe", eps=4)), spec(requests_per_month=100_000, utilisation=0.5), PRICES)
+    (probe,) = d.options
+    assert probe.per_1k_usd == pytest.approx(0.5)  # $0.25 at full load, twice that at half
+    assert "50% utilisation" in probe.cost_basis
+
+
+def test_enough_instances_for_the_volume():
+    """At 0.1 requests/s one instance serves 262,980 requests a month: 1,000,000 need 4."""
+    d = decide(results(rung("slow", eps=0.1)), spec(requests_per_month=1_000_000, utilisation=None), PRICES)
+    assert d.options[0].monthly_usd == pytest.approx(4 * 3.6 * 730.5)
+    assert "4 always-on instances" in d.options[0].cost_basis

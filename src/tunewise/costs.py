@@ -7,9 +7,13 @@ names both. Formulas:
 * API model, per request: ``((P - C) * input + C * cached_input + O * output) / 1e6`` where P, C, O
   are the measured mean prompt, cached prompt and completion tokens (cached tokens are a subset of
   prompt tokens, as in OpenAI's usage) and prices are USD per million tokens.
-* Self-hosted (``local:``, ``hf:``, ``fake:``, or no LLM), per request:
-  ``device_hour_usd / 3600 / examples_per_s``: the device busy only while serving, at the
-  measured throughput (a dedicated always-on device costs its full hours whatever the volume).
+* Self-hosted (``local:``, ``hf:``, ``fake:``, or no LLM), as hosting is paid for:
+  - by default a dedicated always-on instance, billed every hour: ``instances * device_hour_usd *``
+    :data:`HOURS_PER_MONTH` a month, with ``instances = ceil(requests_per_month / capacity)`` and one
+    instance's capacity ``examples_per_s * 3600 * HOURS_PER_MONTH``; per request that month over its
+    requests (with no volume stated: at full load, and the month's bill said in words);
+  - with ``constraints.utilisation`` u (a shared or autoscaled device): the hours actually paid for,
+    ``device_hour_usd / 3600 / examples_per_s / u`` per request.
 * Training, one-off: ``device_hours * device_hour_usd``.
 
 Out of scope: choosing a candidate (``decision.py``) and API fine-tuning fees. Everything here is
@@ -31,13 +35,14 @@ from .errors import TaskSpecError
 from .training.settings import DEFAULT_DEVICE_HOUR_USD
 
 __all__ = [
-    "ApiPrice", "Prices", "DEFAULT_PRICES", "PRICES_AS_OF", "DAYS_PER_MONTH", "load_prices", "Cost", "Amount", "TokenSavings", "SETUP_HOURS",
+    "ApiPrice", "Prices", "DEFAULT_PRICES", "PRICES_AS_OF", "DAYS_PER_MONTH", "HOURS_PER_MONTH", "load_prices", "Cost", "Amount", "TokenSavings", "SETUP_HOURS",
     "is_self_hosted", "request_cost", "training_cost", "monthly_cost", "retraining_monthly_cost",
     "break_even_volume", "prompt_token_savings", "time_to_deploy",
 ]
 
 PRICES_AS_OF = "2025-06"
 DAYS_PER_MONTH = 365.25 / 12  # 30.4375
+HOURS_PER_MONTH = 24 * DAYS_PER_MONTH  # 730.5: what an always-on instance is billed
 SELF_HOSTED_KINDS = frozenset({"local", "hf", "fake"})
 #: working hours to put a candidate in production, on top of any training wall time
 SETUP_HOURS = {
@@ -193,8 +198,10 @@ def is_self_hosted(model: str | None) -> bool:
     return model is None or model.split(":", 1)[0] in SELF_HOSTED_KINDS
 
 
-def request_cost(rung_or_usage: Any, model: str | None, prices: Prices, *, device: str = "cpu") -> Cost:
-    """Cost of one request at the measured usage (formulas in the module docstring)."""
+def request_cost(rung_or_usage: Any, model: str | None, prices: Prices, *, device: str = "cpu",
+                 requests_per_month: int | None = None, utilisation: float | None = None) -> Cost:
+    """Cost of one request at the measured usage (formulas in the module docstring); self-hosted hosting is
+    a dedicated always-on instance unless ``utilisation`` says what share of the device's hours is paid for."""
     usage = _usage(rung_or_usage)
     if is_self_hosted(model):
         price, rate = prices.device_hour.get(device), _finite(usage.get("examples_per_s"))
@@ -202,8 +209,8 @@ def request_cost(rung_or_usage: Any, model: str | None, prices: Prices, *, devic
             return Cost(None, f"no device-hour price for '{device}' in the price table")
         if not rate:
             return Cost(None, "no measured throughput (examples_per_s) to price device time")
-        return Cost(price / 3600 / rate, f"{device} at ${price:g}/device-hour / measured {rate:.4g} examples/s "
-                    f"({prices.device_source or 'price table'})")
+        return _hosted(price, rate, device=device, source=prices.device_source or "price table",
+                       requests_per_month=requests_per_month, utilisation=utilisation)
     found = prices.api_price(model)
     if found is None:
         return Cost(None, f"no token price for '{model}' in the price table; add it under api")
@@ -218,6 +225,24 @@ def request_cost(rung_or_usage: Any, model: str | None, prices: Prices, *, devic
     return Cost(usd, f"{key}: measured mean {prompt:.1f} prompt ({cached:.1f} cached) and {completion:.1f} "
                 f"completion tokens x ${p.input:g} / ${cached_price:g} / ${p.output:g} per million "
                 f"({p.source or 'price table'})")
+
+
+def _hosted(price: float, rate: float, *, device: str, source: str, requests_per_month: int | None,
+            utilisation: float | None) -> Cost:
+    measured = f"{device} at ${price:g}/device-hour, measured {rate:.4g} examples/s ({source})"
+    if utilisation is not None:
+        return Cost(price / 3600 / rate / utilisation, f"{measured}, at the task's {utilisation:.0%} utilisation "
+                    "(the device hours actually paid for)")
+    month = price * HOURS_PER_MONTH
+    if not requests_per_month:
+        return Cost(price / 3600 / rate, f"{measured}, at full load; a dedicated always-on instance costs "
+                    f"${month:,.2f} a month whatever the volume (set constraints.requests_per_month, or "
+                    "constraints.utilisation for a shared device)")
+    instances = max(1, math.ceil(requests_per_month / (rate * 3600 * HOURS_PER_MONTH)))
+    return Cost(instances * month / requests_per_month,
+                f"{measured}: {instances} always-on instance{'s' if instances > 1 else ''} "
+                f"(${instances * month:,.2f} a month, {HOURS_PER_MONTH:g} h each) for {requests_per_month:,} requests "
+                "a month")
 
 
 def training_cost(training: Mapping[str, Any], prices: Prices) -> Amount:

@@ -190,7 +190,8 @@ def _option(rung: RungResult, s: _Spec, env_device: str, prices: Prices, device:
     kind, usage = rung_kind(rung), rung.usage or {}
     training = (rung.extras or {}).get("training") or {}
     dev = (device or (kind == "tuned" and training.get("device")) or (kind != "no_llm" and env_device) or "cpu")
-    cost = request_cost(usage, None if kind == "no_llm" else s.model, prices, device=dev.split(":")[0])
+    cost = request_cost(usage, None if kind == "no_llm" else s.model, prices, device=dev.split(":")[0],
+                        requests_per_month=s.constraints.requests_per_month, utilisation=s.constraints.utilisation)
     if training:  # a fine-tuning curve records its last (deployable) point's training, not the whole curve's
         one_off = training_cost(training, prices)
     else:

@@ -141,6 +141,9 @@ class Constraints(_Strict):
     budget_hours: float | None = Field(default=None, gt=0)
     requests_per_month: int | None = Field(default=None, ge=0)
     deadline_days: float | None = Field(default=None, gt=0)
+    utilisation: float | None = Field(default=None, gt=0, le=1, description=(
+        "Self-hosted models: the share of a device's hours the model's traffic pays for (a shared or autoscaled "
+        "device); None: a dedicated always-on instance, billed every hour of the month."))
 
 
 class BackendOptions(_Strict):
