@@ -746,3 +746,13 @@ def test_a_lone_surrogate_in_an_extraction_cell_names_the_field(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", [{"text": "c", "fields": {"n": 1}}])
     with pytest.raises(DataError, match=r"train\.csv: line 2 field 'fields\.n' holds \\ud800, half of a UTF-16 surrogate"):
         load_splits(spec_for(tmp_path, kind="extraction", train="train.csv", output="fields"))
+
+
+def test_parquet_naming_a_column_twice_says_so(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]),
+                   tmp_path / "train.parquet")
+    with pytest.raises(DataError, match=r"train\.parquet: the file names column 'text' more than once\.$"):
+        read_records(tmp_path / "train.parquet", role="train")

@@ -162,3 +162,10 @@ def test_build_task_with_a_lone_surrogate_names_the_record(tmp_path):
         build_task(train=[{"text": "a", "label": "x"}], test=[{"text": "b", "label": "x"}, {"text": "\ud800"}],
                    store=tmp_path)
     _one_sentence(str(info.value))
+
+
+def test_yaml_errors_say_what_is_wrong_and_where(tmp_path):
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: line 6 holds the character \\x07, which YAML does not allow\.$"):
+        _load(tmp_path, BASE + "name: a\x07b\n")
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: line 6 is not valid YAML \(but found another document\)\.$"):
+        _load(tmp_path, BASE + "---\nname: b\n")

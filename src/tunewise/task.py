@@ -378,10 +378,15 @@ def load_task(path: Path | str) -> TaskSpec:
         raise TaskSpecError(
             f"{path}: line {line} repeats the key '{shown(str(exc.key))}'; keep one of its values."
         ) from None
+    except yaml.reader.ReaderError as exc:  # a control character: PyYAML gives its position, not its line
+        line = text[: exc.position].count("\n") + 1
+        char = ascii(chr(exc.character))[1:-1] if isinstance(exc.character, int) else shown(str(exc.character))
+        raise TaskSpecError(f"{path}: line {line} holds the character {char}, which YAML does not allow.") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise TaskSpecError(f"{path}:{line} is not valid YAML.") from None
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        where = f"line {mark.line + 1}" if mark is not None else "the file"
+        why = f" ({shown(problem)})" if problem else ""
+        raise TaskSpecError(f"{path}: {where} is not valid YAML{why}.") from None
     except RecursionError:
         raise TaskSpecError(f"{path}: the YAML is nested too deeply to read.") from None
     return parse_task(raw, source=str(path), base_dir=path.resolve().parent)

@@ -229,6 +229,10 @@ def _parquet_records(path: Path, raw: bytes) -> list[tuple[int, dict]]:
     import pyarrow.parquet as pq
 
     try:
+        names = pq.read_schema(pa.BufferReader(raw)).names  # read_table itself fails on repeated names
+        repeated = [name for name, n in Counter(names).items() if n > 1]
+        if repeated:
+            raise DataError(f"{path}: the file names column '{shown(repeated[0])}' more than once.")
         rows = pq.read_table(pa.BufferReader(raw)).to_pylist()
     except (pa.ArrowException, OSError, ValueError, TypeError, IndexError, OverflowError) as exc:
         # whatever pyarrow raises on these bytes is about the file (corrupt, or types Python cannot hold)
