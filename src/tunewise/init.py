@@ -273,6 +273,8 @@ def _rest(inf: Inference) -> list[str]:
         _entry("budget_hours", None, "compute hours you will spend on finding out", 2),
         _entry("requests_per_month", None, "expected traffic, for the break-even between prompting and fine-tuning", 2),
         _entry("deadline_days", None, "days until it has to ship", 2),
+        _entry("utilisation", None, "self-hosted: share of a device's hours your traffic pays for (0-1); "
+               "null = a dedicated always-on instance", 2),
         _entry("model", DEFAULT_MODEL, "backend:name, e.g. hf:<id or path>, openai:<model>, fake:<script>"),
         _entry("seed", 0, "fixes the dev carve, test subset, demos and training"),
         _entry("instructions", _instructions(inf), "one or two sentences describing the task to the model"),
