@@ -45,7 +45,7 @@ def _rung_table(results: RunResults) -> list[str]:
     secondary = next((k for k in (finished[0].metrics if finished else {}) if k != primary), None)
     n = finished[0].primary.n if finished and finished[0].primary else 0
     lines = [
-        f"## Rungs (test n = {n}; {primary} and {secondary or ''} in %, 95% bootstrap CI)", "",
+        f"## Rungs (test n = {n}; {primary} and {secondary or ''} in %, 95% CI)", "",
         f"| rung | strategy | {primary} | {secondary or ''} | prompt tokens/req (mean / p95) | completion tokens/req "
         "| latency s (p50 / p95) | examples/s |",
         "|---|---|---|---|---|---|---|---|",
@@ -181,8 +181,10 @@ def summary_markdown(results: RunResults) -> str:
         *_rung_table(results), *_ladder(results), *_comparisons(results), *_training(results), *_curves(results),
         *_best_details(results), *_checks(results),
         "## What produced these numbers", "",
-        "Every rung was scored on the same frozen test split. Intervals: percentile bootstrap over test examples "
-        "(2,000 resamples). Paired tests: exact McNemar on per-example correctness and a paired bootstrap of the "
+        "Every rung was scored on the same frozen test split. Intervals (95%): exact Clopper-Pearson for means of "
+        "0/1 scores (accuracy, exact match, JSON validity), BCa bootstrap over test examples (2,000 resamples) for "
+        "macro-F1 and field scores; 'with confidence' uses the lower bound adjusted for the rungs compared "
+        "(Bonferroni). Paired tests: exact McNemar on per-example correctness and a paired bootstrap of the "
         "difference. Latency is model time per request as measured when the call was made.", "",
         f"Environment: Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs; {versions}.",
         "",
