@@ -169,3 +169,12 @@ def test_yaml_errors_say_what_is_wrong_and_where(tmp_path):
         _load(tmp_path, BASE + "name: a\x07b\n")
     with pytest.raises(TaskSpecError, match=r"task\.yaml: line 6 is not valid YAML \(but found another document\)\.$"):
         _load(tmp_path, BASE + "---\nname: b\n")
+
+
+def test_build_task_names_what_a_record_is_in_words(tmp_path):
+    from tunewise.task import build_task
+
+    with pytest.raises(TaskSpecError, match=r"data\.train: record 2 is binary data, not a mapping of fields\.$"):
+        build_task(train=[{"text": "a", "label": "x"}, b"raw"], test=[{"text": "b", "label": "x"}], store=tmp_path)
+    with pytest.raises(TaskSpecError, match=r"data\.train: record 1 holds a value JSON cannot represent \(a set\)\.$"):
+        build_task(train=[{"text": {1, 2}, "label": "x"}], test=[{"text": "b", "label": "x"}], store=tmp_path)

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from .data.reading import shown
+from .data.reading import _type_name, shown
 from .errors import TaskSpecError
 
 __all__ = [
@@ -404,12 +404,12 @@ def _jsonl(records: Records, role: str) -> bytes:
     def plain(value: Any) -> Any:
         if hasattr(value, "tolist"):  # numpy scalars and arrays
             return value.tolist()
-        raise TypeError(type(value).__name__)
+        raise TypeError(_type_name(value))
 
     lines = []
     for i, record in enumerate(records, start=1):
         if not isinstance(record, dict):
-            raise TaskSpecError(f"data.{role}: record {i} is a {type(record).__name__}, not a mapping of fields.")
+            raise TaskSpecError(f"data.{role}: record {i} is {_type_name(record)}, not a mapping of fields.")
         try:
             lines.append(json.dumps(record, ensure_ascii=False, default=plain).encode("utf-8") + b"\n")
         except UnicodeEncodeError:  # a lone surrogate ("\ud800"): not a character, cannot be saved
