@@ -476,6 +476,7 @@ def test_a_text_repeated_with_one_label_everywhere_stays_in_train(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", labelled({"a": 1, "b": 1}))
     splits = load_splits(spec_for(tmp_path))
     assert Counter(e.target for e in splits.train)["a"] == 5 and "a" not in {e.target for e in splits.dev}
+    assert splits.dev_origin.endswith("; 1 repeated text (5 rows) kept whole in train or dev")
 
 
 # --------------------------------------------------------------------------- check_data

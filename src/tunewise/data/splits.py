@@ -161,7 +161,8 @@ def _dev_split(loaded: dict, *, spec: "TaskSpec", data_hash: str, paths: dict[st
     repeated = [group for group in _groups(train) if len(group) > 1]
     if repeated:
         rows = sum(map(len, repeated))
-        origin += f"; {len(repeated)} repeated texts ({rows} rows) kept whole in train or dev"
+        texts = f"{len(repeated)} repeated text{'s' if len(repeated) > 1 else ''}"
+        origin += f"; {texts} ({rows} rows) kept whole in train or dev"
     return (
         tuple(ex for ex in train if ex.id not in chosen),
         tuple(ex for ex in train if ex.id in chosen),
