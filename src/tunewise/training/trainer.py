@@ -233,7 +233,9 @@ def _args(job: TrainingJob, plan: _Plan, out: Path, device: str, *, lr: float, s
         output_dir=str(out), per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size * 2,
         gradient_accumulation_steps=s.grad_accum, learning_rate=lr, max_steps=plan.total_steps,
         warmup_steps=s.warmup, weight_decay=s.weight_decay, lr_scheduler_type=s.scheduler,
-        logging_steps=max(1, min(plan.eval_steps, 10)), seed=job.seed, data_seed=job.seed, report_to="none",
+        # a divisor of the checkpoint interval: the logged losses a resume restores end at its checkpoint
+        logging_steps=math.gcd(max(1, min(plan.eval_steps, 10)), plan.save_steps),
+        seed=job.seed, data_seed=job.seed, report_to="none",
         disable_tqdm=True, use_cpu=device == "cpu", bf16=device == "cuda" and _bf16_ok(),
         **_checkpointing_arg(s.gradient_checkpointing), dataloader_num_workers=0, save_total_limit=2,
         remove_unused_columns=False,
@@ -244,8 +246,11 @@ def _args(job: TrainingJob, plan: _Plan, out: Path, device: str, *, lr: float, s
     if sweep:
         args.update(save_strategy="no", eval_strategy="no")
     else:
+        # restore_callback_states: a resumed run keeps early stopping's patience count, so it stops where
+        # a run never interrupted stops (transformers restarts the count at zero by default)
         args.update(save_strategy="steps", save_steps=plan.save_steps,
-                    eval_strategy="steps" if evaluate else "no", eval_steps=plan.eval_steps)
+                    eval_strategy="steps" if evaluate else "no", eval_steps=plan.eval_steps,
+                    restore_callback_states_from_checkpoint=True)
         if evaluate and s.early_stopping_patience:
             args.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
     return args
@@ -430,7 +435,8 @@ def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtif
             "early stopping" if state.global_step < plan.total_steps else "completed"),
         "best_checkpoint_step": _step_of(state.best_model_checkpoint),
         "best_dev_loss": state.best_metric,
-        "final_train_loss": float(output.training_loss) if output.training_loss is not None else None,
+        "final_train_loss": _mean_train_loss(output.training_loss, state.log_history, resumed_step,
+                                             state.global_step),
         "tokens": int(tokens), "tokens_basis": "real (non-padding) prompt+completion tokens x epochs trained; "
         "tokens/s counts this process's tokens over its training wall time, dev evaluations and checkpoints included",
         "tokens_per_s": new_tokens / train_s if train_s > 0 else None,
@@ -481,6 +487,25 @@ def _last_complete_checkpoint(directory: Path) -> str | None:
         if p not in complete:
             shutil.rmtree(p, ignore_errors=True)
     return str(complete[-1]) if complete else None
+
+
+def _mean_train_loss(loss: float | None, log_history: list[dict[str, Any]], resumed_step: int,
+                     steps: int) -> float | None:
+    """The mean training loss over every step, resumed or not.
+
+    transformers' ``training_loss`` averages the steps this process trained; the steps before a resume
+    are in the logged losses restored from the checkpoint (each the mean of its window; logging_steps
+    divides the checkpoint interval, so the windows end at the resume step).
+    """
+    if loss is None or not resumed_step:
+        return float(loss) if loss is not None else None
+    before, last = 0.0, 0
+    for h in log_history:
+        if "loss" in h and h["step"] <= resumed_step:
+            before, last = before + h["loss"] * (h["step"] - last), h["step"]
+    if last != resumed_step:
+        return None  # the logged windows do not reach the resume step: no honest mean
+    return (before + float(loss) * max(0, steps - resumed_step)) / steps
 
 
 def _step_of(checkpoint: str | None) -> int | None:
