@@ -76,6 +76,25 @@ def test_rerun_recomputes_nothing(tmp_path):
     assert [r.metrics for r in first.results.rungs] == [r.metrics for r in second.results.rungs]
 
 
+def test_a_reused_rung_is_scored_again_with_the_current_statistics(tmp_path):
+    """A rung stored by an older tunewise keeps its predictions (the expensive part) but not its intervals: a
+    result stored with the old percentile bootstrap's zero-width [1.0, 1.0] is rescored when it is reused."""
+    from tunewise.store import Store
+
+    spec = load_task(write_task(tmp_path))
+    first = run_task(spec, rungs=["knn"], report=False)
+    knn = first.results.rungs[0]
+    stale = knn.to_json()
+    stale["metrics"]["accuracy"] = {**stale["metrics"]["accuracy"], "low": 1.0, "high": 1.0,
+                                    "method": "percentile bootstrap, 95%"}
+    store = Store(spec.store_dir)
+    store.finish_rung(first.results.run_id, "knn", stale)
+    store.close()
+    again = run_task(spec, rungs=["knn"], report=False)
+    assert again.reused == ("knn",)
+    assert again.results.rungs[0].metrics == knn.metrics  # as scored now, not as stored
+
+
 def test_unknown_rung_is_a_one_sentence_error(tmp_path):
     with pytest.raises(TaskSpecError, match="unknown rung 'zero_shoot'"):
         run_task(load_task(write_task(tmp_path)), rungs=["zero_shoot"])

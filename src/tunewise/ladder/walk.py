@@ -12,7 +12,7 @@ Out of scope: the policy's rules (``policy.py``), scoring a rung (``attempt.py``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..evaluation.evaluator import serving_latency
 from ..evaluation.scoring import compare_rungs
@@ -63,7 +63,7 @@ def _fixed(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec]) -> _Step
     results: list[RungResult] = []
     reused: list[str] = []
     for rung in rungs:
-        stored = life.reuse(rung)
+        stored = _reuse(run, life, rung)
         if stored is not None:
             reused.append(rung.name)
         results.append(stored or life.run(rung, lambda rung=rung: attempt(run, rung)))
@@ -103,7 +103,7 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
         if action.kind == "skip":
             settle(life.skip(rung, action.reason))
             continue
-        stored = life.reuse(rung)
+        stored = _reuse(run, life, rung)
         if stored is not None:
             settle(stored)
             reused.append(rung.name)
@@ -122,6 +122,17 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
         settle(result)
     return tuple(results), tuple(reused), _record(actions, observed, target=target, metric=run.metric,
                                                   budget=budget, pricing_basis=price.basis, config=config)
+
+
+def _reuse(run: RunContext, life: Lifecycle, rung: RungSpec) -> RungResult | None:
+    """A rung finished before, its stored predictions scored again with the current metrics and intervals (a
+    result stored by an older tunewise may carry intervals it no longer trusts); the model calls are reused."""
+    stored = life.reuse(rung)
+    if stored is None or not stored.predictions:
+        return stored
+    scored = run.score(stored.predictions)
+    return replace(stored, metrics=scored["metrics"], per_label=scored.get("per_label"),
+                   confusions=scored.get("confusions"), parse=scored.get("parse"))
 
 
 def _serves_in_time(result: RungResult, max_latency_ms: float | None) -> bool:
