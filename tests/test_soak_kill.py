@@ -109,3 +109,19 @@ def test_training_resumed_after_its_best_checkpoint_stops_where_the_uninterrupte
 def test_resumed_training_reports_the_mean_loss_of_every_step_not_only_those_after_the_resume(early_stopped):
     reference, resumed = early_stopped
     assert resumed.training["final_train_loss"] == pytest.approx(reference.training["final_train_loss"], rel=1e-6)
+
+
+def test_a_checkpoint_whose_trainer_state_a_kill_cut_short_is_not_resumed_from(tmp_path):
+    """transformers writes trainer_state.json last; a kill while it is written leaves a file that exists but is
+    not JSON, and resuming from it raises in every later run of the rung; the previous complete checkpoint is used."""
+    import json
+
+    from tunewise.training.trainer import _last_complete_checkpoint
+
+    for step, state in ((4, json.dumps({"global_step": 4})), (8, '{"global_step": 8, "log_hist')):
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        (ckpt / "optimizer.pt").write_bytes(b"x")
+        (ckpt / "trainer_state.json").write_text(state)
+    assert _last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert not (tmp_path / "checkpoint-8").exists()  # removed, as other half-written checkpoints are

@@ -476,17 +476,26 @@ def _last_complete_checkpoint(directory: Path) -> str | None:
     """The newest checkpoint that was completely written; half-written ones (a kill mid-save) are removed.
 
     The Trainer writes ``trainer_state.json`` after the weights, optimiser, scheduler and RNG
-    states, so its presence marks a checkpoint that can be resumed from.
+    states, so its presence marks a checkpoint that can be resumed from, once it parses (a kill
+    while it is written leaves part of it).
     """
     if not directory.is_dir():
         return None
     found = sorted((p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
                    key=lambda p: int(p.name.split("-")[-1]))
-    complete = [p for p in found if (p / "trainer_state.json").is_file() and (p / "optimizer.pt").is_file()]
+    complete = [p for p in found if _json_file(p / "trainer_state.json") and (p / "optimizer.pt").is_file()]
     for p in found:
         if p not in complete:
             shutil.rmtree(p, ignore_errors=True)
     return str(complete[-1]) if complete else None
+
+
+def _json_file(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _mean_train_loss(loss: float | None, log_history: list[dict[str, Any]], resumed_step: int,
