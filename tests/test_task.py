@@ -178,3 +178,13 @@ def test_build_task_names_what_a_record_is_in_words(tmp_path):
         build_task(train=[{"text": "a", "label": "x"}, b"raw"], test=[{"text": "b", "label": "x"}], store=tmp_path)
     with pytest.raises(TaskSpecError, match=r"data\.train: record 1 holds a value JSON cannot represent \(a set\)\.$"):
         build_task(train=[{"text": {1, 2}, "label": "x"}], test=[{"text": "b", "label": "x"}], store=tmp_path)
+
+
+def test_a_lone_surrogate_escape_in_the_yaml_names_the_key(tmp_path):
+    # found by benchmarks/fuzz_inputs.py: YAML's "\uD800" loaded, then fingerprinting the task raised
+    with pytest.raises(TaskSpecError, match=r"task\.yaml: key 'instructions' holds \\ud800, half of a UTF-16 "
+                                            r"surrogate pair, which is not a character\.$") as info:
+        _load(tmp_path, BASE + 'instructions: "Say \\uD800"\n')
+    _one_sentence(str(info.value))
+    with pytest.raises(TaskSpecError, match=r"key 'rungs\.0\.params\.\\udfff' holds \\udfff"):
+        _load(tmp_path, BASE + 'rungs: [{name: x, strategy: y, params: {"\\uDFFF": 1}}]\n')

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from .data.reading import _type_name, shown
+from .data.reading import _type_name, lone_surrogate, shown
 from .errors import TaskSpecError
 
 __all__ = [
@@ -299,8 +299,9 @@ def _validation_sentence(exc: ValidationError, raw: Any, source: str) -> str:
     return f"{source}: key '{where}': {msg}." if parts else f"{source}: {msg}."
 
 
-def _too_big(raw: Any) -> str | None:
-    """Why ``raw`` cannot be recorded (nested past :data:`MAX_NESTING`, or over :data:`MAX_VALUES` values), or None.
+def _unrecordable(raw: Any) -> str | None:
+    """Why ``raw`` cannot be recorded, or None: nested past :data:`MAX_NESTING`, over :data:`MAX_VALUES` values,
+    or text holding a lone surrogate (YAML's "\\uD800" escape; the task's fingerprint cannot encode it).
 
     Iterative and bounded, so a YAML alias that refers to itself or expands exponentially is stopped, not walked.
     """
@@ -311,20 +312,30 @@ def _too_big(raw: Any) -> str | None:
         seen += 1
         if seen > MAX_VALUES:
             return f"expands to more than {MAX_VALUES:,} values (YAML aliases repeating a large value?)"
+        if isinstance(node, str) and (char := lone_surrogate(node)):
+            return _surrogate_sentence(parts, char)
         if isinstance(node, (dict, list)):
             if len(parts) >= MAX_NESTING:
                 head = ".".join(str(p) for p in parts[:5])
                 return f"key '{shown(head, 80)}…' is nested more than {MAX_NESTING} levels deep"
-            items = node.items() if isinstance(node, dict) else enumerate(node)
+            items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+            for key, _ in items:
+                if isinstance(key, str) and (char := lone_surrogate(key)):
+                    return _surrogate_sentence(parts + [key], char)
             stack.extend((parts + [key], value) for key, value in items)
     return None
+
+
+def _surrogate_sentence(parts: list[Any], char: str) -> str:
+    return (f"key '{_dotted(parts)}' holds {ascii(char)[1:-1]}, half of a UTF-16 surrogate pair, "
+            "which is not a character")
 
 
 def parse_task(raw: Any, *, source: str = "<task>", base_dir: Path = Path(".")) -> TaskSpec:
     """Validate a parsed YAML mapping; the first problem becomes a one-sentence error."""
     if not isinstance(raw, dict):
         raise TaskSpecError(f"{source}: the task file must be a YAML mapping of keys to values.")
-    problem = _too_big(raw)
+    problem = _unrecordable(raw)
     if problem is not None:
         raise TaskSpecError(f"{source}: {problem}.")
     try:

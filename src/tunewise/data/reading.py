@@ -66,6 +66,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in ``text`` (as JSON's or YAML's "\\ud800" escape makes), or None."""
+    found = _SURROGATE.search(text)
+    return found.group() if found else None
+
+
 def surrogate_at(value: Any) -> tuple[str, str] | None:
     """``(where, character)`` of the first lone surrogate in a parsed JSON value, keys included; iterative.
 
@@ -76,15 +82,15 @@ def surrogate_at(value: Any) -> tuple[str, str] | None:
     while stack:
         where, item = stack.pop()
         if isinstance(item, str):
-            found = _SURROGATE.search(item)
+            found = lone_surrogate(item)
             if found:
-                return where, found.group()
+                return where, found
         elif isinstance(item, dict):
             for key, inner in reversed(list(item.items())):
                 here = f"{where}.{key}" if where else str(key)
-                found = _SURROGATE.search(key) if isinstance(key, str) else None
+                found = lone_surrogate(key) if isinstance(key, str) else None
                 if found:
-                    return here, found.group()
+                    return here, found
                 stack.append((here, inner))
         elif isinstance(item, list):
             stack.extend((f"{where}[{i}]", inner) for i, inner in reversed(list(enumerate(item))))
