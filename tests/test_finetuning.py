@@ -186,7 +186,8 @@ def test_training_killed_with_sigkill_resumes_from_its_last_checkpoint(tiny_llam
 
 
 def test_learning_curve_trains_nested_subsets_and_forecasts(tiny_llama_dir, tmp_path):
-    params = FAST.replace("}", ", sizes: [3, 6, 9, 12], evals_per_epoch: 1}").replace("max_steps: 12", "max_steps: 6")
+    params = FAST.replace("evals_per_epoch: 2}", "sizes: [3, 6, 9, 12], evals_per_epoch: 1}").replace(
+        "max_steps: 12", "max_steps: 6")
     task = tiny_task(tmp_path, tiny_llama_dir, f"  - {{name: curve, strategy: learning_curve, params: {params}}}\n"
                      "  - {name: pcurve, strategy: learning_curve, params: {of: probe, sizes: [2, 4, 8], "
                      "include_all: true}}\n")
@@ -230,3 +231,92 @@ def test_full_fine_tuning_saves_a_loadable_model_and_the_lr_sweep_is_chosen_on_d
     assert [row["learning_rate"] for row in table] == [0.00001, 0.01]
     best = min(table, key=lambda row: row["dev_loss"])["learning_rate"]
     assert s["extras"]["training"]["learning_rate"] == best
+
+
+def _noisy_task(tmp_path: Path, rungs: str, n_train: int = 160, n_test: int = 80) -> Path:
+    """Four labels whose texts mix two words of their own vocabulary with three of any label's: a probe learns
+    it partly, and different seeds (subset draws) give different scores."""
+    import random
+
+    rng = random.Random(5)
+    vocab = {label: [f"{label}{i}" for i in range(12)] for label in LABELS}
+    everything = [w for words in vocab.values() for w in words]
+
+    def rows(n: int, offset: int) -> str:
+        out = []
+        for i in range(n):
+            label = LABELS[i % len(LABELS)]
+            words = rng.sample(vocab[label], 2) + rng.sample(everything, 3)
+            rng.shuffle(words)
+            out.append(json.dumps({"text": " ".join(words) + f" #{offset + i}", "label": label}))
+        return "\n".join(out) + "\n"
+
+    (tmp_path / "train.jsonl").write_text(rows(n_train, 0))
+    (tmp_path / "test.jsonl").write_text(rows(n_test, 10_000))
+    task = tmp_path / "task.yaml"
+    task.write_text("name: noisy\nkind: classification\ndata: {train: train.jsonl, test: test.jsonl}\n"
+                    "model: 'fake:random'\nembedder: hashing\ntarget: {accuracy: 0.9}\nrungs:\n" + rungs)
+    return task
+
+
+def test_probe_curve_band_resamples_the_shared_test_examples_and_measures_seed_variation(tmp_path):
+    """Issue 13.4: every point is scored on the same test examples, so the band resamples them jointly; with
+    ``seeds`` each size is trained that many times and the between-run spread widens the back-test's band."""
+    from tunewise.training.curves import JOINT
+
+    task = _noisy_task(tmp_path, "  - {name: pcurve, strategy: learning_curve, params: {of: probe, "
+                       "sizes: [2, 4, 8, 10], seeds: 2}}\n  - {name: once, strategy: learning_curve, params: "
+                       "{of: probe, sizes: [2, 4, 8, 10]}}\n")
+    outcome = run_task(load_task(task))
+    data = json.loads(outcome.results_path.read_text())
+    r = _rung(data, "pcurve")
+    assert r["status"] == "finished", r.get("error")
+    curve = r["extras"]["curve"]
+    assert [(p["n"], p["seed"]) for p in curve["points"]] == [(n, s) for n in (8, 16, 32, 40) for s in (1, 0)]
+    assert r["metrics"]["accuracy"]["value"] == curve["points"][-1]["test"]["value"]  # the task seed's run
+    fit = curve["fit"]
+    assert fit["uncertainty"] == JOINT and JOINT in curve["model"]
+    values = {s: [p["test"]["value"] for p in curve["points"] if p["seed"] == s] for s in (0, 1)}
+    pooled = sum((a - b) ** 2 / 2 for a, b in zip(values[0], values[1])) / 4  # 4 sizes, 1 dof each
+    assert fit["run_sd_dof"] == 4 and fit["run_sd"] == pytest.approx(pooled**0.5)
+    back = curve["backtest"]
+    assert back["runs"] == 2 and back["measured_runs"] == [values[1][-1], values[0][-1]]
+    assert back["measured"] == pytest.approx(sum(back["measured_runs"]) / 2)
+    assert pooled > 0 and back["band_uncertainty"] == JOINT and back["band_includes_run_variation"] is True
+    low, high = back["forecast_band"]
+    assert low <= back["forecast"] <= high and back["covered"] == (low <= back["measured"] <= high)
+    lo_m, hi_m = back["measured_ci"]
+    assert lo_m <= back["measured"] <= hi_m
+    once = _rung(data, "once")["extras"]["curve"]
+    assert once["fit"]["uncertainty"] == JOINT and once["fit"]["run_sd"] is None
+    assert "not included" in once["uncertainty"] and once["backtest"]["runs"] == 1
+    assert once["backtest"]["measured_ci"] == [once["points"][-1]["test"]["low"], once["points"][-1]["test"]["high"]]
+
+
+def test_curve_test_statistic_reproduces_each_kind_primary_metric():
+    """The joint bootstrap rescores a point from its per-example scores: they must give the metric it reported,
+    under the task's match rule (generation) and as micro field F1 (extraction)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tunewise.evaluation.records import Prediction
+    from tunewise.evaluation.scoring import PRIMARY_METRIC, score_predictions
+    from tunewise.strategies.finetuning import _test_statistic
+
+    cases = {
+        "classification": (["a", "b", "a", "c"], ["a", "a", "a", None], None),
+        "generation": (["alpha", "beta", "gamma"], ["Alpha.", "beta", "delta!"], SimpleNamespace(match="normalized")),
+        "extraction": ([{"x": 1, "y": "p"}, {"x": 2}, {"y": "q"}], [{"x": 1, "y": "p"}, {"x": 3}, None], None),
+    }
+    for kind, (golds, outs, generation) in cases.items():
+        preds = [Prediction(example_id=str(i), output=o, raw="" if o is None else json.dumps(o))
+                 for i, o in enumerate(outs)]
+        value = score_predictions(kind, golds, preds, labels=("a", "b", "c"))["metrics"][PRIMARY_METRIC[kind]].value
+        ctx = SimpleNamespace(spec=SimpleNamespace(kind=kind, generation=generation),
+                              splits=SimpleNamespace(test=[SimpleNamespace(target=g) for g in golds]))
+        stat = _test_statistic(ctx, value, preds)
+        assert stat is not None, kind
+        assert float(stat(np.arange(len(golds))[None, :])[0]) == pytest.approx(value), kind
+        assert stat(np.zeros((5, len(golds)), dtype=int)).shape == (5,)
+        assert _test_statistic(ctx, value + 0.1, preds) is None  # scores that do not give the metric: no joint band
