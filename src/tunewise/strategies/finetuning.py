@@ -10,12 +10,16 @@ are the ones every other rung uses. ``head: classifier`` trains a classification
 forward per input, real probabilities) instead of the LM head.
 
 Strategy ``learning_curve`` trains ``finetune`` (or fits the embedding ``probe``) on nested
-subsets (for classification ``sizes`` per label, otherwise ``fractions`` of train), scores each
-on the test split, fits an inverse power law with a bootstrap band and forecasts the number of
-labelled examples the target needs. It also back-tests the fit: the curve fitted without the
-largest point forecasts that point, next to what was measured. Artifacts are keyed by content
-(base model, settings, examples, prompt, seed), so a curve point and a ``lora`` rung with the
-same configuration share one training run.
+subsets (for classification ``sizes`` per label, otherwise ``fractions`` of train), ``seeds`` times
+each (default 1: the task's seed; more measure the training-run variation, seed and subset draw),
+scores each run on the test split, fits an inverse power law and forecasts the number of labelled
+examples the target needs. Every point is scored on the same test examples, so the band comes from
+a bootstrap that resamples those examples jointly over the points (each point's per-example scores:
+correctness, or field counts for extraction) and refits, plus the between-run spread where seeds
+measure it (``tunewise.training.curves``). It also back-tests the fit: the curve fitted without the
+largest size forecasts what the runs at that size measure, with a band for those runs. Artifacts
+are keyed by content (base model, settings, examples, prompt, seed), so a curve point and a
+``lora`` rung with the same configuration share one training run.
 
 Out of scope: the training loop (``tunewise.training``), metrics, the ladder's escalation policy.
 """
@@ -251,12 +255,12 @@ def training_work(rung: Any, spec: Any, train: Sequence[Any]) -> tuple[float, in
 
 # --- learning curves ------------------------------------------------------------------------
 
-_CURVE_KEYS = ("of", "sizes", "fractions", "include_all")
+_CURVE_KEYS = ("of", "sizes", "fractions", "include_all", "seeds")
 
 
 @register("learning_curve")
 def prepare_learning_curve(rung: Any, ctx: PrepareContext) -> Candidate:
-    """Nested subsets -> test score of each -> fitted curve, forecast and back-test (see module doc)."""
+    """Nested subsets x seeds -> test score of each run -> fitted curve, forecast and back-test (see module doc)."""
     from ..training.curves import CurvePoint
 
     params = dict(rung.params)
@@ -267,32 +271,68 @@ def prepare_learning_curve(rung: Any, ctx: PrepareContext) -> Candidate:
         raise TaskSpecError(f"rung '{rung.name}': learning curves need the evaluator.")
     classification = ctx.spec.kind == "classification"
     steps = _curve_steps(rung.name, params, classification)
+    seeds = _curve_seeds(rung.name, params, ctx.seed)
     base = settings_from_params(rung.name, params, drop=_CURVE_KEYS) if of == "finetune" else None
-    points, rows, last = [], [], None
+    points, rows, stats, last = [], [], [], None
     for step in steps:
-        label = f"{rung.name} @ {_step_label(step)}"
-        if last is not None:
-            last.close()
-        if of == "finetune":
-            s = base.model_copy(update=step)
-            candidate = build_tuned(rung.name, ctx, s, label=label)
-            n = candidate.config["train_subset"]["examples"]
-            training = candidate.config["training"]
-            fit_metrics = {"train_loss": training.get("final_train_loss"), "dev_loss": training.get("best_dev_loss"),
-                           "minutes": training.get("wall_s", 0) / 60, "tokens_per_s": training.get("tokens_per_s"),
-                           "warnings": training.get("warnings", [])}
-        else:
-            candidate, n, fit_metrics = _probe_point(rung, ctx, step)
-        metric, _ = ctx.evaluate(candidate, label)
-        points.append(CurvePoint(n=n, value=metric.value, low=metric.low, high=metric.high, n_test=metric.n))
-        rows.append({"subset": step, "n": n, "test": metric.to_json(), **fit_metrics})
-        last = candidate
+        for seed in seeds:  # the task's seed last: the rung's candidate is its run at the largest size
+            run_ctx = ctx if seed == ctx.seed else dataclasses.replace(ctx, seed=seed)
+            label = f"{rung.name} @ {_step_label(step)}" + (f", seed {seed}" if len(seeds) > 1 else "")
+            if last is not None:
+                last.close()
+            if of == "finetune":
+                s = base.model_copy(update=step)
+                candidate = build_tuned(rung.name, run_ctx, s, label=label)
+                n = candidate.config["train_subset"]["examples"]
+                training = candidate.config["training"]
+                fit_metrics = {"train_loss": training.get("final_train_loss"),
+                               "dev_loss": training.get("best_dev_loss"), "minutes": training.get("wall_s", 0) / 60,
+                               "tokens_per_s": training.get("tokens_per_s"), "warnings": training.get("warnings", [])}
+            else:
+                candidate, n, fit_metrics = _probe_point(rung, run_ctx, step)
+            metric, predictions = ctx.evaluate(candidate, label)
+            points.append(CurvePoint(n=n, value=metric.value, low=metric.low, high=metric.high, n_test=metric.n))
+            stats.append(_test_statistic(ctx, metric.value, predictions))
+            rows.append({"subset": step, "n": n, "seed": seed, "test": metric.to_json(), **fit_metrics})
+            last = candidate
     assert last is not None
-    curve = _curve_summary(points, rows, ctx, of)
+    curve = _curve_summary(points, rows, ctx, of, stats)
     last.rung = rung.name
-    last.config = {**last.config, "strategy": "learning_curve", "of": of, "points": rows}
+    last.config = {**last.config, "strategy": "learning_curve", "of": of, "seeds": seeds, "points": rows}
     last.extras = {**last.extras, "curve": curve}
     return last
+
+
+def _curve_seeds(rung_name: str, params: dict[str, Any], seed: int) -> list[int]:
+    """The training seeds of every size: ``seeds`` runs, the task's seed last (then seed + 1, seed + 2...)."""
+    count = params.get("seeds", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise TaskSpecError(f"rung '{rung_name}': 'seeds' must be a whole number of training runs per size "
+                            f"(1 or more), not {count!r}.")
+    return [seed + i for i in range(1, count)] + [seed]
+
+
+def _test_statistic(ctx: PrepareContext, value: float, predictions: Sequence[Prediction]) -> Any:
+    """The run's primary metric over rows of test-example indices (for the joint bootstrap), or None when its
+    per-example scores do not reproduce the metric (then the curve falls back to the parametric bootstrap)."""
+    import numpy as np
+
+    from ..evaluation.metrics import field_counts
+    from ..evaluation.scoring import field_statistic, per_example_correct
+    from ..training.curves import mean_statistic
+
+    golds = [e.target for e in ctx.splits.test]
+    outs = [p.output for p in predictions]
+    if not golds or len(golds) != len(outs):
+        return None
+    if ctx.spec.kind == "extraction":
+        counts = np.array([field_counts(g, o) for g, o in zip(golds, outs)], dtype=float).reshape(-1, 3)
+        stat = field_statistic(counts, "f1")
+    else:
+        match = ctx.spec.generation.match if ctx.spec.generation else "normalized"
+        stat = mean_statistic(per_example_correct(ctx.spec.kind, golds, outs, match=match))
+    full = float(np.asarray(stat(np.arange(len(golds))[None, :])).reshape(-1)[0])
+    return stat if abs(full - value) <= 1e-9 else None
 
 
 def _curve_steps(rung_name: str, params: dict[str, Any], classification: bool) -> list[dict[str, Any]]:
@@ -334,34 +374,66 @@ def _probe_point(rung: Any, ctx: PrepareContext, step: dict[str, Any]) -> tuple[
     return candidate, len(subset), {"train_accuracy": train_acc, "dev_accuracy": dev_acc}
 
 
-def _curve_summary(points: list[Any], rows: list[dict[str, Any]], ctx: PrepareContext, of: str) -> dict[str, Any]:
+def _curve_summary(points: list[Any], rows: list[dict[str, Any]], ctx: PrepareContext, of: str,
+                   stats: Sequence[Any] | None = None) -> dict[str, Any]:
     from ..evaluation.scoring import PRIMARY_METRIC
     from ..training.curves import fit_learning_curve, forecast_examples
 
     metric = PRIMARY_METRIC[ctx.spec.kind]
     target = ctx.spec.target.get(metric)
+    joint = None if stats is None or any(st is None for st in stats) else list(stats)
     out: dict[str, Any] = {"of": of, "metric": metric, "target": target, "points": rows,
-                           "model": "inverse power law: value(n) = a - b * n^(-c), parametric bootstrap",
-                           "warnings": _curve_warnings(rows, ctx)}
+                           "model": "inverse power law: value(n) = a - b * n^(-c)", "warnings": _curve_warnings(rows, ctx)}
+    if stats is not None and joint is None:
+        out["warnings"].append("The per-example test scores of some point do not reproduce its metric, so the band "
+                               "redraws each point independently (too narrow when points share test examples).")
     try:
-        fit = fit_learning_curve(points, seed=ctx.seed)
+        fit = fit_learning_curve(points, seed=ctx.seed, test_stats=joint)
     except ValueError as exc:
         out["fit"], out["forecast"] = None, {"status": "insufficient_points", "message": str(exc)}
         return out
+    out["model"] += f", {fit.uncertainty}"
+    out["uncertainty"] = fit.uncertainty_note
     out["fit"] = fit.to_json()
     out["forecast"] = forecast_examples(fit, target).to_json() if target is not None else None
-    if len(points) >= 4:  # back-test: fit without the largest point, forecast it
-        held = max(points, key=lambda p: p.n)
-        try:
-            small = fit_learning_curve([p for p in points if p is not held], seed=ctx.seed)
-            low, high = small.band([held.n])
-            out["backtest"] = {"n": held.n, "measured": held.value, "measured_ci": [held.low, held.high],
-                               "forecast": float(small.predict([held.n])[0]),
-                               "forecast_band": [float(low[0]), float(high[0])],
-                               "fitted_on": sorted(p.n for p in points if p is not held)}
-        except ValueError:
-            out["backtest"] = None
+    out["backtest"] = backtest(points, joint, seed=ctx.seed)
     return out
+
+
+def backtest(points: Sequence[Any], stats: Sequence[Any] | None = None, *, seed: int = 0,
+             n_boot: int = 300) -> dict[str, Any] | None:
+    """Fit without the largest size and forecast what its runs measure: the band is for the mean of those runs
+    (the curve's band plus their between-run deviation where repeated sizes measure it). None when fewer than
+    3 smaller sizes remain."""
+    import numpy as np
+
+    from ..training.curves import fit_learning_curve
+
+    n_held = max(p.n for p in points)
+    keep = [i for i, p in enumerate(points) if p.n != n_held]
+    held = [i for i, p in enumerate(points) if p.n == n_held]
+    if len({points[i].n for i in keep}) < 3:
+        return None
+    try:
+        small = fit_learning_curve([points[i] for i in keep], seed=seed, n_boot=n_boot,
+                                   test_stats=None if stats is None else [stats[i] for i in keep])
+    except ValueError:
+        return None
+    low, high = small.band([n_held], runs=len(held))
+    measured = float(np.mean([points[i].value for i in held]))
+    if len(held) == 1:
+        measured_ci = [points[held[0]].low, points[held[0]].high]
+    elif stats is not None and points[held[0]].n_test:  # the mean of the runs, test examples resampled
+        rows = np.random.default_rng(seed).integers(0, points[held[0]].n_test, size=(2000, points[held[0]].n_test))
+        means = np.mean([np.asarray(stats[i](rows), dtype=float) for i in held], axis=0)
+        measured_ci = [float(v) for v in np.quantile(means, [0.025, 0.975])]
+    else:
+        measured_ci = [None, None]
+    return {"n": n_held, "measured": measured, "measured_ci": measured_ci, "runs": len(held),
+            "measured_runs": [points[i].value for i in held], "forecast": float(small.predict([n_held])[0]),
+            "forecast_band": [float(low[0]), float(high[0])], "band_uncertainty": small.uncertainty,
+            "band_includes_run_variation": small.run_sd is not None,
+            "covered": bool(low[0] <= measured <= high[0]), "fitted_on": sorted({points[i].n for i in keep})}
 
 
 def _curve_warnings(rows: list[dict[str, Any]], ctx: PrepareContext) -> list[str]:
