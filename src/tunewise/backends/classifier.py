@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import BackendError
 from .base import Backend, ChoiceScores, Generation, GenerationRequest, ScoreRequest
+from .devices import torch_device
 
 __all__ = ["ClassifierBackend"]
 
@@ -40,7 +41,7 @@ class ClassifierBackend(Backend):
         self.adapter = Path(adapter)
         resolved = resolve_model(spec)
         path = local_model_path(resolved)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch_device()
         self._tok = AutoTokenizer.from_pretrained(path)
         if self._tok.pad_token_id is None:
             self._tok.pad_token = self._tok.eos_token

@@ -44,6 +44,7 @@ from tunewise.backends.base import (
     Message,
     ScoreRequest,
 )
+from tunewise.backends.devices import torch_device
 from tunewise.backends.model_cache import (
     ResolvedModel,
     adapter_fingerprint,
@@ -117,7 +118,7 @@ class LocalBackend(Backend):
         self.can_score = True
         if threads:
             torch.set_num_threads(threads)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or torch_device()
         self.dtype = _resolve_dtype(dtype, self.device)
         self.batch_size = max(1, batch_size)
         self.resolved: ResolvedModel = resolve_model(spec)
