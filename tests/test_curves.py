@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -154,3 +155,42 @@ def test_band_covers_the_curve_when_points_share_test_examples():
     coverage = {k: v / sims for k, v in covered.items()}
     assert coverage[PARAMETRIC] < 0.85, coverage  # the defect: about 70% for a nominal 95%
     assert 0.9 <= coverage[JOINT] <= 0.99, coverage
+
+
+def test_repeated_sizes_measure_run_variation_and_widen_the_band_for_new_runs():
+    from tunewise.training.curves import PARAMETRIC
+
+    ns = [100, 200, 400, 800]
+    runs = {n: [_true(n) + d for d in (-0.02, 0.0, 0.02)] for n in ns}  # three runs a size, sd exactly 0.02
+    fit = fit_learning_curve([CurvePoint(n, v, n_test=2000) for n in ns for v in runs[n]], seed=0, n_boot=300)
+    assert fit.run_sd == pytest.approx(0.02) and fit.run_sd_dof == 8
+    width = {k: float(np.subtract(*fit.band([1600], runs=k)[::-1])[0]) for k in (0, 1, 3, 10_000)}
+    assert width[1] > width[3] > width[0] and width[1] > width[0] + 0.02  # a new run adds its own +-2 x 0.02
+    assert width[10_000] == pytest.approx(width[0], abs=0.002)  # the mean of many runs is the curve
+    doc = json.loads(json.dumps(fit.to_json()))
+    assert doc["run_sd"] == pytest.approx(0.02) and doc["run_sd_dof"] == 8 and doc["uncertainty"] == PARAMETRIC
+    assert "measured from repeated sizes" in doc["uncertainty_note"]
+    single = fit_learning_curve([CurvePoint(n, runs[n][1], n_test=2000) for n in ns], seed=0, n_boot=300)
+    assert single.run_sd is None and single.run_sd_dof == 0 and "not included" in single.uncertainty_note
+    assert np.array_equal(single.band([1600], runs=1), single.band([1600]))
+
+
+def test_joint_bootstrap_checks_its_inputs_and_ignores_point_order():
+    from tunewise.training.curves import JOINT, mean_statistic
+
+    rng = np.random.default_rng(9)
+    ns = [50, 100, 200, 400]
+    correct = _shared_test_curve(rng, ns, 200, shared=0.9)
+    pts = [CurvePoint(n, float(c.mean()), n_test=200) for n, c in zip(ns, correct)]
+    stats = [mean_statistic(c) for c in correct]
+    fit = fit_learning_curve(pts, seed=3, n_boot=80, test_stats=stats)
+    assert fit.uncertainty == JOINT and fit.n_boot == 80 and fit.run_sd is None
+    assert "jointly over the test examples" in fit.to_json()["uncertainty_note"]
+    reversed_fit = fit_learning_curve(pts[::-1], seed=3, n_boot=80, test_stats=stats[::-1])
+    assert np.array_equal(reversed_fit.boot_params, fit.boot_params)
+    with pytest.raises(ValueError, match="one statistic per point"):
+        fit_learning_curve(pts, test_stats=stats[:3])
+    with pytest.raises(ValueError, match="same test examples"):
+        fit_learning_curve(pts[:3] + [dataclasses.replace(pts[3], n_test=199)], test_stats=stats)
+    with pytest.raises(ValueError, match="not its value"):
+        fit_learning_curve(pts, test_stats=[stats[1], stats[0], *stats[2:]])
