@@ -320,3 +320,18 @@ def test_curve_test_statistic_reproduces_each_kind_primary_metric():
         assert float(stat(np.arange(len(golds))[None, :])[0]) == pytest.approx(value), kind
         assert stat(np.zeros((5, len(golds)), dtype=int)).shape == (5,)
         assert _test_statistic(ctx, value + 0.1, preds) is None  # scores that do not give the metric: no joint band
+
+
+def test_curve_training_work_counts_every_seed():
+    """The budget estimate of a curve with ``seeds: 3`` is three trainings and three evaluations per size."""
+    from types import SimpleNamespace
+
+    from tunewise.strategies.finetuning import training_work
+    from tunewise.task import RungSpec
+
+    train = [SimpleNamespace(id=str(i), target=LABELS[i % 4], text=f"text {i}") for i in range(80)]
+    spec = SimpleNamespace(model="hf:tiny", kind="classification", seed=0)
+    one, three = (training_work(RungSpec(name="curve", strategy="learning_curve",
+                                         params={"sizes": [2, 4, 8], **extra}), spec, train)
+                  for extra in ({}, {"seeds": 3}))
+    assert one[1] == 3 and three == (3 * one[0], 9)
