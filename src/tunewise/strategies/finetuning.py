@@ -270,7 +270,7 @@ def prepare_learning_curve(rung: Any, ctx: PrepareContext) -> Candidate:
     if ctx.evaluate is None:
         raise TaskSpecError(f"rung '{rung.name}': learning curves need the evaluator.")
     classification = ctx.spec.kind == "classification"
-    steps = _curve_steps(rung.name, params, classification)
+    steps = _curve_sizes(rung.name, params, classification)
     seeds = _curve_seeds(rung.name, params, ctx.seed)
     base = settings_from_params(rung.name, params, drop=_CURVE_KEYS) if of == "finetune" else None
     points, rows, stats, last = [], [], [], None
@@ -336,6 +336,13 @@ def _test_statistic(ctx: PrepareContext, value: float, predictions: Sequence[Pre
 
 
 def _curve_steps(rung_name: str, params: dict[str, Any], classification: bool) -> list[dict[str, Any]]:
+    """One subset setting per training run of the curve (each size once per seed): what it will train."""
+    runs = len(_curve_seeds(rung_name, params, 0))
+    return [step for step in _curve_sizes(rung_name, params, classification) for _ in range(runs)]
+
+
+def _curve_sizes(rung_name: str, params: dict[str, Any], classification: bool) -> list[dict[str, Any]]:
+    """The curve's subset settings, smallest first (``sizes`` per label, or ``fractions``; ``include_all``)."""
     if classification and "fractions" not in params:
         sizes = [int(x) for x in params.get("sizes", [5, 10, 20, 40])]
         steps: list[dict[str, Any]] = [{"per_label": k, "fraction": None} for k in sorted(set(sizes))]
