@@ -3,7 +3,10 @@
 The table between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in the top-level README is
 written from ``benchmarks/results/*.json`` only, never by hand; ``--table-only`` rewrites it from
 the results already there without running anything. If the markers are missing, a "Benchmarks"
-section holding them is inserted before the README's "Layout" section (or at its end).
+section holding them is inserted before the README's "Layout" section (or at its end). The soaks'
+paragraph (``<!-- soak:start -->`` ... ``<!-- soak:end -->``, a "Soaks" subsection inserted the same
+way) is written from ``results/soak_kill.json`` and ``results/soak_serve.json``; ``--soaks`` also runs
+``soak_kill.py`` and ``soak_serve.py`` (~10 min), ``--only soaks`` runs only them.
 
 Run:  python benchmarks/run_all.py            (~35-45 min on 2 free cores)
       python benchmarks/run_all.py --quick    (~12-15 min)
@@ -27,6 +30,8 @@ import _common as C  # noqa: E402
 HERE = Path(__file__).resolve().parent
 README = C.ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+SOAK_START, SOAK_END = "<!-- soak:start -->", "<!-- soak:end -->"
+SOAKS = ("soak_kill", "soak_serve")
 ORDER = ("scoring", "fewshot", "training", "hardware", "decision")  # hardware reads scoring's and training's results
 TECHNIQUES = {"scoring": ["--variants", "no-prefix-cache,tw-generate"],
               "fewshot": ["--variants", "score-all,tw-generate"],
@@ -38,10 +43,11 @@ DEFAULT_VARIANTS = {"scoring": ["--variants", "no-prefix-cache"],
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
-    p.add_argument("--only", default=",".join(ORDER), help=f"comma-separated subset of {', '.join(ORDER)}")
+    p.add_argument("--only", default=",".join(ORDER), help=f"comma-separated subset of {', '.join(ORDER)}, soaks")
     p.add_argument("--techniques", action="store_true",
                    help="also time each technique switched off/on (many more runs; see each script's --help)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--soaks", action="store_true", help="also run the kill and serve soaks (~10 min)")
     p.add_argument("--table-only", action="store_true", help="only rewrite the README table from results/")
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     return p.parse_args(argv)
@@ -224,6 +230,91 @@ def _techniques(res: dict[str, Any]) -> list[str]:
     return rows
 
 
+# --- the soaks' paragraph ------------------------------------------------------------------------
+
+
+def _n(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def _kill_sentence(k: dict[str, Any]) -> str:
+    t, ph = k["totals"], k["phases"]
+    env = k["environment"]
+    parts = [f"**Kill soak** (`benchmarks/soak_kill.py`, results in `benchmarks/results/soak_kill.json`, "
+             f"{env['date'][:10]}, {t['wall_s'] / 60:.0f} min on {env['cpu']['logical_cores']} cores): "
+             f"`tunewise run` was killed with SIGKILL at random moments spread over an uninterrupted reference "
+             f"run's duration and resumed each time; **{t['kills']} kills survived** ({t['resumes']} resumes, "
+             f"{'every' if t['passed'] else 'NOT every'} check passed)."]
+    p = ph.get("prompt")
+    if p:
+        s = p["summary"]
+        parts.append(
+            f"Prompt scoring ({len(p['settings']['rungs'])} rungs on the fake backend, {p['settings']['test']} test "
+            f"examples, {s['cycles']} cycles): {s['kills']} kills, {_n(s['calls_served'])} model calls served, "
+            f"{s['repeated_not_in_flight']} served twice apart from the call in flight at a kill "
+            f"({s['repeated_in_flight']} such), {s['missing']} missing; rung statuses, metrics, predictions, "
+            f"comparisons, decision and versions {'equal to' if s['results_equal'] else 'DIFFERENT from'} the "
+            f"uninterrupted run's in every cycle.")
+    tr = ph.get("training")
+    if tr:
+        s = tr["summary"]
+        where = ", ".join(f"{n} {w}" for w, n in sorted(s["kills_by_moment"].items(), key=lambda x: -x[1]))
+        parts.append(
+            f"Training (knn and a LoRA rung with early stopping on a tiny random Llama, {s['cycles']} cycles): "
+            f"{s['kills']} kills ({where}); training resumed from the newest complete checkpoint "
+            f"{s['resumes_from_last_complete_checkpoint']} of {s['resumes_checked']} times, "
+            f"{s['steps_repeated']} optimiser steps trained twice in all (at most {s['max_steps_lost_per_kill']} "
+            f"lost to one kill), the final adapter "
+            + ("bit-identical to the reference's" if s["adapter_bit_identical"]
+               else f"off the reference's by at most {s['adapter_max_abs_diff']:.2g}")
+            + f", and the evaluation {'equal' if s['results_equal'] else 'DIFFERENT'}.")
+    return " ".join(parts)
+
+
+def _serve_sentence(r: dict[str, Any]) -> str:
+    env, m, lat = r["environment"], r["moves"], r["latency_ms"]
+    return (f"**Serve soak** (`benchmarks/soak_serve.py`, results in `benchmarks/results/soak_serve.json`, "
+            f"{env['date'][:10]}): `tunewise serve` answered **{_n(r['requests'])} requests** from "
+            f"{r['concurrency']} concurrent clients while `production` was moved {m['total']} times "
+            f"({m['promotions']} promotions, {m['rollbacks']} rollbacks; {m['via_cli']} of them through the CLI "
+            f"from another process) among {len(r['answered_by'])} versions: **{r['failed']} failed requests**, "
+            f"{r['misrouted']} answered by a version `production` did not name while the request was open, "
+            f"{r['request_log']['answered_missing_from_log']} answers missing from the request log; latency p50 "
+            f"{lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms ({r['requests_per_s']:.0f} "
+            f"requests/s on a shared 2-core machine).")
+
+
+def soak_text() -> str:
+    kill, serve = (C.read_result(name) for name in SOAKS)
+    parts = ([_kill_sentence(kill)] if kill else []) + ([_serve_sentence(serve)] if serve else [])
+    return "\n\n".join(parts) or "_No soak results yet: run `python benchmarks/run_all.py --only soaks`._"
+
+
+def write_soak_readme(text: str) -> None:
+    body = README.read_text()
+    block = f"{SOAK_START}\n{text}\n{SOAK_END}"
+    if SOAK_START in body and SOAK_END in body:
+        body = re.sub(re.escape(SOAK_START) + r".*?" + re.escape(SOAK_END), lambda _: block, body, flags=re.S)
+    else:
+        section = "### Soaks\n\n" + block + "\n\n"
+        body = body.replace("## Layout", section + "## Layout", 1) if "## Layout" in body else \
+            body.rstrip() + "\n\n" + section
+    README.write_text(body)
+
+
+def run_soaks() -> dict[str, float]:
+    timings = {}
+    for name in SOAKS:
+        cmd = [sys.executable, str(HERE / f"{name}.py")]
+        print(f"\n=== {name}.py", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run(cmd)
+        timings[name] = round(time.perf_counter() - start, 1)
+        if done.returncode:
+            print(f"{name}.py: a check failed (exit {done.returncode}); see its results file", flush=True)
+    return timings
+
+
 def write_readme(text: str) -> None:
     body = README.read_text()
     block = f"{START}\n{text}\n{END}"
@@ -244,11 +335,17 @@ def main(argv: list[str] | None = None) -> None:
         for name in [n for n in ORDER if n in args.only.split(",")]:
             timings[name] = round(run(name, args), 1)
         print("\nbenchmark wall times (s):", json.dumps(timings))
+    if (args.soaks or "soaks" in args.only.split(",")) and not args.table_only:
+        timings.update(run_soaks())
+        print("\nsoak wall times (s):", json.dumps(timings))
     text = table()
     print("\n" + text)
+    soaks = soak_text()
+    print("\n" + soaks)
     if not args.no_readme:
         write_readme(text)
-        print(f"\nREADME table updated: {README}")
+        write_soak_readme(soaks)
+        print(f"\nREADME table and soak paragraph updated: {README}")
 
 
 if __name__ == "__main__":

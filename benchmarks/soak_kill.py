@@ -19,8 +19,10 @@ untouched task into a fresh directory, draws ``k`` kill moments uniformly in ``[
 sorted) on the reference's timeline, and runs the CLI repeatedly: attempt ``i`` is killed ``a + (m_i -
 m_{i-1})`` seconds after it starts (a resumed process starts its remaining work about ``a`` seconds in,
 so the kills land spread over the whole run: scoring, training, checkpoint writes, evaluation,
-results, report, the version); the attempt after the last kill runs to the end. Cycles repeat until
-the phase has its kills. Then, per cycle:
+results, report, the version); in the training phase the ``m_i - m_{i-1}`` seconds are counted from the
+attempt's own checkpoint look-up instead (its start-up, importing torch, varies with the machine's load
+by more than the moments are apart), unless its adapter is already saved. The attempt after the last
+kill runs to the end. Cycles repeat until the phase has its kills. Then, per cycle:
 
 (a) calls: the multiset of calls served (kind, prompt hash) against the reference's; a call served
     twice counts as repeated, and is allowed only if it was the killed process's last call (in flight:
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -54,6 +57,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,37 +229,41 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _work_started(phase: Phase, directory: Path) -> bool:
-    if phase.observed:
-        return any(e.get("event") == "resume_check" for e in _lines(directory / "train.log"))
-    return (directory / "calls.log").is_file() and (directory / "calls.log").stat().st_size > 0
+def _adapter_saved(directory: Path) -> bool:
+    return any(directory.glob(".tunewise/artifacts/*/adapter/tunewise_provenance.json"))
 
 
-def _attempt(phase: Phase, directory: Path, kill_after: float | None, *, timeout_s: float,
-             watch_work: bool = False) -> dict[str, Any]:
-    """Run the CLI once in ``directory``; SIGKILL it ``kill_after`` seconds after it starts (None: let it end)."""
+Trigger = Callable[[int, float], bool]  # (pid, seconds since it started) -> kill it now?
+
+
+def _attempt(phase: Phase, directory: Path, trigger: Trigger | None, *, timeout_s: float) -> dict[str, Any]:
+    """Run the CLI once in ``directory``; SIGKILL it when ``trigger`` says so (None: let it end).
+
+    Returns its pid, whether it was killed, when (seconds after it started), its exit status, the
+    wall-clock time it started (``t0``) and, for a run that failed on its own, the end of its stderr.
+    """
     env = {**os.environ, **phase.env, CALL_LOG_ENV: str(directory / "calls.log"),
            TRAIN_LOG_ENV: str(directory / "train.log")}
     stderr = directory / "stderr.log"
     with stderr.open("ab") as err:
-        err.write(f"\n--- attempt, kill after {kill_after}\n".encode())
+        err.write(f"\n--- attempt ({'killed when due' if trigger else 'to the end'})\n".encode())
         err.flush()
-        start = time.monotonic()
+        t0, start = time.time(), time.monotonic()
         proc = subprocess.Popen(phase.command(), cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        work_at = None
-        limit = kill_after if kill_after is not None else timeout_s
-        while proc.poll() is None and time.monotonic() - start < limit:
-            if watch_work and work_at is None and _work_started(phase, directory):
-                work_at = time.monotonic() - start
+        due = False
+        while proc.poll() is None and time.monotonic() - start < timeout_s:
+            if trigger is not None and trigger(proc.pid, time.monotonic() - start):
+                due = True
+                break
             time.sleep(0.005)
         killed = proc.poll() is None
         if killed:
             os.kill(proc.pid, signal.SIGKILL)
         rc = proc.wait()
         wall = time.monotonic() - start
-    if killed and kill_after is None:
+    if killed and not due:
         raise RuntimeError(f"{phase.name}: a run did not finish in {timeout_s:.0f} s")
-    out = {"pid": proc.pid, "killed": killed, "at_s": round(wall, 3), "rc": rc, "work_started_s": work_at}
+    out = {"pid": proc.pid, "killed": killed, "at_s": round(wall, 3), "rc": rc, "t0": t0}
     if not killed and rc != 0:
         out["stderr_tail"] = stderr.read_text(errors="replace")[-3000:]
     return out
@@ -268,13 +276,71 @@ def _fresh(phase: Phase, directory: Path) -> Path:
 
 
 def reference(phase: Phase, workdir: Path, *, timeout_s: float) -> dict[str, Any]:
+    """The uninterrupted run: its duration, when its work started, and (training) when each step ended."""
     directory = _fresh(phase, workdir / f"{phase.name}-reference")
-    run = _attempt(phase, directory, None, timeout_s=timeout_s, watch_work=True)
+    first_call: list[float] = []
+
+    def watch(pid: int, elapsed: float) -> bool:  # the fake backend's log lines carry no time: note the first
+        if not phase.observed and not first_call and (directory / "calls.log").is_file() \
+                and (directory / "calls.log").stat().st_size:
+            first_call.append(elapsed)
+        return False
+
+    run = _attempt(phase, directory, watch, timeout_s=timeout_s)
     if run["rc"] != 0:
         raise RuntimeError(f"{phase.name}: the reference run failed:\n{run.get('stderr_tail')}")
-    if run["work_started_s"] is None:
-        raise RuntimeError(f"{phase.name}: the reference run did no observable work")
-    return {"dir": directory, "wall_s": run["at_s"], "work_start_s": run["work_started_s"]}
+    ref: dict[str, Any] = {"dir": directory, "wall_s": run["at_s"]}
+    if phase.observed:
+        events = _lines(directory / "train.log")
+        ref["work_start_s"] = next(e["t"] for e in events if e["event"] == "resume_check") - run["t0"]
+        ref["start_s"] = next(e["t"] for e in events if e["event"] == "start") - run["t0"]
+        ref["steps_s"] = [e["t"] - run["t0"] for e in events if e["event"] == "step"]  # step k ended at [k - 1]
+    else:
+        if not first_call:
+            raise RuntimeError(f"{phase.name}: the reference run made no model call")
+        ref["work_start_s"] = first_call[0]
+    return ref
+
+
+def _time_trigger(delay: float) -> Trigger:
+    return lambda pid, elapsed: elapsed >= delay
+
+
+def _training_trigger(ref: dict[str, Any], moment: float, directory: Path) -> tuple[Trigger, str]:
+    """Kill at the point of the training run that ``moment`` (seconds into the reference) marks.
+
+    Counting seconds from each attempt's start would not do: importing torch and loading the model take
+    a different time in every process on a shared machine. So ``moment`` becomes a marker in the
+    reference (its checkpoint look-up, or the end of step ``k``) plus the seconds after it, and the
+    attempt is killed that long after it passes the same marker (a process resumed past step ``k``
+    passes it at its first step). Once the adapter is saved, no process trains again: the seconds after
+    the last step are counted from the attempt's start, plus the reference's start-up.
+    """
+    steps, look_up = ref["steps_s"], ref["work_start_s"]
+    if _adapter_saved(directory):
+        after = max(0.0, moment - steps[-1])
+        return _time_trigger(look_up + after), f"{after:.2f} s after training ended (timed from start-up)"
+    if moment >= steps[-1]:
+        marker_step, after, label = len(steps), moment - steps[-1], "the last step"
+    elif moment < steps[0]:
+        marker_step, after, label = 0, moment - look_up, "the checkpoint look-up"
+    else:
+        marker_step = max(k for k in range(1, len(steps) + 1) if steps[k - 1] <= moment)
+        after, label = moment - steps[marker_step - 1], f"step {marker_step}"
+    passed_at: list[float] = []
+
+    def trigger(pid: int, elapsed: float) -> bool:
+        if not passed_at:
+            events = [e for e in _lines(directory / "train.log") if e.get("pid") == pid]
+            if marker_step == 0:
+                hit = any(e["event"] == "resume_check" for e in events)
+            else:
+                hit = any(e["event"] == "step" and e["step"] >= marker_step for e in events)
+            if hit:
+                passed_at.append(elapsed)
+        return bool(passed_at) and elapsed >= passed_at[0] + after
+
+    return trigger, f"{after:.2f} s after {label}"
 
 
 # --- what a killed process left behind ----------------------------------------------------------------
@@ -303,8 +369,7 @@ def _snapshot(phase: Phase, directory: Path, pid: int) -> dict[str, Any]:
         events = [e for e in _lines(directory / "train.log") if e.get("pid") == pid]
         steps = [e["step"] for e in events if e.get("event") == "step"]
         snap.update(steps_this_process=len(steps), last_step=max(steps) if steps else None,
-                    checkpoint_on_disk=_complete_checkpoint(directory),
-                    adapter_saved=any(directory.glob(".tunewise/artifacts/*/adapter/tunewise_provenance.json")))
+                    checkpoint_on_disk=_complete_checkpoint(directory), adapter_saved=_adapter_saved(directory))
         if snap["adapter_saved"]:
             snap["where"] = "after training (evaluation, results, report, version)"
         elif steps:
@@ -338,7 +403,8 @@ def _volatile(key: str) -> bool:
 _VOLATILE_DECISION = {"context", "options", "pareto", "next_step", "reasons", "break_even", "comparison"}
 
 
-def _paths(a: Any, b: Any, path: str, out: list[str]) -> None:
+def _paths(a: Any, b: Any, path: str, out: list[str], rounding: list[str]) -> None:
+    """Paths where ``a`` and ``b`` differ (``rounding``: floats within 1e-9 relative of each other)."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b), key=str):
             if _volatile(str(k)):
@@ -346,10 +412,12 @@ def _paths(a: Any, b: Any, path: str, out: list[str]) -> None:
             if k not in a or k not in b:
                 out.append(f"{path}/{k} (only in one)")
             else:
-                _paths(a[k], b[k], f"{path}/{k}", out)
+                _paths(a[k], b[k], f"{path}/{k}", out, rounding)
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b)):
-            _paths(x, y, f"{path}[{i}]", out)
+            _paths(x, y, f"{path}[{i}]", out, rounding)
+    elif isinstance(a, float) and isinstance(b, float) and a != b and math.isclose(a, b, rel_tol=1e-9):
+        rounding.append(path)
     elif a != b:
         out.append(path)
 
@@ -362,8 +430,11 @@ def _rung_core(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_files(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """results.json and decision.json, with the run's own directory (in artifact paths) written ``<dir>``."""
     (results,) = directory.glob(".tunewise/runs/*/results.json")
-    return json.loads(results.read_text()), json.loads((results.parent / "decision.json").read_text())
+    here = json.dumps(str(directory.resolve()))[1:-1]
+    return tuple(json.loads(path.read_text().replace(here, "<dir>"))
+                 for path in (results, results.parent / "decision.json"))
 
 
 def _versions(directory: Path) -> list[dict[str, Any]]:
@@ -395,11 +466,16 @@ def compare_runs(ref: Path, got: Path) -> dict[str, Any]:
     if _versions(ref) != _versions(got):
         unequal.append("versions registered")
     other: list[str] = []
-    _paths(ref_results, results, "results.json", other)
+    rounding: list[str] = []
+    _paths(ref_results, results, "results.json", other, rounding)
     _paths({k: v for k, v in ref_decision.items() if k not in _VOLATILE_DECISION},
-           {k: v for k, v in decision.items() if k not in _VOLATILE_DECISION}, "decision.json", other)
-    generic = sorted({re.sub(r"\[\d+\]", "[]", p) for p in other})
-    return {"equal": not unequal, "unequal": unequal, "other_differences": generic}
+           {k: v for k, v in decision.items() if k not in _VOLATILE_DECISION}, "decision.json", other, rounding)
+
+    def generic(paths: list[str]) -> list[str]:
+        return sorted({re.sub(r"\[\d+\]", "[]", p) for p in paths})
+
+    return {"equal": not unequal, "unequal": unequal, "other_differences": generic(other),
+            "rounding_differences": generic(rounding)}
 
 
 def _call_keys(calls: list[dict[str, Any]]) -> Counter:
@@ -446,8 +522,8 @@ def check_training(ref_dir: Path, directory: Path, kills: list[dict[str, Any]]) 
     a, b = load_file(_adapter(ref_dir) / "adapter_model.safetensors"), load_file(
         _adapter(directory) / "adapter_model.safetensors")
     diff = max(float((a[k] - b[k]).abs().max()) for k in a) if set(a) == set(b) else float("inf")
-    lost = [max(0, (k.get("last_step") or 0) - int((k.get("checkpoint_on_disk") or "checkpoint-0").split("-")[-1]))
-            for k in kills if k.get("last_step")]
+    lost = [max(0, k["last_step"] - int((k.get("checkpoint_on_disk") or "checkpoint-0").split("-")[-1]))
+            for k in kills if k.get("last_step") and not k.get("adapter_saved")]
     return {"steps_reference": ref_steps, "steps_trained": steps, "steps_repeated": steps - ref_steps,
             "max_steps_lost_per_kill": max(lost, default=0), "resumes": resumes,
             "resumes_from_last_complete_checkpoint": sum(r["ok"] for r in resumes),
@@ -466,13 +542,16 @@ def cycle(phase: Phase, ref: dict[str, Any], directory: Path, n_kills: int, rng:
     moments = sorted(rng.uniform(a, total) for _ in range(n_kills))
     kills, attempts, previous = [], [], a
     for moment in moments:
-        delay = a + (moment - previous)
+        if phase.observed:
+            trigger, aim = _training_trigger(ref, moment, directory)
+        else:
+            trigger, aim = _time_trigger(a + (moment - previous)), f"{a + moment - previous:.2f} s after start"
         previous = moment
-        run = _attempt(phase, directory, delay, timeout_s=timeout_s)
+        run = _attempt(phase, directory, trigger, timeout_s=timeout_s)
         attempts.append(run)
         if not run["killed"]:
             break  # the rest of the run took less than the moment drawn: it finished on its own
-        kills.append({"pid": run["pid"], "after_s": round(delay, 3), "moment_s": round(moment, 3),
+        kills.append({"pid": run["pid"], "after_s": run["at_s"], "moment_s": round(moment, 3), "aimed_at": aim,
                       **_snapshot(phase, directory, run["pid"])})
     if not attempts or attempts[-1]["killed"]:
         attempts.append(_attempt(phase, directory, None, timeout_s=timeout_s))
@@ -509,7 +588,11 @@ def soak_phase(phase: Phase, workdir: Path, kills: int, per_cycle: int, rng: ran
                   f"results equal {c.get('results', {}).get('equal')}", flush=True)
         if not c["finished"] or len(cycles) > 4 * kills:
             break
-    return {"settings": phase.settings, "reference": {"wall_s": ref["wall_s"], "work_start_s": ref["work_start_s"]},
+    return {"settings": phase.settings,
+            "reference": {"wall_s": ref["wall_s"], "work_start_s": round(ref["work_start_s"], 3),
+                          **({"steps": len(ref["steps_s"]), "training_s": [round(ref["steps_s"][0], 3),
+                                                                         round(ref["steps_s"][-1], 3)]}
+                             if "steps_s" in ref else {})},
             "cycles": cycles, "summary": summarise(cycles)}
 
 
@@ -522,6 +605,8 @@ def summarise(cycles: list[dict[str, Any]]) -> dict[str, Any]:
         "results_equal": all(c.get("results", {}).get("equal") for c in cycles),
         "unequal": sorted({u for c in cycles for u in c.get("results", {}).get("unequal", [])}),
         "other_differences": sorted({u for c in cycles for u in c.get("results", {}).get("other_differences", [])}),
+        "rounding_differences": sorted({u for c in cycles
+                                        for u in c.get("results", {}).get("rounding_differences", [])}),
         "kills_by_moment": dict(where),
     }
     calls = [c["calls"] for c in cycles if "calls" in c]
@@ -627,8 +712,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"steps repeated {s['steps_repeated']}, resumes from the last complete checkpoint "
                   f"{s['resumes_from_last_complete_checkpoint']}/{s['resumes_checked']}, adapter max |diff| "
                   f"{s['adapter_max_abs_diff']:.3g}"))
-        if s["unequal"] or s["other_differences"]:
-            print(f"  unequal: {s['unequal']}; other differences: {s['other_differences']}")
+        if s["unequal"] or s["other_differences"] or s["rounding_differences"]:
+            print(f"  unequal: {s['unequal']}; other differences: {s['other_differences']}; within 1e-9 relative: "
+                  f"{s['rounding_differences']}")
     print(f"total: {totals['kills']} kills, {totals['resumes']} resumes, passed {verdict} ({totals['wall_s']} s)")
     if args.out:
         print(f"wrote {C.write_result(args.out, data)}")
