@@ -290,6 +290,10 @@ def test_probe_curve_band_resamples_the_shared_test_examples_and_measures_seed_v
     once = _rung(data, "once")["extras"]["curve"]
     assert once["fit"]["uncertainty"] == JOINT and once["fit"]["run_sd"] is None
     assert "not included" in once["uncertainty"] and once["backtest"]["runs"] == 1
+    assert any("leaves out training-run variation" in w for w in once["warnings"])
+    assert not any("training-run variation" in w for w in curve["warnings"])
+    summary = outcome.summary_path.read_text()
+    assert "joint test-example bootstrap" in summary and "leaves out training-run variation" in summary
     assert once["backtest"]["measured_ci"] == [once["points"][-1]["test"]["low"], once["points"][-1]["test"]["high"]]
 
 

@@ -401,6 +401,9 @@ def _curve_summary(points: list[Any], rows: list[dict[str, Any]], ctx: PrepareCo
         return out
     out["model"] += f", {fit.uncertainty}"
     out["uncertainty"] = fit.uncertainty_note
+    if fit.run_sd is None:
+        out["warnings"].append("The band leaves out training-run variation (seed, subset draw): one run per size "
+                               "does not measure it; 'seeds: 2' or more in the curve's params puts it in.")
     out["fit"] = fit.to_json()
     out["forecast"] = forecast_examples(fit, target).to_json() if target is not None else None
     out["backtest"] = backtest(points, joint, seed=ctx.seed)
