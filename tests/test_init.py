@@ -203,3 +203,13 @@ def test_json_looking_cells_python_cannot_parse_are_not_objects(tmp_path):
         f"message {i},{huge if i % 2 else deep}\n" for i in range(6)), encoding="utf-8")
     _, spec = round_trip(tmp_path / "train.csv")
     assert spec.kind != "extraction"
+
+
+def test_object_keys_that_are_not_text_do_not_break_the_written_task(tmp_path):
+    # found by benchmarks/fuzz_inputs.py (seed 7): a CSV cell '{"\ud800": null}' put a lone surrogate into the
+    # instructions, and the task init wrote did not load; now it loads and the data error names the cell
+    (tmp_path / "train.csv").write_text('text,label\na,"{""\\ud800"": null}"\nb,"{""k\\nx"": 1}"\n', encoding="utf-8")
+    text, spec = round_trip(tmp_path / "train.csv", test_file=tmp_path / "train.csv")
+    assert spec.kind == "extraction" and "keys \\ud800, k\\nx." in spec.instructions
+    with pytest.raises(DataError, match=r"train\.csv: line 2 field 'label\.\\ud800' holds \\ud800"):
+        load_splits(spec)

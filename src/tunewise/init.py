@@ -206,7 +206,8 @@ def _instructions(inf: Inference) -> str:
     if inf.kind == "classification":
         return f"Read the {inf.input_field} and answer with the one {inf.output_field} that fits it best."
     if inf.kind == "extraction":
-        keys = ", ".join(inf.object_keys) or "fields shown in the examples"
+        # escaped: a key may hold a line break, or a lone surrogate a task file cannot store
+        keys = ", ".join(shown(key, None) for key in inf.object_keys) or "fields shown in the examples"
         return f"Read the {inf.input_field} and answer with a JSON object with the keys {keys}."
     return f"Read the {inf.input_field} and write the {inf.output_field}."
 
@@ -303,7 +304,7 @@ def infer_task_yaml(datafile: Path, *, test_file: Path | None = None) -> str:
         seen = {str(r.get(inf.output_field)) for _, r in records}
         found = _labels_file(datafile, seen)
         labels = _relative(found, base) if found is not None else None
-    name = base.resolve().name if datafile.stem.lower() in ("train", "data") else datafile.stem
+    name = shown(base.resolve().name if datafile.stem.lower() in ("train", "data") else datafile.stem, None)
     lines = _header(datafile, inf, test_rows) + [
         _entry("name", name or "task", "a name for reports"),
         _entry("kind", inf.kind, "classification, extraction or generation"),
