@@ -196,11 +196,12 @@ def test_learning_curve_trains_nested_subsets_and_forecasts(tiny_llama_dir, tmp_
     summary = outcome.summary_path.read_text()
     assert "## Learning curve: curve (finetune)" in summary and "Back-test: fitted on n = [12, 24, 36]" in summary
     assert "## Training (fine-tuning rungs)" in summary and "Forecast:" in summary
-    for name, sizes in (("curve", [12, 24, 36, 40]), ("pcurve", [8, 16, 32, 40])):
+    for name, sizes, runs in (("curve", [12, 24, 36, 40], 1), ("pcurve", [8, 16, 32, 40], 3)):
         r = _rung(data, name)
         assert r["status"] == "finished", r.get("error")
         curve = r["extras"]["curve"]
-        assert [p["n"] for p in curve["points"]] == sizes
+        assert [p["n"] for p in curve["points"]] == [n for n in sizes for _ in range(runs)]  # the probe: 3 seeds
+        assert [p["seed"] for p in curve["points"][-runs:]] == list(range(1, runs)) + [0]
         assert curve["target"] == 0.9 and curve["metric"] == "accuracy"
         assert curve["forecast"]["status"] in {"reached", "forecast", "out_of_reach"}
         assert curve["forecast"]["message"]
@@ -266,7 +267,7 @@ def test_probe_curve_band_resamples_the_shared_test_examples_and_measures_seed_v
 
     task = _noisy_task(tmp_path, "  - {name: pcurve, strategy: learning_curve, params: {of: probe, "
                        "sizes: [2, 4, 8, 10], seeds: 2}}\n  - {name: once, strategy: learning_curve, params: "
-                       "{of: probe, sizes: [2, 4, 8, 10]}}\n")
+                       "{of: probe, sizes: [2, 4, 8, 10], seeds: 1}}\n")
     outcome = run_task(load_task(task))
     data = json.loads(outcome.results_path.read_text())
     r = _rung(data, "pcurve")
@@ -339,3 +340,6 @@ def test_curve_training_work_counts_every_seed():
                                          params={"sizes": [2, 4, 8], **extra}), spec, train)
                   for extra in ({}, {"seeds": 3}))
     assert one[1] == 3 and three == (3 * one[0], 9)
+    probe = training_work(RungSpec(name="curve", strategy="learning_curve", params={"sizes": [2, 4, 8], "of": "probe"}),
+                          spec, train)
+    assert probe == three  # the probe's curve trains 3 runs a size unless it says otherwise

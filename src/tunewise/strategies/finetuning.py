@@ -11,7 +11,8 @@ forward per input, real probabilities) instead of the LM head.
 
 Strategy ``learning_curve`` trains ``finetune`` (or fits the embedding ``probe``) on nested
 subsets (for classification ``sizes`` per label, otherwise ``fractions`` of train), ``seeds`` times
-each (default 1: the task's seed; more measure the training-run variation, seed and subset draw),
+each (the task's seed, then the next ones: default 3 for the probe, 1 for fine-tuning; more than one
+measures the training-run variation, seed and subset draw),
 scores each run on the test split, fits an inverse power law and forecasts the number of labelled
 examples the target needs. Every point is scored on the same test examples, so the band comes from
 a bootstrap that resamples those examples jointly over the points (each point's per-example scores:
@@ -256,6 +257,8 @@ def training_work(rung: Any, spec: Any, train: Sequence[Any]) -> tuple[float, in
 # --- learning curves ------------------------------------------------------------------------
 
 _CURVE_KEYS = ("of", "sizes", "fractions", "include_all", "seeds")
+#: training runs per size when a curve does not say (``seeds``)
+DEFAULT_CURVE_SEEDS = {"probe": 3, "finetune": 1}
 
 
 @register("learning_curve")
@@ -304,8 +307,9 @@ def prepare_learning_curve(rung: Any, ctx: PrepareContext) -> Candidate:
 
 
 def _curve_seeds(rung_name: str, params: dict[str, Any], seed: int) -> list[int]:
-    """The training seeds of every size: ``seeds`` runs, the task's seed last (then seed + 1, seed + 2...)."""
-    count = params.get("seeds", 1)
+    """The training seeds of every size: ``seeds`` runs (default: 3 for the cheap probe, so its band carries the
+    measured run-to-run variation; 1 for fine-tuning), the task's seed last (then seed + 1, seed + 2...)."""
+    count = params.get("seeds", DEFAULT_CURVE_SEEDS.get(params.get("of", "finetune"), 1))
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise TaskSpecError(f"rung '{rung_name}': 'seeds' must be a whole number of training runs per size "
                             f"(1 or more), not {count!r}.")
