@@ -237,6 +237,15 @@ def _n(v: float) -> str:
     return f"{v:,.0f}"
 
 
+def _where(summary: dict[str, Any]) -> str:
+    """``{"training": 10, "after results.json (report, version)": 2}`` -> "10 during training, 2 after results.json"."""
+    def phrase(w: str) -> str:
+        w = w.split(" (")[0]
+        return f"during {w}" if w in ("training", "scoring") else w
+
+    return ", ".join(f"{n} {phrase(w)}" for w, n in sorted(summary["kills_by_moment"].items(), key=lambda x: -x[1]))
+
+
 def _kill_sentence(k: dict[str, Any]) -> str:
     t, ph = k["totals"], k["phases"]
     env = k["environment"]
@@ -249,20 +258,20 @@ def _kill_sentence(k: dict[str, Any]) -> str:
     if p:
         s = p["summary"]
         parts.append(
-            f"Prompt scoring ({len(p['settings']['rungs'])} rungs on the fake backend, {p['settings']['test']} test "
-            f"examples, {s['cycles']} cycles): {s['kills']} kills, {_n(s['calls_served'])} model calls served, "
-            f"{s['repeated_not_in_flight']} served twice apart from the call in flight at a kill "
-            f"({s['repeated_in_flight']} such), {s['missing']} missing; rung statuses, metrics, predictions, "
+            f"Prompt scoring (knn and {len(p['settings']['rungs']) - 1} prompt rungs on the fake backend, "
+            f"{p['settings']['test']} test examples, {s['cycles']} cycles): {s['kills']} kills ({_where(s)}), "
+            f"{_n(s['calls_served'])} model calls served, {s['repeated_not_in_flight']} of them twice (besides "
+            f"{s['repeated_in_flight']} in flight at a kill), {s['missing']} missing; rung statuses, metrics, predictions, "
             f"comparisons, decision and versions {'equal to' if s['results_equal'] else 'DIFFERENT from'} the "
             f"uninterrupted run's in every cycle.")
     tr = ph.get("training")
     if tr:
         s = tr["summary"]
-        where = ", ".join(f"{n} {w}" for w, n in sorted(s["kills_by_moment"].items(), key=lambda x: -x[1]))
         parts.append(
             f"Training (knn and a LoRA rung with early stopping on a tiny random Llama, {s['cycles']} cycles): "
-            f"{s['kills']} kills ({where}); training resumed from the newest complete checkpoint "
-            f"{s['resumes_from_last_complete_checkpoint']} of {s['resumes_checked']} times, "
+            f"{s['kills']} kills ({_where(s)}); {s['resumes_from_last_complete_checkpoint']} of "
+            f"{s['resumes_checked']} trainer starts began from the newest complete checkpoint on disk (none at a "
+            f"fresh start), "
             f"{s['steps_repeated']} optimiser steps trained twice in all (at most {s['max_steps_lost_per_kill']} "
             f"lost to one kill), the final adapter "
             + ("bit-identical to the reference's" if s["adapter_bit_identical"]
