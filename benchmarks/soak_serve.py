@@ -11,8 +11,8 @@ port, admin token from the environment). Then:
   promote the other, roll back, ... with ``--pause`` seconds between moves, through ``POST
   /admin/promote`` / ``/admin/rollback``; every ``--cli-every`` moves, one promotion and its rollback go
   through the CLI instead (``tunewise versions promote|rollback --store STORE``: another process writing
-  the store, which the server reads again within a second). The first move is such a CLI promotion, of a
-  version the server has not loaded: the requests that follow load it.
+  the store, which the server reads again within a second). The second promotion is such a CLI move, of
+  a version the server has not loaded: the requests that follow load it.
 
 Counted: failed requests (any status other than 200, or a transport error: the soak requires zero),
 which version answered each request, moves and failed moves, latency percentiles and throughput.
@@ -142,9 +142,10 @@ class Switcher(threading.Thread):
             while not self.stop.is_set():
                 action = "promote" if n % 2 == 0 else "rollback"
                 target = others[(n // 2) % len(others)] if action == "promote" else None
-                # every cli_every moves a promotion and its rollback go through the CLI, starting with the
-                # first move: a version never loaded is promoted by another process, and the requests load it
-                via = "cli" if self.cli_every and (n // 2) % max(1, self.cli_every // 2) == 0 else "http"
+                # every cli_every moves a promotion and its rollback go through the CLI, starting with the second
+                # promotion: a version never loaded is promoted by another process, and the requests load it
+                every = max(1, self.cli_every // 2)
+                via = "cli" if self.cli_every and (n // 2) % every == 1 % every else "http"
                 sent = time.monotonic()
                 ok, version, detail = self._cli(action, target) if via == "cli" else self._http(client, action, target)
                 done = time.monotonic()
