@@ -194,3 +194,37 @@ def test_joint_bootstrap_checks_its_inputs_and_ignores_point_order():
         fit_learning_curve(pts[:3] + [dataclasses.replace(pts[3], n_test=199)], test_stats=stats)
     with pytest.raises(ValueError, match="not its value"):
         fit_learning_curve(pts, test_stats=[stats[1], stats[0], *stats[2:]])
+
+
+def test_back_test_band_on_the_same_test_examples_carries_run_variation():
+    """A back-test compares runs scored on the test examples the fitted points were scored on: the test set's
+    shift is common to both sides, each run varies on its own. With one run a size, the band assumes each run
+    varies by its test se (true in this simulation) and covers near 95%; the old band, which adds nothing for
+    the held run's own variation, covers less."""
+    from tunewise.training.curves import SAME_TEST
+
+    rng = np.random.default_rng(3)
+    ns, held, n_test, sims = [50, 100, 200], 400, 300, 150
+    covered = {"same_test": 0, "before": 0}
+    for s in range(sims):
+        shift = rng.normal(0, 0.02)  # this test set's own offset, shared by every run scored on it
+
+        def run(n: int) -> float:
+            return _true(n) + shift + rng.normal(0, math.sqrt(_true(n) * (1 - _true(n)) / n_test))
+
+        pts = [CurvePoint(n, run(n), n_test=n_test) for n in ns]
+        measured = run(held)
+        same = fit_learning_curve(pts, seed=s, n_boot=150, test_noise=False)
+        assert same.uncertainty == SAME_TEST and same.run_sd_assumed and same.run_sd is None
+        lo, hi = same.band([held], runs=1)
+        covered["same_test"] += bool(lo[0] <= measured <= hi[0])
+        lo, hi = fit_learning_curve(pts, seed=s, n_boot=150).band([held])
+        covered["before"] += bool(lo[0] <= measured <= hi[0])
+    coverage = {k: v / sims for k, v in covered.items()}
+    assert 0.9 <= coverage["same_test"] <= 0.99 and coverage["before"] < coverage["same_test"] - 0.04, coverage
+    assert "assumed, not measured" in same.uncertainty_note
+    lo0, hi0 = same.band([held])
+    lo1, hi1 = same.band([held], runs=1)
+    assert hi1[0] - lo1[0] > hi0[0] - lo0[0]  # a run at the held size adds its own variation to the curve's band
+    with pytest.raises(ValueError, match="takes none"):
+        fit_learning_curve(pts, test_noise=False, test_stats=[lambda rows: rows.mean(1)] * 3)
