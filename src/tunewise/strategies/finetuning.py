@@ -414,11 +414,16 @@ def _curve_summary(points: list[Any], rows: list[dict[str, Any]], ctx: PrepareCo
     return out
 
 
-def backtest(points: Sequence[Any], stats: Sequence[Any] | None = None, *, seed: int = 0,
-             n_boot: int = 300) -> dict[str, Any] | None:
-    """Fit without the largest size and forecast what its runs measure: the band is for the mean of those runs
-    (the curve's band plus their between-run deviation where repeated sizes measure it). None when fewer than
-    3 smaller sizes remain."""
+def backtest(points: Sequence[Any], stats: Sequence[Any] | None = None, *, seed: int = 0, n_boot: int = 300,
+             band: str = "same_test") -> dict[str, Any] | None:
+    """Fit without the largest size and forecast what its runs measure. None when fewer than 3 smaller sizes remain.
+
+    ``band``: ``same_test`` (the rung's): the runs are scored on the test examples the fitted points were scored
+    on, so the test set's sampling noise is common to both sides and left out; the band carries run-to-run
+    variation (measured from repeated sizes, else assumed equal to each point's test se) in the fit and in the
+    mean of the held runs. ``joint``: the curve's own band (test examples resampled jointly) plus the held runs'
+    measured variation. ``parametric``: the band before, points redrawn independently, nothing added.
+    """
     import numpy as np
 
     from ..training.curves import fit_learning_curve
@@ -428,12 +433,20 @@ def backtest(points: Sequence[Any], stats: Sequence[Any] | None = None, *, seed:
     held = [i for i, p in enumerate(points) if p.n == n_held]
     if len({points[i].n for i in keep}) < 3:
         return None
+    kept = [points[i] for i in keep]
     try:
-        small = fit_learning_curve([points[i] for i in keep], seed=seed, n_boot=n_boot,
-                                   test_stats=None if stats is None else [stats[i] for i in keep])
+        if band == "same_test":
+            small = fit_learning_curve(kept, seed=seed, n_boot=n_boot, test_noise=False)
+        elif band == "joint":
+            small = fit_learning_curve(kept, seed=seed, n_boot=n_boot,
+                                       test_stats=None if stats is None else [stats[i] for i in keep])
+        elif band == "parametric":
+            small = fit_learning_curve(kept, seed=seed, n_boot=n_boot)
+        else:
+            raise TaskSpecError(f"unknown back-test band {band!r}")
     except ValueError:
         return None
-    low, high = small.band([n_held], runs=len(held))
+    low, high = small.band([n_held], runs=0 if band == "parametric" else len(held))
     measured = float(np.mean([points[i].value for i in held]))
     if len(held) == 1:
         measured_ci = [points[held[0]].low, points[held[0]].high]
@@ -446,7 +459,7 @@ def backtest(points: Sequence[Any], stats: Sequence[Any] | None = None, *, seed:
     return {"n": n_held, "measured": measured, "measured_ci": measured_ci, "runs": len(held),
             "measured_runs": [points[i].value for i in held], "forecast": float(small.predict([n_held])[0]),
             "forecast_band": [float(low[0]), float(high[0])], "band_uncertainty": small.uncertainty,
-            "band_includes_run_variation": small.run_sd is not None,
+            "band_note": small.uncertainty_note, "run_sd": small.run_sd, "run_sd_assumed": small.run_sd_assumed,
             "covered": bool(low[0] <= measured <= high[0]), "fitted_on": sorted({points[i].n for i in keep})}
 
 

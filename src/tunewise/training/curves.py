@@ -25,11 +25,18 @@ them each replicate redraws every point independently from its own sampling dist
 parametric bootstrap, too narrow when the points share test examples (tests/test_curves.py,
 benchmarks/bench_curve_coverage.py). Training-run variation (seed, subset draw) is included where it is
 measured: points that repeat a training size are runs of their own, their pooled within-size standard
-deviation is ``run_sd``, every replicate perturbs every point by a normal draw with that sd, and
-``band(n, runs=k)`` adds the deviation of the mean of k new runs (to compare with measured runs, as a
-back-test does). With one run per size it is not measured and not included (``run_sd`` is None). Values are
-clipped to [0, ceiling]; failed refits are skipped; intervals are 95% percentile intervals over the refits,
-deterministic for a seed. ``CurveFit.band`` (``runs=0``) is a band for the fitted curve, the metric's
+deviation is ``run_sd``, and every replicate perturbs every point by a normal draw with that sd. With one run
+per size it is not measured and the curve's band leaves it out (``run_sd`` is None).
+
+``test_noise=False`` asks instead what runs would measure *on the same test examples* (a back-test): the test
+set's sampling noise is common to the fitted points and to the runs compared with the forecast, so it is left
+out and only run-to-run variation moves the points: the measured ``run_sd``, or, with one run per size, an
+*assumed* one equal to each point's test standard error (``run_sd_assumed``; on the bundled tasks' probe
+curves the measured between-run sd was of that size, see the benchmark). In both modes ``band(n, runs=k)``
+adds the deviation of the mean of k new runs at n (measured or assumed sd) to the curve's band.
+
+Values are clipped to [0, ceiling]; failed refits are skipped; intervals are 95% percentile intervals over the
+refits, deterministic for a seed. ``CurveFit.band`` (``runs=0``) is a band for the fitted curve, the metric's
 expected value at n. Undefined quantities are None in ``to_json`` (NaN in arrays). Too few distinct n raise
 ValueError; ``Forecast.insufficient`` builds the matching "insufficient_points" forecast.
 
@@ -52,7 +59,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from ..formats import pct
 
 __all__ = ["CurvePoint", "CurveFit", "Forecast", "fit_learning_curve", "forecast_examples", "mean_statistic",
-           "BatchStatistic", "JOINT", "PARAMETRIC"]
+           "BatchStatistic", "JOINT", "PARAMETRIC", "SAME_TEST"]
 
 _MODEL = "inverse_power_law"
 _C_MAX = 3.0
@@ -64,6 +71,7 @@ _GOLDEN_STEPS = 30
 _ROWS_PER_CHUNK = 1 << 22  # test-example indices drawn at once by the joint bootstrap
 JOINT = "joint test-example bootstrap"
 PARAMETRIC = "parametric bootstrap, points independent"
+SAME_TEST = "run-to-run variation on the same test examples"
 
 # rows of test-example indices (r, n_test) -> the metric on each row (r,)
 BatchStatistic = Callable[[np.ndarray], np.ndarray]
@@ -107,37 +115,53 @@ class CurveFit:
     ceiling: float = 1.0
     boot_params: np.ndarray = field(default_factory=lambda: np.empty((0, 3)), repr=False, compare=False)
     uncertainty: str = PARAMETRIC
-    run_sd: float | None = None  # pooled between-run sd at repeated sizes; None: not measured, not included
+    run_sd: float | None = None  # pooled between-run sd at repeated sizes; None: not measured
     run_sd_dof: int = 0
     run_draws: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
+    run_sd_assumed: bool = False  # one run a size, test_noise=False: each run's sd taken as its test se
+    n_test: int | None = None  # the points' common test size (an assumed run's sd at n is the binomial se there)
 
     def predict(self, n: Any) -> np.ndarray:
         return _curve(np.asarray(n, dtype=float), self.params["a"], self.params["b"], self.params["c"])
 
     def band(self, n: Any, alpha: float = 0.05, *, runs: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The (1 - alpha) band of the curve at ``n``; ``runs=k``: of the mean of k new training runs at ``n``
-        (the curve plus their between-run deviation, when ``run_sd`` was measured)."""
+        (the curve plus their between-run deviation, measured or assumed; none when neither)."""
         x = np.asarray(n, dtype=float)
         if len(self.boot_params) == 0:
             nan = np.full(x.shape, np.nan)
             return nan, nan.copy()
         a, b, c = (self.boot_params[:, i].reshape((-1,) + (1,) * x.ndim) for i in range(3))
         preds = _curve(x[None, ...], a, b, c)
-        if runs > 0 and self.run_sd and len(self.run_draws) == len(preds):
-            noise = self.run_sd / math.sqrt(runs) * self.run_draws.reshape((-1,) + (1,) * x.ndim)
+        if runs > 0 and len(self.run_draws) == len(preds):
+            if self.run_sd is not None:
+                sd: Any = self.run_sd
+            elif self.run_sd_assumed and self.n_test:
+                p = np.clip(preds, 0.5 / self.n_test, 1 - 0.5 / self.n_test)
+                sd = np.sqrt(p * (1 - p) / self.n_test)
+            elif self.run_sd_assumed:
+                sd = float(np.median([_point_se(pt) for pt in self.points]))
+            else:
+                sd = 0.0
+            noise = sd / math.sqrt(runs) * self.run_draws.reshape((-1,) + (1,) * x.ndim)
             preds = np.clip(preds + noise, 0.0, self.ceiling)
         return np.quantile(preds, alpha / 2, axis=0), np.quantile(preds, 1 - alpha / 2, axis=0)
 
     @property
     def uncertainty_note(self) -> str:
         """What the band carries, in words."""
-        what = ("test sampling noise, resampled jointly over the test examples every point shares, and the fit's "
-                "instability" if self.uncertainty == JOINT else
-                "each point's own sampling noise, drawn independently for every point (points scored on shared "
-                "test examples make this band too narrow), and the fit's instability")
+        what = {JOINT: "test sampling noise, resampled jointly over the test examples every point shares, and the "
+                       "fit's instability",
+                PARAMETRIC: "each point's own sampling noise, drawn independently for every point (points scored "
+                            "on shared test examples make this band too narrow), and the fit's instability",
+                SAME_TEST: "what runs would measure on the same test examples (the test set's own sampling noise, "
+                           "common to every point, left out) and the fit's instability"}[self.uncertainty]
         if self.run_sd is not None:
             runs = (f"; training-run variation (seed, subset) measured from repeated sizes: sd "
                     f"{pct(self.run_sd, digits=2)} points ({self.run_sd_dof} degrees of freedom)")
+        elif self.run_sd_assumed:
+            runs = ("; training-run variation (seed, subset) is assumed, not measured: one run a size, each taken "
+                    "to vary by its test standard error")
         else:
             runs = "; training-run variation (seed, subset) is not included: one run per size does not measure it"
         return f"The 95% band carries {what}{runs}."
@@ -148,6 +172,7 @@ class CurveFit:
                 "points": [p.to_json() for p in self.points], "residual_rmse": _none_if_nan(self.residual_rmse),
                 "n_boot": int(self.n_boot), "ceiling": float(self.ceiling), "uncertainty": self.uncertainty,
                 "run_sd": _none_if_nan(self.run_sd), "run_sd_dof": int(self.run_sd_dof),
+                "run_sd_assumed": self.run_sd_assumed,
                 "uncertainty_note": self.uncertainty_note}
 
 
@@ -273,6 +298,16 @@ def _run_sd(n: np.ndarray, y: np.ndarray) -> tuple[float | None, int]:
     return (math.sqrt(ss / dof), dof) if dof else (None, 0)
 
 
+def _point_se(p: CurvePoint) -> float:
+    """A point's test standard error: binomial from ``n_test``, else from its 95% CI; NaN when neither is known."""
+    if p.n_test is not None and p.n_test > 0:
+        q = min(max(p.value, 0.5 / p.n_test), 1 - 0.5 / p.n_test)
+        return math.sqrt(q * (1 - q) / p.n_test)
+    if p.low is not None and p.high is not None and p.high > p.low:
+        return (p.high - p.low) / (2 * 1.959964)
+    return math.nan
+
+
 def _joint_replicates(stats: Sequence[BatchStatistic], n_test: int, n_boot: int,
                       rng: np.random.Generator) -> np.ndarray:
     """(n_boot, points): every point rescored on the same resampled test examples, replicate by replicate."""
@@ -285,12 +320,16 @@ def _joint_replicates(stats: Sequence[BatchStatistic], n_test: int, n_boot: int,
 
 
 def fit_learning_curve(points: Sequence[CurvePoint], *, seed: int = 0, n_boot: int = 300, ceiling: float = 1.0,
-                       test_stats: Sequence[BatchStatistic] | None = None) -> CurveFit:
+                       test_stats: Sequence[BatchStatistic] | None = None, test_noise: bool = True) -> CurveFit:
     """Fit value(n) = a - b * n**(-c) to ``points`` with a bootstrap band (see module doc).
 
     ``test_stats``: one statistic per point (in the order of ``points``), all over the same test examples
     (every point's ``n_test``, which must agree); then the test examples are resampled jointly.
+    ``test_noise=False``: the band is for runs measured on the same test examples (only run-to-run variation,
+    measured or assumed, moves the points); it takes no ``test_stats``.
     """
+    if test_stats is not None and not test_noise:
+        raise ValueError("test_stats resample the test examples; a band without test noise takes none")
     if test_stats is not None and len(test_stats) != len(points):
         raise ValueError(f"test_stats needs one statistic per point: got {len(test_stats)} for {len(points)} points")
     order = sorted(range(len(points)), key=lambda i: points[i].n)
@@ -319,15 +358,9 @@ def fit_learning_curve(points: Sequence[CurvePoint], *, seed: int = 0, n_boot: i
     y = np.array([p.value for p in pts], dtype=float)
     n_ref = float(np.exp(np.mean(np.log(n))))  # rescale n for conditioning: b = B * n_ref**c
     u = n / n_ref
-    se = np.full(len(pts), np.nan)
+    se = np.array([_point_se(p) for p in pts])
     binom = np.array([p.n_test is not None and p.n_test > 0 for p in pts])
-    p_sim = np.zeros(len(pts))
-    for i, p in enumerate(pts):
-        if binom[i]:
-            p_sim[i] = min(max(p.value, 0.5 / p.n_test), 1 - 0.5 / p.n_test)
-            se[i] = math.sqrt(p_sim[i] * (1 - p_sim[i]) / p.n_test)
-        elif p.low is not None and p.high is not None and p.high > p.low:
-            se[i] = (p.high - p.low) / (2 * 1.959964)
+    p_sim = np.array([min(max(p.value, 0.5 / p.n_test), 1 - 0.5 / p.n_test) if b else 0.0 for p, b in zip(pts, binom)])
     known = np.isfinite(se)
     sigma = None
     if known.any():
@@ -337,29 +370,34 @@ def fit_learning_curve(points: Sequence[CurvePoint], *, seed: int = 0, n_boot: i
     resid = y - _curve(u, a, bb, c)
     rmse = float(np.sqrt(np.mean(resid**2)))
     run_sd, run_dof = _run_sd(n, y)
+    if sigma is None:
+        dof = max(len(y) - 3, 1)
+        sim_se = np.full(len(y), max(float(np.sqrt(np.sum(resid**2) / dof)), _RESID_SE_FLOOR))
+    else:
+        sim_se = sigma
     rng = np.random.default_rng(seed)
     reps = max(int(n_boot), 0)
-    if stats is not None:
+    if not test_noise:
+        ys = np.repeat(y[None, :], reps, axis=0)
+    elif stats is not None:
         ys = _joint_replicates(stats, n_shared, reps, rng)
     else:
-        if sigma is None:
-            dof = max(len(y) - 3, 1)
-            sim_se = np.full(len(y), max(float(np.sqrt(np.sum(resid**2) / dof)), _RESID_SE_FLOOR))
-        else:
-            sim_se = sigma
         ys = y + sim_se * rng.standard_normal((reps, len(y)))
         if binom.any():
             n_tests = np.array([p.n_test for p, b in zip(pts, binom) if b], dtype=np.int64)
             ys[:, binom] = rng.binomial(n_tests, p_sim[binom], size=(reps, int(binom.sum()))) / n_tests
-    if run_sd:
-        ys = ys + run_sd * rng.standard_normal(ys.shape)
+    assumed = not test_noise and run_sd is None
+    if run_sd or assumed:
+        ys = ys + (sim_se if assumed else run_sd) * rng.standard_normal(ys.shape)
     ys = np.clip(ys, 0.0, ceiling)
     w = np.ones_like(y) if sigma is None else sigma**-2.0
     fitted = _fit_rows(u, ys, w, ceiling) if reps else np.empty((0, 3))
     keep = np.all(np.isfinite(fitted), axis=1)
     boot_arr = np.column_stack([fitted[keep, 0], fitted[keep, 1] * n_ref ** fitted[keep, 2], fitted[keep, 2]])
     boot_arr = boot_arr[np.all(np.isfinite(boot_arr), axis=1)]
-    run_draws = rng.standard_normal(len(boot_arr)) if run_sd else np.empty(0)
+    run_draws = rng.standard_normal(len(boot_arr)) if run_sd or assumed else np.empty(0)
+    tests = {p.n_test for p in pts}
+    n_test = next(iter(tests)) if len(tests) == 1 and next(iter(tests)) else None
     names = ("a", "b", "c")
     if len(boot_arr):
         q = np.quantile(boot_arr, [0.025, 0.975], axis=0)
@@ -367,8 +405,9 @@ def fit_learning_curve(points: Sequence[CurvePoint], *, seed: int = 0, n_boot: i
     else:
         ci = {k: (math.nan, math.nan) for k in names}
     params = {"a": a, "b": bb * n_ref**c, "c": c}
-    return CurveFit(_MODEL, params, ci, pts, rmse, len(boot_arr), float(ceiling), boot_arr,
-                    JOINT if stats is not None else PARAMETRIC, run_sd, run_dof, run_draws)
+    kind = SAME_TEST if not test_noise else JOINT if stats is not None else PARAMETRIC
+    return CurveFit(_MODEL, params, ci, pts, rmse, len(boot_arr), float(ceiling), boot_arr, kind, run_sd, run_dof,
+                    run_draws, assumed, n_test)
 
 
 def _fmt_pct(x: float) -> str:
