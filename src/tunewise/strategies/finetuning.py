@@ -18,7 +18,9 @@ examples the target needs. Every point is scored on the same test examples, so t
 a bootstrap that resamples those examples jointly over the points (each point's per-example scores:
 correctness, or field counts for extraction) and refits, plus the between-run spread where seeds
 measure it (``tunewise.training.curves``). It also back-tests the fit: the curve fitted without the
-largest size forecasts what the runs at that size measure, with a band for those runs. Artifacts
+largest size forecasts what the runs at that size measure, on the same test examples, so that band
+carries run-to-run variation (measured, or assumed equal to the test se with one run a size) and not
+the test set's shared sampling noise. Artifacts
 are keyed by content (base model, settings, examples, prompt, seed), so a curve point and a
 ``lora`` rung with the same configuration share one training run.
 
