@@ -263,7 +263,7 @@ def _noisy_task(tmp_path: Path, rungs: str, n_train: int = 160, n_test: int = 80
 def test_probe_curve_band_resamples_the_shared_test_examples_and_measures_seed_variation(tmp_path):
     """Issue 13.4: every point is scored on the same test examples, so the band resamples them jointly; with
     ``seeds`` each size is trained that many times and the between-run spread widens the back-test's band."""
-    from tunewise.training.curves import JOINT, SAME_TEST
+    from tunewise.training.curves import JOINT
 
     task = _noisy_task(tmp_path, "  - {name: pcurve, strategy: learning_curve, params: {of: probe, "
                        "sizes: [2, 4, 8, 10], seeds: 2}}\n  - {name: once, strategy: learning_curve, params: "
@@ -283,9 +283,9 @@ def test_probe_curve_band_resamples_the_shared_test_examples_and_measures_seed_v
     back = curve["backtest"]
     assert back["runs"] == 2 and back["measured_runs"] == [values[1][-1], values[0][-1]]
     assert back["measured"] == pytest.approx(sum(back["measured_runs"]) / 2)
-    # the back-test compares runs on the same test examples: their sampling noise is common to both sides, left
-    # out; the band carries the measured run-to-run variation (the 3 fitted sizes' 2 runs: 3 dof)
-    assert pooled > 0 and back["band_uncertainty"] == SAME_TEST and back["run_sd_assumed"] is False
+    # the back-test's band: the curve's (fitted on the 3 smaller sizes' 2 runs: 3 dof of run variation) plus the
+    # held runs' own measured variation
+    assert pooled > 0 and back["band_uncertainty"] == JOINT and back["run_sd_assumed"] is False
     kept = {s: [p["test"]["value"] for p in curve["points"] if p["seed"] == s][:3] for s in (0, 1)}
     kept_sd = (sum((a - b) ** 2 / 2 for a, b in zip(kept[0], kept[1])) / 3) ** 0.5
     assert back["run_sd"] == pytest.approx(kept_sd) and "measured from repeated sizes" in back["band_note"]
@@ -294,18 +294,18 @@ def test_probe_curve_band_resamples_the_shared_test_examples_and_measures_seed_v
     lo_m, hi_m = back["measured_ci"]
     assert lo_m <= back["measured"] <= hi_m
     once = _rung(data, "once")["extras"]["curve"]
-    assert once["fit"]["uncertainty"] == JOINT and once["fit"]["run_sd"] is None
-    assert "not included" in once["uncertainty"] and once["backtest"]["runs"] == 1
-    # one run a size: the back-test's band assumes each run varies by its test standard error, and says so
+    assert once["fit"]["uncertainty"] == JOINT and once["fit"]["run_sd"] is None and once["fit"]["run_sd_assumed"]
+    assert "assumed, not measured" in once["uncertainty"] and once["backtest"]["runs"] == 1
+    # one run a size: the bands assume each run varies by its test standard error, and say so
     assert once["backtest"]["run_sd_assumed"] is True and once["backtest"]["run_sd"] is None
     assert "assumed, not measured" in once["backtest"]["band_note"]
     low1, high1 = once["backtest"]["forecast_band"]
     f = once["backtest"]["forecast"]
     assert high1 - low1 >= 0.9 * 2 * 1.96 * (f * (1 - f) / 80) ** 0.5  # at least the held run's own assumed spread
-    assert any("leaves out training-run variation" in w for w in once["warnings"])
+    assert any("does not measure training-run variation" in w and "assumes" in w for w in once["warnings"])
     assert not any("training-run variation" in w for w in curve["warnings"])
     summary = outcome.summary_path.read_text()
-    assert "joint test-example bootstrap" in summary and "leaves out training-run variation" in summary
+    assert "joint test-example bootstrap" in summary and "does not measure training-run variation" in summary
     assert once["backtest"]["measured_ci"] == [once["points"][-1]["test"]["low"], once["points"][-1]["test"]["high"]]
 
 
