@@ -17,10 +17,10 @@ scores each run on the test split, fits an inverse power law and forecasts the n
 examples the target needs. Every point is scored on the same test examples, so the band comes from
 a bootstrap that resamples those examples jointly over the points (each point's per-example scores:
 correctness, or field counts for extraction) and refits, plus the between-run spread where seeds
-measure it (``tunewise.training.curves``). It also back-tests the fit: the curve fitted without the
-largest size forecasts what the runs at that size measure, on the same test examples, so that band
-carries run-to-run variation (measured, or assumed equal to the test se with one run a size) and not
-the test set's shared sampling noise. Artifacts
+measure it (with one run a size, each run is assumed to vary by its test se, and the curve says so;
+``tunewise.training.curves``). It also back-tests the fit: the curve fitted without the largest size
+forecasts what the runs at that size measure, with the curve's band plus those runs' own variation.
+Artifacts
 are keyed by content (base model, settings, examples, prompt, seed), so a curve point and a
 ``lora`` rung with the same configuration share one training run.
 
@@ -407,9 +407,12 @@ def _curve_summary(points: list[Any], rows: list[dict[str, Any]], ctx: PrepareCo
         return out
     out["model"] += f", {fit.uncertainty}"
     out["uncertainty"] = fit.uncertainty_note
-    if fit.run_sd is None:
-        out["warnings"].append("The band leaves out training-run variation (seed, subset draw): one run per size "
-                               "does not measure it; 'seeds: 2' or more in the curve's params puts it in.")
+    if fit.run_sd_assumed:
+        out["warnings"].append("One run a size does not measure training-run variation (seed, subset draw): the band "
+                               "assumes each run varies by its test standard error; 'seeds: 2' or more measures it.")
+    elif fit.run_sd is None:
+        out["warnings"].append("The band leaves out training-run variation (seed, subset draw): one run a size does "
+                               "not measure it; 'seeds: 2' or more in the curve's params puts it in.")
     out["fit"] = fit.to_json()
     out["forecast"] = forecast_examples(fit, target).to_json() if target is not None else None
     out["backtest"] = backtest(points, joint, seed=ctx.seed)
@@ -417,14 +420,13 @@ def _curve_summary(points: list[Any], rows: list[dict[str, Any]], ctx: PrepareCo
 
 
 def backtest(points: Sequence[Any], stats: Sequence[Any] | None = None, *, seed: int = 0, n_boot: int = 300,
-             band: str = "same_test") -> dict[str, Any] | None:
+             band: str = "joint") -> dict[str, Any] | None:
     """Fit without the largest size and forecast what its runs measure. None when fewer than 3 smaller sizes remain.
 
-    ``band``: ``same_test`` (the rung's): the runs are scored on the test examples the fitted points were scored
-    on, so the test set's sampling noise is common to both sides and left out; the band carries run-to-run
-    variation (measured from repeated sizes, else assumed equal to each point's test se) in the fit and in the
-    mean of the held runs. ``joint``: the curve's own band (test examples resampled jointly) plus the held runs'
-    measured variation. ``parametric``: the band before, points redrawn independently, nothing added.
+    ``band``: ``joint`` (the rung's): the curve's band (test examples resampled jointly with ``stats``, run-to-run
+    variation measured from repeated sizes or assumed) plus the held runs' own variation; ``joint_no_runs``: the
+    same without run-to-run variation where it is not measured; ``parametric``: the band before, points redrawn
+    independently, nothing added.
     """
     import numpy as np
 
@@ -437,10 +439,8 @@ def backtest(points: Sequence[Any], stats: Sequence[Any] | None = None, *, seed:
         return None
     kept = [points[i] for i in keep]
     try:
-        if band == "same_test":
-            small = fit_learning_curve(kept, seed=seed, n_boot=n_boot, test_noise=False)
-        elif band == "joint":
-            small = fit_learning_curve(kept, seed=seed, n_boot=n_boot,
+        if band in ("joint", "joint_no_runs"):
+            small = fit_learning_curve(kept, seed=seed, n_boot=n_boot, assume_run_sd=band == "joint",
                                        test_stats=None if stats is None else [stats[i] for i in keep])
         elif band == "parametric":
             small = fit_learning_curve(kept, seed=seed, n_boot=n_boot)

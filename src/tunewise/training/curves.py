@@ -23,17 +23,15 @@ band carries the test-sampling noise with its correlation across points and the 
 them each replicate redraws every point independently from its own sampling distribution (binomial with
 ``n_test``, else normal with the CI-derived se, else normal with the residual se, floored at 0.005): the
 parametric bootstrap, too narrow when the points share test examples (tests/test_curves.py,
-benchmarks/bench_curve_coverage.py). Training-run variation (seed, subset draw) is included where it is
-measured: points that repeat a training size are runs of their own, their pooled within-size standard
-deviation is ``run_sd``, and every replicate perturbs every point by a normal draw with that sd. With one run
-per size it is not measured and the curve's band leaves it out (``run_sd`` is None).
-
-``test_noise=False`` asks instead what runs would measure *on the same test examples* (a back-test): the test
-set's sampling noise is common to the fitted points and to the runs compared with the forecast, so it is left
-out and only run-to-run variation moves the points: the measured ``run_sd``, or, with one run per size, an
-*assumed* one equal to each point's test standard error (``run_sd_assumed``; on the bundled tasks' probe
-curves the measured between-run sd was of that size, see the benchmark). In both modes ``band(n, runs=k)``
-adds the deviation of the mean of k new runs at n (measured or assumed sd) to the curve's band.
+benchmarks/bench_curve_coverage.py). Training-run variation (seed, subset draw) moves every point too: points
+that repeat a training size are runs of their own, their pooled within-size standard deviation is ``run_sd``,
+and every replicate perturbs every point by a normal draw with that sd. With one run a size it is not measured:
+the joint bootstrap then *assumes* each run varies by its point's test standard error (``run_sd_assumed``; on
+the bundled tasks' probe curves the measured between-run sd was 0.6 to 1.2 times that, see the benchmark), and
+``assume_run_sd=False`` leaves it out instead. (The parametric bootstrap already moves every point
+independently by its test se, so nothing is assumed there.) ``band(n, runs=k)`` adds the deviation of the mean
+of k new runs at n (measured or assumed sd) to the curve's band: the band a back-test compares with the runs
+it measured.
 
 Values are clipped to [0, ceiling]; failed refits are skipped; intervals are 95% percentile intervals over the
 refits, deterministic for a seed. ``CurveFit.band`` (``runs=0``) is a band for the fitted curve, the metric's
@@ -59,7 +57,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from ..formats import pct
 
 __all__ = ["CurvePoint", "CurveFit", "Forecast", "fit_learning_curve", "forecast_examples", "mean_statistic",
-           "BatchStatistic", "JOINT", "PARAMETRIC", "SAME_TEST"]
+           "BatchStatistic", "JOINT", "PARAMETRIC"]
 
 _MODEL = "inverse_power_law"
 _C_MAX = 3.0
@@ -71,7 +69,6 @@ _GOLDEN_STEPS = 30
 _ROWS_PER_CHUNK = 1 << 22  # test-example indices drawn at once by the joint bootstrap
 JOINT = "joint test-example bootstrap"
 PARAMETRIC = "parametric bootstrap, points independent"
-SAME_TEST = "run-to-run variation on the same test examples"
 
 # rows of test-example indices (r, n_test) -> the metric on each row (r,)
 BatchStatistic = Callable[[np.ndarray], np.ndarray]
@@ -118,7 +115,7 @@ class CurveFit:
     run_sd: float | None = None  # pooled between-run sd at repeated sizes; None: not measured
     run_sd_dof: int = 0
     run_draws: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
-    run_sd_assumed: bool = False  # one run a size, test_noise=False: each run's sd taken as its test se
+    run_sd_assumed: bool = False  # one run a size (joint bootstrap): each run's sd taken as its test se
     n_test: int | None = None  # the points' common test size (an assumed run's sd at n is the binomial se there)
 
     def predict(self, n: Any) -> np.ndarray:
@@ -153,9 +150,8 @@ class CurveFit:
         what = {JOINT: "test sampling noise, resampled jointly over the test examples every point shares, and the "
                        "fit's instability",
                 PARAMETRIC: "each point's own sampling noise, drawn independently for every point (points scored "
-                            "on shared test examples make this band too narrow), and the fit's instability",
-                SAME_TEST: "what runs would measure on the same test examples (the test set's own sampling noise, "
-                           "common to every point, left out) and the fit's instability"}[self.uncertainty]
+                            "on shared test examples make this band too narrow), and the fit's instability"}[
+            self.uncertainty]
         if self.run_sd is not None:
             runs = (f"; training-run variation (seed, subset) measured from repeated sizes: sd "
                     f"{pct(self.run_sd, digits=2)} points ({self.run_sd_dof} degrees of freedom)")
@@ -320,16 +316,13 @@ def _joint_replicates(stats: Sequence[BatchStatistic], n_test: int, n_boot: int,
 
 
 def fit_learning_curve(points: Sequence[CurvePoint], *, seed: int = 0, n_boot: int = 300, ceiling: float = 1.0,
-                       test_stats: Sequence[BatchStatistic] | None = None, test_noise: bool = True) -> CurveFit:
+                       test_stats: Sequence[BatchStatistic] | None = None, assume_run_sd: bool = True) -> CurveFit:
     """Fit value(n) = a - b * n**(-c) to ``points`` with a bootstrap band (see module doc).
 
     ``test_stats``: one statistic per point (in the order of ``points``), all over the same test examples
-    (every point's ``n_test``, which must agree); then the test examples are resampled jointly.
-    ``test_noise=False``: the band is for runs measured on the same test examples (only run-to-run variation,
-    measured or assumed, moves the points); it takes no ``test_stats``.
+    (every point's ``n_test``, which must agree); then the test examples are resampled jointly, and with one
+    run a size each run is assumed to vary by its test se unless ``assume_run_sd`` is False.
     """
-    if test_stats is not None and not test_noise:
-        raise ValueError("test_stats resample the test examples; a band without test noise takes none")
     if test_stats is not None and len(test_stats) != len(points):
         raise ValueError(f"test_stats needs one statistic per point: got {len(test_stats)} for {len(points)} points")
     order = sorted(range(len(points)), key=lambda i: points[i].n)
@@ -377,16 +370,14 @@ def fit_learning_curve(points: Sequence[CurvePoint], *, seed: int = 0, n_boot: i
         sim_se = sigma
     rng = np.random.default_rng(seed)
     reps = max(int(n_boot), 0)
-    if not test_noise:
-        ys = np.repeat(y[None, :], reps, axis=0)
-    elif stats is not None:
+    if stats is not None:
         ys = _joint_replicates(stats, n_shared, reps, rng)
     else:
         ys = y + sim_se * rng.standard_normal((reps, len(y)))
         if binom.any():
             n_tests = np.array([p.n_test for p, b in zip(pts, binom) if b], dtype=np.int64)
             ys[:, binom] = rng.binomial(n_tests, p_sim[binom], size=(reps, int(binom.sum()))) / n_tests
-    assumed = not test_noise and run_sd is None
+    assumed = stats is not None and run_sd is None and assume_run_sd
     if run_sd or assumed:
         ys = ys + (sim_se if assumed else run_sd) * rng.standard_normal(ys.shape)
     ys = np.clip(ys, 0.0, ceiling)
@@ -405,7 +396,7 @@ def fit_learning_curve(points: Sequence[CurvePoint], *, seed: int = 0, n_boot: i
     else:
         ci = {k: (math.nan, math.nan) for k in names}
     params = {"a": a, "b": bb * n_ref**c, "c": c}
-    kind = SAME_TEST if not test_noise else JOINT if stats is not None else PARAMETRIC
+    kind = JOINT if stats is not None else PARAMETRIC
     return CurveFit(_MODEL, params, ci, pts, rmse, len(boot_arr), float(ceiling), boot_arr, kind, run_sd, run_dof,
                     run_draws, assumed, n_test)
 
