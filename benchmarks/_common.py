@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import random
+import re
 import resource
 import sys
 import time
@@ -388,3 +389,19 @@ def table(rows: list[list[Any]], header: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def write_readme_block(start: str, end: str, text: str, *, section: str | None = None) -> None:
+    """Put ``text`` between the README's ``start`` and ``end`` markers. Where the markers are missing: with
+    ``section`` (a heading and intro), insert that section holding them before "## Layout"; else stop, saying so."""
+    readme = ROOT / "README.md"
+    body = readme.read_text(encoding="utf-8")
+    block = f"{start}\n{text}\n{end}"
+    if start in body and end in body:
+        body = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, body, flags=re.S)
+    elif section is None:
+        raise SystemExit(f"README.md has no {start} ... {end} markers")
+    else:
+        new = section + block + "\n\n"
+        body = body.replace("## Layout", new + "## Layout", 1) if "## Layout" in body else body.rstrip() + "\n\n" + new
+    readme.write_text(body, encoding="utf-8")

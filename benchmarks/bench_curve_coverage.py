@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import time
 from pathlib import Path
@@ -237,12 +236,7 @@ def table(res: dict[str, Any]) -> str:
 
 
 def write_readme(text: str) -> None:
-    readme = C.ROOT / "README.md"
-    body = readme.read_text(encoding="utf-8")
-    if START not in body or END not in body:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
-    body = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{text}\n{END}", body, flags=re.S)
-    readme.write_text(body, encoding="utf-8")
+    C.write_readme_block(START, END, text)
 
 
 # --- main ---------------------------------------------------------------------------------------------

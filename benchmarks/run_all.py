@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -28,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-README = C.ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 SOAK_START, SOAK_END = "<!-- soak:start -->", "<!-- soak:end -->"
 SOAKS = ("soak_kill", "soak_serve")
@@ -300,15 +298,7 @@ def soak_text() -> str:
 
 
 def write_soak_readme(text: str) -> None:
-    body = README.read_text()
-    block = f"{SOAK_START}\n{text}\n{SOAK_END}"
-    if SOAK_START in body and SOAK_END in body:
-        body = re.sub(re.escape(SOAK_START) + r".*?" + re.escape(SOAK_END), lambda _: block, body, flags=re.S)
-    else:
-        section = "### Soaks\n\n" + block + "\n\n"
-        body = body.replace("## Layout", section + "## Layout", 1) if "## Layout" in body else \
-            body.rstrip() + "\n\n" + section
-    README.write_text(body)
+    C.write_readme_block(SOAK_START, SOAK_END, text, section="### Soaks\n\n")
 
 
 def run_soaks() -> dict[str, float]:
@@ -325,16 +315,8 @@ def run_soaks() -> dict[str, float]:
 
 
 def write_readme(text: str) -> None:
-    body = README.read_text()
-    block = f"{START}\n{text}\n{END}"
-    if START in body and END in body:
-        body = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, body, flags=re.S)
-    else:
-        section = ("## Benchmarks\n\nRerun with `python benchmarks/run_all.py` (`--quick` for a short run; "
-                   "see `benchmarks/README.md`).\n\n" + block + "\n\n")
-        body = body.replace("## Layout", section + "## Layout", 1) if "## Layout" in body else \
-            body.rstrip() + "\n\n" + section
-    README.write_text(body)
+    C.write_readme_block(START, END, text, section="## Benchmarks\n\nRerun with `python benchmarks/run_all.py` "
+                         "(`--quick` for a short run; see `benchmarks/README.md`).\n\n")
 
 
 def main(argv: list[str] | None = None) -> None:
