@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_readme:
         write_readme(text)
         write_soak_readme(soaks)
-        print(f"\nREADME table and soak paragraph updated: {README}")
+        print(f"\nREADME table and soak paragraph updated: {C.ROOT / 'README.md'}")
 
 
 if __name__ == "__main__":
