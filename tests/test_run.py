@@ -138,13 +138,9 @@ def test_killed_run_resumes_without_repeating_a_finished_call(tmp_path):
     calls = _calls(log)
     unique = {(json.loads(c)["kind"], json.loads(c)["prompt"]) for c in calls}
     # 24 examples x 2 rungs + 3 calibration calls + few_shot_random's stability (2 re-drawn and 2 re-ordered
-    # demonstration sets on a subset that is the whole 24-example split) + each rung's single-request latency
-    # on the dev split; at most the call in flight is repeated
-    from tunewise.data import load_splits
-    from tunewise.ladder.attempt import SINGLE_REQUESTS
-
-    single = min(SINGLE_REQUESTS, len(load_splits(load_task(task)).dev))
-    assert len(unique) == 24 * 2 + 3 + 4 * 24 + 2 * single
+    # demonstration sets on a subset that is the whole 24-example split); the fake backend answers each request
+    # in its own call, so no extra single-request latency calls; at most the call in flight is repeated
+    assert len(unique) == 24 * 2 + 3 + 4 * 24
     assert len(calls) - len(unique) <= 1
 
 
@@ -335,3 +331,12 @@ def test_truncated_answers_are_counted_and_reported(tmp_path):
     said = "8 of 8 answers were cut off at the 8-token answer budget"
     assert said in outcome.summary_path.read_text()
     assert said in (outcome.results_path.parent / "report.md").read_text()
+
+
+def test_single_request_latency_is_measured_only_when_the_evaluation_batched(tmp_path):
+    """knn answers 256 inputs per call, so 16 dev inputs are answered one per call to measure what one user waits;
+    a fake LLM rung answers each request in its own call, so its evaluation already measured it (no extra calls)."""
+    outcome = run_task(load_task(write_task(tmp_path)), rungs=["knn", "zero_shot"], report=False)
+    knn, zero_shot = outcome.results.rungs
+    assert "single_request_latency_s" in knn.usage and "one per call" in knn.usage["single_request_basis"]
+    assert "single_request_latency_s" not in zero_shot.usage

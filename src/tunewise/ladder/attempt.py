@@ -85,7 +85,7 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
                 return skipped(action.reason, prepare_s=prepare_s, extras=extras,
                                usage=usage_summary(preds, wall_s=time.perf_counter() - start - prepare_s))
         ev = evaluate(candidate, run.test, backend=backend, progress=report)
-        single = _single_requests(run, candidate, backend)
+        single = _single_requests(run, candidate, backend) if any(p.batch_size > 1 for p in ev.predictions) else {}
     except _OutOfBudget as out:
         return skipped(f"stopped to stay within budget after {out.done} of {out.total} test examples "
                        f"({time.perf_counter() - start:.0f} s of the {deadline_s:.0f} s left); the calls "
@@ -111,9 +111,10 @@ SINGLE_REQUESTS = 16
 
 
 def _single_requests(run: RunContext, candidate: Candidate, backend: Any) -> dict[str, Any]:
-    """Latency of serving one request at a time, measured: the evaluation batches requests (a batched call's
-    time shared by its requests understates what one user waits), so the first :data:`SINGLE_REQUESTS`
-    examples of the dev split (never the test split, whose calls are cached) are answered one per call."""
+    """Latency of serving one request at a time, measured when the evaluation batched requests (a batched call's
+    time shared by its requests understates what one user waits): the first :data:`SINGLE_REQUESTS` examples
+    of the dev split (never the test split, whose calls are cached) are answered one per call. An evaluation
+    whose every request was its own call (an API model) already measured this, and makes no extra calls."""
     from ..evaluation.stats import summarize
 
     examples = list(run.splits.dev or run.splits.train)[:SINGLE_REQUESTS]
