@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,12 +95,17 @@ class RunContext:
         progress = self.progress
         return lambda done, total: progress(label, done, total)
 
-    def score(self, predictions: "Sequence[Prediction]") -> dict[str, Any]:
-        """Metrics with intervals (and per-label scores, confusions, parse counts) on the test split."""
+    @cached_property
+    def schema(self) -> dict[str, Any] | None:
+        """The extraction task's JSON Schema, read once per run (None for other kinds)."""
         from ..strategies.prompting import _schema
 
+        return _schema(self.spec)
+
+    def score(self, predictions: "Sequence[Prediction]") -> dict[str, Any]:
+        """Metrics with intervals (and per-label scores, confusions, parse counts) on the test split."""
         return score_predictions(self.spec.kind, [e.target for e in self.test], predictions,
-                                 labels=self.splits.labels or (), schema=_schema(self.spec), match=self.match,
+                                 labels=self.splits.labels or (), schema=self.schema, match=self.match,
                                  seed=self.spec.seed)
 
     def correct(self, predictions: "Sequence[Prediction]", examples: "Sequence[Example] | None" = None) -> np.ndarray:
