@@ -18,7 +18,11 @@ Prompt rendering (documented behaviour): messages go through the tokenizer's cha
 ``add_generation_prompt=True`` (or ``continue_final_message=True`` when the last message is the
 assistant's), then are tokenised with ``add_special_tokens=False``. When the prompt has no system
 message, ``DEFAULT_SYSTEM`` is added, because some templates (SmolLM2's) otherwise inject a long
-default system turn of their own. Models without a chat template get ``role: content`` lines.
+default system turn of their own. Models without a chat template (base models) get plain few-shot
+text instead: the system text, a blank line, each demonstration as its user text, a newline and
+``Output: <answer>`` followed by a blank line, then the query's user text and ``Output:``; the
+answer follows with a leading space (``answer_lead``) and ends with the blank line when that is
+one token (``end_of_turn_id``). Generated text comes back without the leading space.
 
 Out of scope: model resolution and weight caching (``model_cache.py``), call caching
 (``cached.py``), prompt construction (``strategies/``), sliding-window or hybrid-attention models
@@ -62,8 +66,10 @@ from tunewise.backends.token_trie import (
 __all__ = [
     "DEFAULT_SYSTEM",
     "MIN_SHARED_PREFIX",
+    "PLAIN_OUTPUT",
     "LocalBackend",
     "TokenTrie",
+    "answer_lead",
     "build_trie",
     "continuation_ids",
     "continuations_ids",
@@ -73,6 +79,7 @@ __all__ = [
 ]
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
+PLAIN_OUTPUT = "Output:"  # closes each user turn of a plain (template-less) prompt; the answer follows it
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -128,6 +135,7 @@ class LocalBackend(Backend):
         if self.adapter:
             self._model = _apply_adapter(self._model, self.adapter)
         self._eot_id = end_of_turn_id(self._tok)
+        self._lead = answer_lead(self._tok)
         self._stop_ids = _stop_token_ids(self._tok, self._model, self._eot_id)
         self._tree_ok = _supports_tree_attention(self._model)
         self._prefix = PrefixCache(self._model)
@@ -152,7 +160,10 @@ class LocalBackend(Backend):
 
     def fingerprint(self) -> str:
         dtype = str(self.dtype).removeprefix("torch.")
-        return f"{self.resolved.fingerprint}|{dtype}|adapter={self._adapter_fp or '-'}"
+        # template-less models were prompted with "role: content" lines before the plain format:
+        # their calls are keyed apart (chat-template models keep the fingerprint they always had)
+        plain = "" if _has_chat_template(self._tok) else "|prompt=plain"
+        return f"{self.resolved.fingerprint}|{dtype}|adapter={self._adapter_fp or '-'}{plain}"
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
@@ -190,7 +201,10 @@ class LocalBackend(Backend):
 
     def _continuations(self, request: ScoreRequest) -> tuple[list[int], list[list[int]]]:
         """Prompt ids and each choice's continuation ids (choice tokens + end-of-turn)."""
-        prompt_text = self.render(request.prompt) + request.answer_prefix
+        prefix = request.answer_prefix
+        if prefix and not prefix[0].isspace():
+            prefix = self._lead + prefix  # a plain prompt's "Output:" is followed by a space
+        prompt_text = self.render(request.prompt) + prefix
         prompt_ids = self._encode(prompt_text)
         eot = [self._eot_id] if self._eot_id is not None else []
         return prompt_ids, [c + eot for c in continuations_ids(self._tok, prompt_text, prompt_ids, request.choices)]
@@ -404,6 +418,8 @@ class LocalBackend(Backend):
         if text is None:
             ended = bool(row.tokens) and row.tokens[-1] in self._stop_ids
             text = self._tok.decode(row.tokens[:-1] if ended else row.tokens, skip_special_tokens=True)
+        if self._lead:
+            text = text.removeprefix(self._lead)  # the space after a plain prompt's "Output:"
         return Generation(
             text=text,
             prompt_tokens=row.prompt_tokens,
@@ -441,8 +457,8 @@ class LocalBackend(Backend):
 def render_messages(tokenizer: Any, prompt: Sequence[Message]) -> str:
     """The prompt text for ``prompt`` under the tokenizer's chat template (see the module docstring)."""
     msgs = [{"role": m.role, "content": m.content} for m in prompt]
-    if not getattr(tokenizer, "chat_template", None):
-        return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+    if not _has_chat_template(tokenizer):
+        return _render_plain(tokenizer, msgs)
     if not any(m["role"] == "system" for m in msgs):
         msgs.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
     continuing = bool(msgs) and msgs[-1]["role"] == "assistant"
@@ -454,6 +470,50 @@ def render_messages(tokenizer: Any, prompt: Sequence[Message]) -> str:
     )
 
 
+def _has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _render_plain(tokenizer: Any, msgs: list[dict[str, str]]) -> str:
+    """Few-shot text for a base model: blocks separated by blank lines, each user turn closed by ``Output:``.
+
+    A system message is a block of its own; an assistant message completes the user turn before
+    it (`` <answer>``). A final assistant message is continued, like ``continue_final_message``.
+    The tokenizer's bos token is written first when the tokenizer itself would add it (Gemma), as
+    prompts are tokenised with ``add_special_tokens=False``.
+    """
+    blocks: list[str] = []
+    awaiting = False  # the last block is a user turn waiting for its answer
+    for m in msgs:
+        if m["role"] == "assistant":
+            if not awaiting:
+                blocks.append(PLAIN_OUTPUT)
+            blocks[-1] += f" {m['content']}" if m["content"] else ""
+            awaiting = False
+        elif m["role"] == "user":
+            blocks.append(f"{m['content']}\n{PLAIN_OUTPUT}")
+            awaiting = True
+        else:
+            blocks.append(m["content"])
+            awaiting = False
+    return _bos_text(tokenizer) + "\n\n".join(blocks)
+
+
+def _bos_text(tokenizer: Any) -> str:
+    """The bos token's text when the tokenizer adds it to plain text by itself, else ""."""
+    bos = getattr(tokenizer, "bos_token", None)
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if not bos or bos_id is None:
+        return ""
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bos if ids and ids[0] == bos_id else ""
+
+
+def answer_lead(tokenizer: Any) -> str:
+    """What comes between a rendered prompt and its answer: "" under a chat template, " " after ``Output:``."""
+    return "" if _has_chat_template(tokenizer) else " "
+
+
 def encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -462,10 +522,12 @@ def continuation_ids(tokenizer: Any, prompt_text: str, prompt_ids: list[int], an
     """The tokens of ``answer`` as the model would produce them after ``prompt_text``.
 
     The answer is tokenised together with the prompt so its first token is the one the model
-    really produces after the prompt. If that joint tokenisation does not start with the
-    prompt's own tokens (a BPE merge across the boundary, e.g. an ``answer_prefix`` ending in a
-    space), the answer is tokenised on its own instead. Training uses the same function, so a
-    tuned model learns exactly the tokens it is scored on.
+    really produces after the prompt. After a prompt that does not end in whitespace, the
+    answer is preceded by :func:`answer_lead` (" " after a plain prompt's ``Output:``). If that
+    joint tokenisation does not start with the prompt's own tokens (a BPE merge across the
+    boundary, e.g. an ``answer_prefix`` ending in a space), the answer is tokenised on its own
+    instead. Training uses the same function, so a tuned model learns exactly the tokens it is
+    scored on.
     """
     return continuations_ids(tokenizer, prompt_text, prompt_ids, [answer])[0]
 
@@ -487,10 +549,11 @@ def continuations_ids(tokenizer: Any, prompt_text: str, prompt_ids: list[int],
     tail_ids = encode(tokenizer, tail) if cut and tail else []
     if not tail_ids or len(tail_ids) > len(prompt_ids) or prompt_ids[-len(tail_ids):] != tail_ids:
         tail, tail_ids = prompt_text, prompt_ids  # no safe cut: the whole prompt, as before
+    lead = answer_lead(tokenizer) if prompt_text and not prompt_text[-1].isspace() else ""
     out = []
     for answer in answers:
-        joint = encode(tokenizer, tail + answer)
-        out.append(joint[len(tail_ids):] if joint[: len(tail_ids)] == tail_ids else encode(tokenizer, answer))
+        joint = encode(tokenizer, tail + lead + answer)
+        out.append(joint[len(tail_ids):] if joint[: len(tail_ids)] == tail_ids else encode(tokenizer, lead + answer))
     return out
 
 
@@ -532,8 +595,12 @@ def end_of_turn_id(tokenizer: Any) -> int | None:
     """The special token closing an assistant turn (``<|im_end|>`` for ChatML), else eos.
 
     Found by rendering a one-turn conversation and reading the first special token that follows
-    the assistant's text, so it works for any chat template without a lookup table.
+    the assistant's text, so it works for any chat template without a lookup table. Without a
+    chat template it is the token that follows an answer in a rendered plain demonstration when
+    that token is the whole blank line ("\\n\\n"), else eos.
     """
+    if not _has_chat_template(tokenizer):
+        return _plain_end_of_turn(tokenizer)
     marker = "\u2063tunewise\u2063"
     try:
         text = tokenizer.apply_chat_template(
@@ -546,6 +613,16 @@ def end_of_turn_id(tokenizer: Any) -> int | None:
     for token in tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []:
         if token in special:
             return int(token)
+    return tokenizer.eos_token_id
+
+
+def _plain_end_of_turn(tokenizer: Any) -> int | None:
+    answered = [Message("user", "x"), Message("assistant", "yes")]
+    head = encode(tokenizer, render_messages(tokenizer, answered))
+    full = encode(tokenizer, render_messages(tokenizer, [*answered, Message("user", "y")]))
+    blank = encode(tokenizer, "\n\n")
+    if len(blank) == 1 and full[: len(head)] == head and full[len(head) : len(head) + 1] == blank:
+        return blank[0]
     return tokenizer.eos_token_id
 
 
