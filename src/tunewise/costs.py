@@ -35,7 +35,8 @@ from .errors import TaskSpecError
 from .training.settings import DEFAULT_DEVICE_HOUR_USD
 
 __all__ = [
-    "ApiPrice", "Prices", "DEFAULT_PRICES", "PRICES_AS_OF", "DAYS_PER_MONTH", "HOURS_PER_MONTH", "load_prices", "Cost", "Amount", "TokenSavings", "SETUP_HOURS",
+    "ApiPrice", "Prices", "DEFAULT_PRICES", "PRICES_AS_OF", "DAYS_PER_MONTH", "HOURS_PER_MONTH", "load_prices",
+    "with_api_prices", "Cost", "Amount", "TokenSavings", "SETUP_HOURS",
     "is_self_hosted", "request_cost", "training_cost", "monthly_cost", "retraining_monthly_cost",
     "break_even_volume", "prompt_token_savings", "time_to_deploy",
 ]
@@ -145,6 +146,15 @@ def load_prices(path: Path | str | None = None, overrides: Mapping[str, Any] | N
     if overrides:
         prices = _validated(_deep_merge(prices.model_dump(), overrides), "price overrides")
     return prices
+
+
+def with_api_prices(prices: Prices, entries: Mapping[str, Mapping[str, Any]], source: str) -> Prices:
+    """``prices`` with the token prices of ``entries`` (model id -> {input, output, cached_input}) over its table."""
+    if not entries:
+        return prices
+    api = {model: {**{k: v for k, v in entry.items() if v is not None}, "source": source}
+           for model, entry in entries.items()}
+    return _validated(_deep_merge(prices.model_dump(), {"api": api}), source)
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ def _option(rung: RungResult, s: _Spec, env_device: str, prices: Prices, device:
     kind, usage = rung_kind(rung), rung.usage or {}
     training = (rung.extras or {}).get("training") or {}
     dev = (device or (kind == "tuned" and training.get("device")) or (kind != "no_llm" and env_device) or "cpu")
-    cost = request_cost(usage, None if kind == "no_llm" else s.model, prices, device=dev.split(":")[0],
+    cost = request_cost(usage, None if kind == "no_llm" else rung.model or s.model, prices, device=dev.split(":")[0],
                         requests_per_month=s.constraints.requests_per_month, utilisation=s.constraints.utilisation)
     if training:  # a fine-tuning curve records its last (deployable) point's training, not the whole curve's
         one_off = training_cost(training, prices)
@@ -401,6 +401,14 @@ def _not_scored(rungs: Sequence[RungResult]) -> list[str]:
     return [line for line in (early_line, *other) if line]
 
 
+def _device_of(rung: RungResult, info: Mapping[str, Any]) -> str:
+    """The device the rung's model ran on, from the run's backend info (one model's, or keyed by model name
+    when the task weighs several); the cpu when it was not recorded."""
+    key = rung.name.partition("@")[2]
+    own = info.get(key) if key and isinstance(info.get(key), Mapping) else info
+    return str(own.get("device") or "cpu")
+
+
 def decide(results: RunResults, spec: TaskSpec | Mapping[str, Any], prices: Prices, *,
            device: str | None = None, retrain_every_days: float | None = None) -> Decision:
     """The winner, runner-up, Pareto frontier, break-even and next step for a run's results.
@@ -412,9 +420,9 @@ def decide(results: RunResults, spec: TaskSpec | Mapping[str, Any], prices: Pric
     rungs = list(results.rungs)
     # the self-hosted device the run used; a results.json whose environment was masked or dropped: the cpu
     env = results.environment if isinstance(results.environment, Mapping) else {}
-    env_device = str((env.get("backend") or {}).get("device") or "cpu")
+    info = env.get("backend") if isinstance(env.get("backend"), Mapping) else {}
     m = _candidates(results)
-    built = (_option(r, s, env_device, prices, device, retrain_every_days, m) for r in rungs)
+    built = (_option(r, s, _device_of(r, info), prices, device, retrain_every_days, m) for r in rungs)
     ranked = sorted((o for o in built if o is not None), key=_rank_key)
     win = ranked[0] if ranked and ranked[0].meets_constraints else None
     second = ranked[1] if win is not None and len(ranked) > 1 else None

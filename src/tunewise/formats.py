@@ -12,8 +12,10 @@ policy's two significant digits), so they are not one formatter under several na
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["MISSING", "pct"]
+__all__ = ["MISSING", "pct", "models_words", "backend_words"]
 
 #: what a missing number prints as, everywhere
 MISSING = "–"
@@ -30,3 +32,27 @@ def pct(x: float | None, *, digits: int = 1, unit: str = "", whole_from: float |
     p = 100 * x
     decimals = 0 if whole_from is not None and abs(p) >= whole_from else digits
     return f"{p:.{decimals}f}{unit}"
+
+
+def models_words(task: Mapping[str, Any]) -> str:
+    """The model(s) of a recorded task: ``model `local:smollm2-135m```, or each of several by short name."""
+    models = task.get("models")
+    if not models:
+        return f"model `{task.get('model')}`"
+    parts = []
+    for m in models:
+        ident = m if isinstance(m, str) else m.get("id")
+        name = None if isinstance(m, str) else m.get("name")
+        parts.append(f"`{ident}`" + (f" ({name})" if name else ""))
+    return "models " + ", ".join(parts)
+
+
+def backend_words(info: Mapping[str, Any]) -> str:
+    """What the model backend(s) said about themselves: ``device cpu, dtype float32``; several models each
+    under its name (``a: device cpu; b: ...``)."""
+    def one(d: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items() if v not in (None, "", {}))
+
+    if info and all(isinstance(v, Mapping) for v in info.values()):
+        return "; ".join(f"{k}: {one(v)}" for k, v in info.items() if one(v))
+    return one(info)

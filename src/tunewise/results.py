@@ -40,6 +40,8 @@ class RungResult:
     reason: str | None = None
     # strategy-specific evidence beyond the scores: training record, learning curve and forecast
     extras: dict[str, Any] = field(default_factory=dict)
+    # the model id the rung ran on when the task weighs several models (None: the task's one model, or no LLM)
+    model: str | None = None
 
     @property
     def primary(self) -> MetricValue | None:
@@ -47,6 +49,8 @@ class RungResult:
 
     def to_json(self, *, with_predictions: bool = True) -> dict[str, Any]:
         d = asdict(self)
+        if d["model"] is None:  # one-model results keep their shape
+            del d["model"]
         d["metrics"] = {k: v.to_json() for k, v in self.metrics.items()}
         d["predictions"] = [p.to_json() for p in self.predictions] if with_predictions else []
         return d

@@ -71,6 +71,14 @@ def quick_spec(spec: TaskSpec) -> TaskSpec:
         "constraints": spec.constraints.model_copy(update={"budget_hours": hours})})
 
 
+def _task_prices(spec: TaskSpec, prices: "Prices") -> "Prices":
+    """The price table with the token prices the task file gives its models (``models[].prices``)."""
+    from .costs import with_api_prices
+
+    given = {m.id: m.prices.model_dump() for m in spec.model_specs if m.prices is not None}
+    return with_api_prices(prices, given, "the task file's models.prices")
+
+
 def _data_info(splits: Splits) -> dict[str, Any]:
     return {
         "hash": splits.data_hash,
@@ -119,7 +127,8 @@ def run_task(
     run_id = run_id_for(spec.fingerprint(), splits.data_hash)
     store.start_run(task_name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=spec.fingerprint(),
                     data_hash=splits.data_hash, task_path=task_path, run_id=run_id)
-    run = RunContext(spec, splits, store, run_id, prices or DEFAULT_PRICES, progress=progress, backend=backend)
+    run = RunContext(spec, splits, store, run_id, _task_prices(spec, prices or DEFAULT_PRICES), progress=progress,
+                     backend=backend)
     try:
         climbed = climb(run, rung_specs, policy=uses_policy(spec, rungs) if policy is None else policy)
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .formats import pct
+from .formats import models_words, pct
 from .results import RungResult, RunResults
 
 __all__ = ["summary_markdown", "format_metric"]
@@ -176,7 +176,7 @@ def summary_markdown(results: RunResults) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
     lines = [
         f"# tunewise run `{results.run_id}`: {task.get('name')}", "",
-        f"Kind **{task.get('kind')}**, model `{task.get('model')}`, target {target}, seed {results.seed}, "
+        f"Kind **{task.get('kind')}**, {models_words(task)}, target {target}, seed {results.seed}, "
         f"status {results.status}.", "",
         *_rung_table(results), *_ladder(results), *_comparisons(results), *_training(results), *_curves(results),
         *_best_details(results), *_checks(results),

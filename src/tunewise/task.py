@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,7 @@ __all__ = [
     "GenerationSpec",
     "Constraints",
     "BackendOptions",
+    "ModelSpec",
     "RungSpec",
     "TaskSpec",
     "load_task",
@@ -166,15 +168,92 @@ class BackendOptions(_Strict):
                                                  "e.g. {api: {my-model: {input: 0, output: 0}}}.")
 
 
+class TokenPrices(_Strict):
+    """An API model's list prices in USD per million tokens (``cached_input`` None: the input price)."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
+#: characters a model's short name may not hold: it is written ``rung@name`` and listed with commas
+_NAME_FORBIDDEN = frozenset("@, \t\n/")
+
+
+def default_model_name(model_id: str) -> str:
+    """The short name of a model id: ``local:gemma3-270m`` -> ``gemma3-270m``, ``hf:org/name`` -> ``name``,
+    ``hf:/path/to/dir/`` -> ``dir``, ``openai:gpt-4o-mini`` -> ``gpt-4o-mini``."""
+    rest = model_id.partition(":")[2] or model_id
+    tail = rest.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join("-" if c in _NAME_FORBIDDEN else c for c in tail).strip("-")
+    return name or "model"
+
+
+class ModelSpec(_Strict):
+    """One model the task weighs: its id, the short name rungs are run under (``few_shot_random@<name>``),
+    the endpoint settings of an ``openai:`` model, and an API model's token prices."""
+
+    id: str = Field(description="kind:name, e.g. local:gemma3-270m, hf:/path/to/model, openai:gpt-4o-mini.")
+    name: str | None = Field(default=None, description="Short name in rung@name (default: from the id).")
+    backend: BackendOptions | None = Field(default=None, description="Endpoint settings of an openai: model.")
+    prices: TokenPrices | None = Field(default=None, description="USD per million tokens (API models).")
+    tune: bool = Field(default=True, description="Run the tuning rungs on this model where tunewise can train it "
+                       "(false: prompt it only).")
+
+    @field_validator("id")
+    @classmethod
+    def _kind_and_name(cls, v: str) -> str:
+        kind, sep, rest = v.partition(":")
+        if not (kind and sep and rest):
+            raise ValueError(f"'{shown(v)}' is not kind:name (e.g. local:gemma3-270m, openai:gpt-4o-mini)")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in _NAME_FORBIDDEN for c in v)):
+            raise ValueError(f"'{shown(v)}' must be non-empty without '@', ',', '/' or spaces")
+        return v
+
+    @model_validator(mode="after")
+    def _backend_kind(self) -> "ModelSpec":
+        if self.backend is not None and not self.id.startswith("openai:"):
+            raise ValueError("the 'backend' section only applies to openai: models")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The name rungs and results use for this model."""
+        return self.name or default_model_name(self.id)
+
+    def identity(self) -> dict[str, Any]:
+        """What changes this model's results (not an endpoint's limits or key): for the task's fingerprint."""
+        base_url = self.backend.base_url if self.backend is not None else None
+        return {"id": self.id, "name": self.key, "base_url": base_url, "tune": self.tune,
+                "prices": self.prices.model_dump() if self.prices else None}
+
+
 class RungSpec(_Strict):
-    """One rung: a strategy and its parameters. ``name`` must be unique in the ladder."""
+    """One rung: a strategy and its parameters, and the model it runs on when the task weighs several
+    (``model``: a model's short name; None: the task's only model, or no LLM). ``name`` is unique in the ladder."""
 
     name: str
     strategy: str
     params: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The rung as recorded (``model`` only when it names one, so one-model records keep their shape)."""
+        d = self.model_dump(mode="json")
+        if d["model"] is None:
+            del d["model"]
+        return d
 
     def config_hash(self) -> str:
-        blob = json.dumps({"strategy": self.strategy, "params": self.params}, sort_keys=True, default=str)
+        what: dict[str, Any] = {"strategy": self.strategy, "params": self.params}
+        if self.model is not None:  # absent for one-model tasks: their stored results keep their hashes
+            what["model"] = self.model
+        blob = json.dumps(what, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -186,6 +265,9 @@ class TaskSpec(_Strict):
     constraints: Constraints = Field(default_factory=Constraints)
     model: str = "local:smollm2-135m"
     backend: BackendOptions | None = Field(default=None, description="Endpoint settings of an openai: model.")
+    models: list[str | ModelSpec] | None = Field(
+        default=None, description="Several models weighed in one decision (ids or {id, name, backend, prices}); "
+        "prompt rungs run on each, tuning rungs on each trainable one. Replaces 'model'.")
     seed: int = Field(default=0, ge=0, lt=2**32, description="0 <= seed < 2**32, as numpy and scikit-learn take.")
     embedder: str = Field(default="minilm-l6-v2", description="Sentence embedder for baselines and retrieval.")
     instructions: str | None = Field(
@@ -206,6 +288,35 @@ class TaskSpec(_Strict):
         for metric, value in v.items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"target {shown(metric)} must be between 0 and 1, got {value}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_or_models(cls, raw: Any) -> Any:
+        """``models`` replaces ``model`` (and ``backend``); ``model`` then names the first of them."""
+        if not isinstance(raw, dict) or raw.get("models") is None:
+            return raw
+        models = raw["models"]
+        first = models[0] if isinstance(models, list) and models else None
+        first_id = first if isinstance(first, str) else first.get("id") if isinstance(first, dict) else None
+        if "model" in raw and raw["model"] != first_id:  # a recorded spec holds both, the first model's id twice
+            raise ValueError("give 'model' (one model) or 'models' (several), not both")
+        if raw.get("backend") is not None:
+            raise ValueError("with 'models', put each openai: model's endpoint settings under its own 'backend' key")
+        return {**raw, "model": first_id} if isinstance(first_id, str) else raw
+
+    @field_validator("models")
+    @classmethod
+    def _distinct_models(cls, v: list[str | ModelSpec] | None) -> list[str | ModelSpec] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("names no model (give at least one, or use 'model')")
+        entries = [ModelSpec(id=m) if isinstance(m, str) else m for m in v]
+        keys = [m.key for m in entries]
+        repeated = [k for k, n in Counter(keys).items() if n > 1]
+        if repeated:
+            raise ValueError(f"two models have the short name '{shown(repeated[0])}'; give one of them a 'name'")
         return v
 
     @model_validator(mode="after")
@@ -235,11 +346,56 @@ class TaskSpec(_Strict):
     def store_dir(self) -> Path:
         return self.resolve(self.store) if self.store else self.base_dir / ".tunewise"
 
+    @property
+    def model_specs(self) -> tuple[ModelSpec, ...]:
+        """The models the task weighs: its ``models``, else its one ``model`` (with its ``backend``)."""
+        if self.models is None:
+            return (ModelSpec(id=self.model, backend=self.backend),)
+        return tuple(ModelSpec(id=m) if isinstance(m, str) else m for m in self.models)
+
+    @property
+    def several_models(self) -> bool:
+        """Whether rungs are run per model and named ``rung@model``."""
+        return self.models is not None and len(self.models) > 1
+
+    def model_named(self, key: str | None) -> ModelSpec:
+        """The model with short name ``key`` (None: the first model)."""
+        specs = self.model_specs
+        if key is None:
+            return specs[0]
+        for m in specs:
+            if m.key == key:
+                return m
+        raise TaskSpecError(f"no model named '{shown(key)}' (the task's models: {', '.join(m.key for m in specs)}).")
+
+    def for_model(self, key: str | None) -> "TaskSpec":
+        """This task as seen by one of its models: ``model`` and ``backend`` are that model's (strategies, the
+        backends and versions read those); the same spec when the task has one model."""
+        if self.models is None:
+            return self
+        m = self.model_named(key)
+        return self.model_copy(update={"model": m.id, "backend": m.backend, "models": None})
+
+    def with_models(self, ids: Sequence[str]) -> "TaskSpec":
+        """The task with other models (``--model``): one id replaces ``model``, several become ``models``;
+        endpoint settings stay with a model of the same id (one openai: model for another: the same endpoint)."""
+        kept = {m.id: m for m in self.model_specs}
+        if len(ids) == 1:
+            backend = kept[ids[0]].backend if ids[0] in kept else None
+            if backend is None and self.models is None and ids[0].startswith("openai:"):
+                backend = self.backend  # another model on the same endpoint
+            return self.model_copy(update={"model": ids[0], "backend": backend, "models": None})
+        raw = {**self.model_dump(exclude={"model", "backend", "models", "base_dir"}, exclude_unset=True),
+               "models": [kept[i].model_dump(exclude_none=True) if i in kept else i for i in ids]}
+        return parse_task(raw, source="--model", base_dir=self.base_dir)
+
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not the store location, nor an endpoint's limits)."""
-        blob = self.model_dump_json(exclude={"store", "base_dir", "backend"})
+        blob = self.model_dump_json(exclude={"store", "base_dir", "backend", "models"})
         if self.backend is not None and self.backend.base_url:  # another server may answer differently
             blob += "|" + self.backend.base_url
+        if self.models is not None:
+            blob += "|" + json.dumps([m.identity() for m in self.model_specs], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -287,7 +443,8 @@ def _validation_sentence(exc: ValidationError, raw: Any, source: str) -> str:
     errors = exc.errors()
     same_key = [e for e in errors if tuple(e["loc"])[:1] == tuple(errors[0]["loc"])[:1]]
     located = [(e, *_located(e, raw)) for e in same_key]
-    err, kind, parts = max(located, key=lambda item: len(item[2]))  # max keeps the first of equals
+    # the deepest; among equals, a problem inside a value before "not of this type" (max keeps the first of equals)
+    err, kind, parts = max(located, key=lambda item: (len(item[2]), not item[0]["type"].endswith("_type")))
     where = _dotted(parts)
     if kind == "key":
         return f"{source}: key '{where}' is not text (keys must be names)."

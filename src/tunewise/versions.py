@@ -124,13 +124,16 @@ def _manifest(store: Store, run: Any, record: Any) -> dict[str, Any]:
     strategy = result.get("strategy") or record.config["strategy"]
     metric = (result.get("metrics") or {}).get(result.get("primary_metric") or "")
     llm = strategy in ("prompt", "finetune")
+    rung = {"name": record.name, "strategy": strategy, "params": record.config.get("params", {})}
+    if record.config.get("model") is not None:  # one of several models (one-model versions keep their ids)
+        rung["model"] = record.config["model"]
     return {
         "format": FORMAT,
         "task": {"name": run.task_name, "path": run.task_path, "spec": spec},
         "run_id": run.id,
-        "rung": {"name": record.name, "strategy": strategy, "params": record.config.get("params", {})},
+        "rung": rung,
         "candidate": result.get("config") or {},
-        "model": spec.get("model") if llm else None,
+        "model": (result.get("model") or spec.get("model")) if llm else None,
         "embedder": spec.get("embedder") if strategy in ("knn", "probe") or result.get("config", {}).get(
             "selection") == "retrieved" else None,
         "artifact": _artifact(store, result.get("config") or {}),
@@ -290,7 +293,8 @@ def load_candidate(version: Version, store: Store, *, backend: Any = None, servi
         raise StoreError(f"The data of task {spec.name} changed since version {version.id} was made (data hash "
                          f"{splits.data_hash}, the version used {version.manifest['data_hash']}).")
     rung = RungSpec(**version.manifest["rung"])
-    cached = build_backend(spec, store, backend=backend) if needs_llm(rung) else None  # the task's model and options
+    spec = spec.for_model(rung.model)  # the rung's model and its endpoint settings
+    cached = build_backend(spec, store, backend=backend) if needs_llm(rung) else None
     inner = cached.inner if cached is not None else None
     embed = EmbeddingCache(store, spec.embedder)
     ctx = PrepareContext(spec=spec, splits=splits, backend=cached, embed=embed, seed=spec.seed,

@@ -42,7 +42,8 @@ def _verdict(outcome: RunOutcome) -> None:
 @click.argument("task", type=click.Path(path_type=Path))
 @click.option("--rungs", help="Comma-separated rung names to run instead of the default ladder.")
 @click.option("--limit", type=int, help="Score a stratified subset of N test examples (quick runs).")
-@click.option("--model", help="Override the task's model, e.g. local:smollm2-135m, hf:/path/to/model, fake:random.")
+@click.option("--model", help="Override the task's model, e.g. local:smollm2-135m, hf:/path/to/model, fake:random; "
+              "several, comma-separated, are weighed in one decision (rung@model).")
 @click.option("--store", type=click.Path(path_type=Path), help="Run-store directory (default: .tunewise/ beside TASK).")
 @click.option("--prices", "prices_path", type=click.Path(path_type=Path),
               help="YAML/JSON price file merged over the default price table (API token and device-hour prices).")
@@ -55,8 +56,9 @@ def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None,
     with user_errors():
         spec = load_task(task)
         prices = load_prices(prices_path)  # a bad price file fails before any model runs
-        updates = {k: v for k, v in {"model": model, "store": store.resolve() if store else None}.items() if v}
-        spec = spec.model_copy(update=updates) if updates else spec
+        if model:
+            spec = spec.with_models([m.strip() for m in model.split(",") if m.strip()])
+        spec = spec.model_copy(update={"store": store.resolve()}) if store else spec
         names = [r.strip() for r in rungs.split(",") if r.strip()] if rungs else None
         _quiet_libraries()
         with ProgressBars(enabled=not quiet) as bars:

@@ -34,7 +34,7 @@ class _OutOfBudget(Exception):
         self.done, self.total = done, total
 
 
-def _prepare_context(run: RunContext, backend: Any) -> PrepareContext:
+def _prepare_context(run: RunContext, rung: RungSpec, backend: Any) -> PrepareContext:
     from ..backends.cached import CachedBackend
 
     def evaluate_point(candidate: Candidate, label: str) -> tuple[Any, tuple[Any, ...]]:
@@ -42,7 +42,8 @@ def _prepare_context(run: RunContext, backend: Any) -> PrepareContext:
         ev = evaluate(candidate, run.test, backend=None, progress=run.report(f"{label}: test"))
         return run.score(ev.predictions)["metrics"][run.metric], ev.predictions
 
-    return PrepareContext(spec=run.spec, splits=run.splits, backend=backend, embed=run.embed, seed=run.spec.seed,
+    return PrepareContext(spec=run.spec_for(rung), splits=run.splits, backend=backend, embed=run.embed,
+                          seed=run.spec.seed,
                           artifacts=run.spec.store_dir / "artifacts",
                           wrap_backend=lambda inner: CachedBackend(inner, run.store),
                           evaluate=evaluate_point, report=run.progress)
@@ -57,8 +58,8 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
     when the rung cannot win. ``deadline_s``: seconds the evaluation may take before it stops
     (a ``skipped`` result; every call made is in the call cache).
     """
-    backend = run.model if needs_llm(rung) else None
-    ctx = _prepare_context(run, backend)
+    backend = run.model_for(rung.model) if needs_llm(rung) else None
+    ctx = _prepare_context(run, rung, backend)
     start = time.perf_counter()
     candidate = get_strategy(rung.strategy)(rung, ctx)
     prepare_s = time.perf_counter() - start
@@ -71,7 +72,7 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
 
     def skipped(reason: str, **fields: Any) -> RungResult:
         return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=candidate.config,
-                          config_hash=rung.config_hash(), reason=reason, **fields)
+                          config_hash=rung.config_hash(), reason=reason, model=run.model_id(rung), **fields)
 
     try:
         if screen and best is not None:
@@ -102,7 +103,7 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
         config_hash=rung.config_hash(), metrics=scored["metrics"], primary_metric=run.metric,
         usage={**usage_summary(ev.predictions, wall_s=ev.wall_s), **single}, per_label=scored.get("per_label"),
         confusions=scored.get("confusions"), parse=scored.get("parse"), prepare_s=prepare_s,
-        predictions=ev.predictions, extras=extras,
+        predictions=ev.predictions, extras=extras, model=run.model_id(rung),
     )
 
 

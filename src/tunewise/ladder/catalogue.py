@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import TaskSpecError
-from ..task import RungSpec, TaskSpec
+from ..task import ModelSpec, RungSpec, TaskSpec
 
-__all__ = ["BUILTIN_RUNGS", "DEFAULT_LADDER", "TUNING_RUNGS", "LLM_FREE_STRATEGIES", "resolve_rungs", "needs_llm",
-           "policy_ladder", "uses_policy"]
+__all__ = ["BUILTIN_RUNGS", "DEFAULT_LADDER", "TUNING_RUNGS", "LLM_FREE_STRATEGIES", "TRAINABLE_KINDS", "resolve_rungs",
+           "needs_llm", "trainable", "policy_ladder", "uses_policy"]
 
 
 def _prompt(name: str, **params: object) -> RungSpec:
@@ -70,20 +70,54 @@ def needs_llm(rung: RungSpec) -> bool:
     return rung.strategy not in LLM_FREE_STRATEGIES | OWN_BACKEND_STRATEGIES
 
 
+#: model kinds tunewise can train (fine-tuning needs a transformers model)
+TRAINABLE_KINDS = frozenset({"local", "hf"})
+
+
+def trainable(model: ModelSpec) -> bool:
+    """Whether tuning rungs run on ``model``: a transformers model the task does not mark ``tune: false``."""
+    return model.tune and model.id.partition(":")[0] in TRAINABLE_KINDS
+
+
+def _tunes(rung: RungSpec) -> bool:
+    return rung.strategy in OWN_BACKEND_STRATEGIES and rung.params.get("of") != "probe"
+
+
+def _on_models(spec: TaskSpec, rung: RungSpec, key: str | None) -> list[RungSpec]:
+    """``rung`` on the model named ``key``, or on every model it applies to; named ``rung@model`` when the task
+    weighs several models (one model: the rung as it is, so one-model runs keep their names)."""
+    base = rung.name.partition("@")[0]
+    uses_model = needs_llm(rung) or _tunes(rung)
+    if key is not None:
+        if not uses_model:
+            raise TaskSpecError(f"rung '{base}' uses no language model, so it takes no '@{key}'.")
+        spec.model_named(key)  # an unknown name is an error that lists the task's models
+    if not spec.several_models or not uses_model:
+        return [rung.model_copy(update={"name": base, "model": None})]
+    models = [spec.model_named(key)] if key is not None else [
+        m for m in spec.model_specs if not _tunes(rung) or trainable(m)]
+    return [rung.model_copy(update={"name": f"{base}@{m.key}", "model": m.key}) for m in models]
+
+
 def resolve_rungs(spec: TaskSpec, names: Sequence[str] | None = None) -> list[RungSpec]:
-    """Rungs to run: ``names`` (e.g. from ``--rungs``), else the task's ``rungs``, else the default ladder."""
+    """Rungs to run: ``names`` (e.g. from ``--rungs``), else the task's ``rungs``, else the default ladder.
+
+    With several models, a rung that uses a language model runs on each of them, as ``rung@model`` (tuning
+    rungs on each model tunewise can train), models in the order the task lists them; ``rung@model`` names one.
+    """
     custom = {r.name: r for r in (spec.rungs or []) if isinstance(r, RungSpec)}
     wanted = list(names) if names else [r if isinstance(r, str) else r.name for r in (spec.rungs or [])]
     wanted = wanted or list(DEFAULT_LADDER[spec.kind])
     rungs: list[RungSpec] = []
     for name in wanted:
-        rung = custom.get(name) or BUILTIN_RUNGS.get(name)
+        base, at, key = name.partition("@")
+        rung = custom.get(name) or custom.get(base) or BUILTIN_RUNGS.get(base)
         if rung is None:
             known = ", ".join([*BUILTIN_RUNGS, *custom])
             raise TaskSpecError(f"unknown rung '{name}' (known: {known}).")
-        if spec.kind != "classification" and (rung.strategy in LLM_FREE_STRATEGIES or name in CLASSIFICATION_ONLY):
-            raise TaskSpecError(f"rung '{name}' only applies to classification tasks, not {spec.kind}.")
-        rungs.append(rung)
+        if spec.kind != "classification" and (rung.strategy in LLM_FREE_STRATEGIES or base in CLASSIFICATION_ONLY):
+            raise TaskSpecError(f"rung '{base}' only applies to classification tasks, not {spec.kind}.")
+        rungs.extend(_on_models(spec, rung, (key if at else None) or rung.model))
     if len({r.name for r in rungs}) != len(rungs):
         raise TaskSpecError("each rung may appear only once in a run.")
     return rungs

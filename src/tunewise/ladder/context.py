@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..data import Example, Splits
     from ..evaluation.records import Prediction
     from ..store import Store
-    from ..task import TaskSpec
+    from ..task import RungSpec, TaskSpec
 
 __all__ = ["Progress", "RunContext"]
 
@@ -34,7 +34,7 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class RunContext:
-    """One run's shared state. ``backend``: a caller's backend to use instead of loading the task's model."""
+    """One run's shared state. ``backend``: a caller's backend to use instead of loading the task's (first) model."""
 
     spec: "TaskSpec"
     splits: "Splits"
@@ -44,37 +44,58 @@ class RunContext:
     progress: Progress | None = None
     backend: "Backend | None" = None
     embed: EmbeddingCache = field(init=False)
-    _model: "CachedBackend | None" = field(default=None, init=False, repr=False)
-    _model_error: TunewiseError | None = field(default=None, init=False, repr=False)
+    _models: "dict[str, CachedBackend]" = field(default_factory=dict, init=False, repr=False)
+    _model_errors: dict[str, TunewiseError] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.embed = EmbeddingCache(self.store, self.spec.embedder, self.progress)
 
-    @property
-    def model(self) -> "CachedBackend":
-        """The task's model behind the call cache, built on first use (a baseline-only run never loads one);
-        a failure to build it is remembered, so every LLM rung fails with the same sentence."""
-        if self._model_error is not None:
-            raise self._model_error
-        if self._model is None:
+    def spec_for(self, rung: "RungSpec") -> "TaskSpec":
+        """The task as the rung's model sees it (:meth:`~tunewise.task.TaskSpec.for_model`)."""
+        return self.spec.for_model(rung.model)
+
+    def model_id(self, rung: "RungSpec") -> str | None:
+        """The id of the model a rung runs on, when the task weighs several (results name it); else None."""
+        return self.spec.model_named(rung.model).id if rung.model is not None else None
+
+    def model_for(self, key: str | None) -> "CachedBackend":
+        """The model named ``key`` (None: the first) behind the call cache, built on first use (a baseline-only
+        run never loads one); a failure to build it is remembered, so each of its rungs fails with one sentence."""
+        model = self.spec.model_named(key)
+        if model.key in self._model_errors:
+            raise self._model_errors[model.key]
+        if model.key not in self._models:
             from ..backends import build_backend
 
+            first = model.key == self.spec.model_specs[0].key
             try:
-                self._model = build_backend(self.spec, self.store, backend=self.backend, prices=self.prices)
+                self._models[model.key] = build_backend(self.spec.for_model(model.key), self.store,
+                                                        backend=self.backend if first else None, prices=self.prices)
             except TunewiseError as exc:
-                self._model_error = exc
+                self._model_errors[model.key] = exc
                 raise
-        return self._model
+        return self._models[model.key]
+
+    @property
+    def model(self) -> "CachedBackend":
+        """The task's (first) model behind the call cache."""
+        return self.model_for(None)
 
     @property
     def model_info(self) -> dict[str, Any]:
-        """What the model backend says about itself (device, dtype...), when one was built."""
-        return dict(self._model.info or {}) if self._model is not None else {}
+        """What the model backends say about themselves (device, dtype...), for those that were built: one
+        model's info as it is, several keyed by model name."""
+        infos = {key: dict(m.info or {}) for key, m in self._models.items()}
+        if not self.spec.several_models:
+            return next(iter(infos.values()), {})
+        return infos
 
     def close(self) -> None:
-        """Close the model backend if this run built it (threads, connections); never a caller's."""
-        if self._model is not None and self.backend is None:
-            self._model.close()
+        """Close the model backends this run built (threads, connections); never a caller's."""
+        first = self.spec.model_specs[0].key
+        for key, model in self._models.items():
+            if key != first or self.backend is None:
+                model.close()
 
     @property
     def test(self) -> "tuple[Example, ...]":

@@ -35,7 +35,7 @@ class Lifecycle:
         """Record a rung that is not run at all (the policy's skip, or left out by an escalation or a stop)."""
         self._start(rung)
         self.store.skip_rung(self.run_id, rung.name, reason)
-        return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=rung.model_dump(),
+        return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=rung.to_json(),
                           config_hash=rung.config_hash(), reason=reason)
 
     def run(self, rung: RungSpec, attempt: Callable[[], RungResult]) -> RungResult:
@@ -45,11 +45,11 @@ class Lifecycle:
             result = attempt()
         except RungSkipped as exc:  # it cannot run here (e.g. QLoRA without a GPU): not a failure
             self.store.skip_rung(self.run_id, rung.name, str(exc))
-            return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=rung.model_dump(),
+            return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=rung.to_json(),
                               config_hash=rung.config_hash(), reason=str(exc))
         except TunewiseError as exc:
             self.store.fail_rung(self.run_id, rung.name, str(exc))
-            return RungResult(name=rung.name, strategy=rung.strategy, status="failed", config=rung.model_dump(),
+            return RungResult(name=rung.name, strategy=rung.strategy, status="failed", config=rung.to_json(),
                               config_hash=rung.config_hash(), error=str(exc))
         if result.status == "finished":
             self.store.finish_rung(self.run_id, rung.name, result.to_json())
@@ -58,4 +58,4 @@ class Lifecycle:
         return result
 
     def _start(self, rung: RungSpec) -> None:
-        self.store.start_rung(self.run_id, rung.name, config=rung.model_dump(), config_hash=rung.config_hash())
+        self.store.start_rung(self.run_id, rung.name, config=rung.to_json(), config_hash=rung.config_hash())

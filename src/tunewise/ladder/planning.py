@@ -28,7 +28,7 @@ from .policy import (
 if TYPE_CHECKING:
     from ..costs import Prices
 
-__all__ = ["plan", "observe", "pricing", "budget", "deadline"]
+__all__ = ["plan", "observe", "pricing", "pricings", "budget", "deadline"]
 
 
 def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any]) -> PlannedRung:
@@ -36,19 +36,20 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any]) -> PlannedRung:
     family = rung_family(rung.strategy, rung.params, spec.kind)
     screenable = needs_llm(rung) and spec.kind != "extraction"  # extraction's field F1 is not a per-example mean
     if family_kind(family) != "tuned":
-        return PlannedRung(rung.name, family, screenable=screenable)
+        return PlannedRung(rung.name, family, screenable=screenable, model=rung.model)
     from ..strategies.finetuning import training_work
 
     try:
-        work, evaluations = training_work(rung, spec, train)
+        work, evaluations = training_work(rung, spec.for_model(rung.model), train)
     except TunewiseError as exc:
-        return PlannedRung(rung.name, family, blocked=str(exc))
-    return PlannedRung(rung.name, family, train_example_epochs=work, evaluations=evaluations)
+        return PlannedRung(rung.name, family, blocked=str(exc), model=rung.model)
+    return PlannedRung(rung.name, family, train_example_epochs=work, evaluations=evaluations, model=rung.model)
 
 
 def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, prices: "Prices",
-            correct: Sequence[bool] | None) -> Observed:
-    """What the policy needs from a rung result: scores, per-example ``correct``ness and measured cost."""
+            correct: Sequence[bool] | None, key: str | None = None) -> Observed:
+    """What the policy needs from a rung result: scores, per-example ``correct``ness and measured cost.
+    ``model``: the id of the rung's model (its prices); ``key``: its short name when the task weighs several."""
     from ..costs import is_self_hosted, request_cost
 
     usage = result.usage or {}
@@ -65,12 +66,19 @@ def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, pr
     train_work = float(training.get("examples") or 0) * float(training.get("epochs") or 0)
     if result.status != "finished" or result.primary is None:
         return Observed(result.name, family, "rejected" if "early_rejection" in result.extras else result.status,
-                        seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd)
+                        seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd, model=key)
     m = result.primary
     return Observed(result.name, family, "finished", value=m.value, low=m.low, high=m.high, metric=m,
                     correct=tuple(bool(c) for c in correct) if correct is not None else None,
                     seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd, train_s=train_s,
-                    train_example_epochs=train_work)
+                    train_example_epochs=train_work, model=key)
+
+
+def pricings(spec: TaskSpec, prices: "Prices") -> dict[str | None, Pricing]:
+    """:func:`pricing` of each of the task's models by short name; None: the first (and rungs without a model)."""
+    out: dict[str | None, Pricing] = {m.key: pricing(spec.for_model(m.key), prices) for m in spec.model_specs}
+    out[None] = out[spec.model_specs[0].key]
+    return out
 
 
 def pricing(spec: TaskSpec, prices: "Prices") -> Pricing:

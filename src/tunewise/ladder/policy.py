@@ -60,7 +60,7 @@ from ..evaluation.stats import compare_paired, confidence_words, confident_bound
 from ..formats import pct
 
 __all__ = [
-    "PlannedRung", "Observed", "Budget", "Pricing", "PolicyConfig", "Action", "Estimate",
+    "PlannedRung", "Observed", "Budget", "Pricing", "PricingOf", "PolicyConfig", "Action", "Estimate", "pricing_of",
     "rung_family", "family_kind", "estimate_cost", "next_action", "screen_subset", "screen_sizes",
     "stratified_order", "upper_bound", "plateau", "spent",
     "PRIOR_S_PER_EXAMPLE", "PRIOR_API_TOKENS", "PRIOR_TRAIN_S_PER_EXAMPLE_EPOCH", "DEFAULT_TUNING_HOURS",
@@ -119,6 +119,7 @@ class PlannedRung:
     train_example_epochs: float = 0.0  # tuning rungs: examples x epochs over all trainings
     evaluations: int = 1  # test-split evaluations (a learning curve scores each point)
     blocked: str | None = None  # why it cannot run here
+    model: str | None = None  # the model's short name when the task weighs several (None: its one model, or none)
 
     @property
     def kind(self) -> str:
@@ -143,6 +144,7 @@ class Observed:
     train_s: float = 0.0
     train_example_epochs: float = 0.0
     metric: MetricValue | None = None  # the target metric as scored (value, interval, n, method)
+    model: str | None = None  # as :attr:`PlannedRung.model`
 
     @property
     def kind(self) -> str:
@@ -250,8 +252,20 @@ def spent(observed: Mapping[str, Observed], *, kind: str | None = None) -> tuple
     return sum(o.seconds for o in rows), sum(o.usd or 0.0 for o in rows)
 
 
-def _per_example(family: str, observed: Mapping[str, Observed]) -> tuple[float, str]:
-    same = [o for o in observed.values() if o.family == family and o.examples > 0 and o.eval_seconds > 0]
+#: how seconds and tokens become money: one :class:`Pricing` for the run's one model, or one per model name
+PricingOf = Pricing | Mapping[str | None, Pricing]
+
+
+def pricing_of(rung: PlannedRung, pricing: PricingOf) -> Pricing:
+    """The pricing of the rung's model (a rung without a model is priced as the run's device)."""
+    if isinstance(pricing, Pricing):
+        return pricing
+    return pricing.get(rung.model) or pricing[None]
+
+
+def _per_example(family: str, observed: Mapping[str, Observed], model: str | None = None) -> tuple[float, str]:
+    same = [o for o in observed.values()
+            if o.family == family and o.model == model and o.examples > 0 and o.eval_seconds > 0]
     if same:
         s = sum(o.eval_seconds for o in same) / sum(o.examples for o in same)
         return s, f"measured {s:.3g} s/example on {', '.join(o.name for o in same)}"
@@ -259,9 +273,11 @@ def _per_example(family: str, observed: Mapping[str, Observed]) -> tuple[float, 
     return s, f"prior {s:g} s/example for {family}"
 
 
-def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: int, pricing: Pricing) -> Estimate:
-    """Seconds (training + evaluation) and dollars the rung is expected to cost, with the basis."""
-    per, basis = _per_example(rung.family, observed)
+def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: int, pricing: PricingOf) -> Estimate:
+    """Seconds (training + evaluation) and dollars the rung is expected to cost, with the basis; measured
+    throughput counts only from rungs of the same family on the same model."""
+    pricing = pricing_of(rung, pricing)
+    per, basis = _per_example(rung.family, observed, rung.model)
     seconds = per * n_test * max(1, rung.evaluations)
     parts = [f"{n_test * max(1, rung.evaluations)} test examples x {basis}"]
     if rung.kind == "tuned" and rung.train_example_epochs > 0:
@@ -277,7 +293,8 @@ def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: i
     if pricing.usd_per_second is not None:
         usd: float | None = seconds * pricing.usd_per_second
     else:  # API model: measured dollars per example of the family, else the token-price prior
-        same = [o for o in observed.values() if o.family == rung.family and o.examples > 0 and o.usd is not None]
+        same = [o for o in observed.values()
+                if o.family == rung.family and o.model == rung.model and o.examples > 0 and o.usd is not None]
         if same:
             usd = sum(o.usd or 0.0 for o in same) / sum(o.examples for o in same) * n_test
         elif rung.kind == "no_llm":
@@ -354,7 +371,7 @@ def screen_sizes(n_test: int, config: PolicyConfig = PolicyConfig()) -> tuple[in
 
 
 def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed], *, target: float | None,
-                metric: str, budget: Budget, n_test: int, pricing: Pricing,
+                metric: str, budget: Budget, n_test: int, pricing: PricingOf,
                 config: PolicyConfig = PolicyConfig(), seed: int = 0) -> Action:
     """The next step of the walk (module docstring); ``observed`` holds every rung acted on so far."""
     pending = [r for r in ladder if r.name not in observed]
@@ -378,12 +395,13 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
         return Action("stop", None, f"{out}; not run: {', '.join(r.name for r in pending)}",
                       skipped=tuple(r.name for r in pending))
     nxt = pending[0]
-    if nxt.kind == "prompt":
-        flat = plateau(ladder, observed, patience=config.patience, alpha=config.alpha, seed=seed)
+    if nxt.kind == "prompt":  # plateaus are per model: a weak model's stall says nothing of another's prompts
+        same_model = [r for r in ladder if r.model == nxt.model]
+        flat = plateau(same_model, observed, patience=config.patience, alpha=config.alpha, seed=seed)
         tuning = [r for r in pending if r.kind == "tuned" and r.blocked is None]
         fitting = [r for r in tuning if _fits(r, estimate_cost(r, observed, n_test, pricing), observed, budget) is None]
         if flat and fitting:
-            rest = tuple(r.name for r in pending if r.kind == "prompt")
+            rest = tuple(r.name for r in pending if r.kind == "prompt" and r.model == nxt.model)
             return Action("escalate", fitting[0].name, f"prompting plateaued ({flat}): skipping {', '.join(rest)} "
                           f"and going to {', '.join(r.name for r in fitting)}", skipped=rest)
     if nxt.blocked:

@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 from ..evaluation.evaluator import serving_latency
 from ..evaluation.scoring import compare_rungs
 from ..results import Comparison, EarlyRejection, LadderBudget, LadderRecord, RungResult
-from ..task import RungSpec
+from ..task import RungSpec, TaskSpec
 from .attempt import attempt
 from .context import RunContext
 from .lifecycle import Lifecycle
 from .planning import budget as budget_of
-from .planning import deadline, observe, plan, pricing
-from .policy import Action, Budget, Observed, PolicyConfig, next_action, spent
+from .planning import deadline, observe, plan, pricings
+from .policy import Action, Budget, Observed, PolicyConfig, Pricing, next_action, spent
 
 __all__ = ["Climb", "climb", "compare_to_best"]
 
@@ -76,7 +76,7 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
     by_name = {r.name: r for r in rungs}
     planned = [plan(r, spec, run.splits.train) for r in rungs]
     plan_of = {p.name: p for p in planned}
-    budget, price = budget_of(spec), pricing(spec, run.prices)
+    budget, price = budget_of(spec), pricings(spec, run.prices)
     target = spec.target.get(run.metric)
     observed: dict[str, Observed] = {}
     results: list[RungResult] = []
@@ -86,8 +86,10 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
     def settle(result: RungResult) -> None:
         results.append(result)
         correct = run.correct(result.predictions) if result.status == "finished" and result.primary else None
-        observed[result.name] = observe(result, plan_of[result.name].family, pricing=price, model=spec.model,
-                                        prices=run.prices, correct=correct)
+        rung = by_name[result.name]
+        observed[result.name] = observe(result, plan_of[result.name].family, pricing=price[rung.model],
+                                        model=run.spec_for(rung).model, prices=run.prices, correct=correct,
+                                        key=rung.model)
 
     while True:
         action = next_action(planned, observed, target=target, metric=run.metric, budget=budget,
@@ -115,13 +117,20 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
         best = max(finished, key=lambda o: o.value) if finished else None
         result = life.run(rung, lambda: attempt(
             run, rung, screen=action.screen, best=(best.name, best.low) if best else None,
-            deadline_s=deadline(plan_of[rung.name], observed, budget, price), delta=config.look_delta))
+            deadline_s=deadline(plan_of[rung.name], observed, budget, price[rung.model]), delta=config.look_delta))
         if result.status == "skipped":  # rejected early, stopped by the deadline, or it cannot run here
             rejection = result.extras.get("early_rejection")
             actions.append(Action.from_json(rejection) if rejection else Action("skip", rung.name, result.reason or ""))
         settle(result)
     return tuple(results), tuple(reused), _record(actions, observed, target=target, metric=run.metric,
-                                                  budget=budget, pricing_basis=price.basis, config=config)
+                                                  budget=budget, pricing_basis=_basis(spec, price), config=config)
+
+
+def _basis(spec: TaskSpec, price: dict[str | None, Pricing]) -> str:
+    """How seconds and tokens became money: the one model's basis, or each model's."""
+    if not spec.several_models:
+        return price[None].basis
+    return "; ".join(f"{m.key}: {price[m.key].basis}" for m in spec.model_specs)
 
 
 def _reuse(run: RunContext, life: Lifecycle, rung: RungSpec) -> RungResult | None:

@@ -12,11 +12,13 @@ Pure: strings in, a string out. Out of scope: computing anything (``decision.py`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 
 from ..decision import Decision
-from ..formats import pct
+from ..formats import models_words, pct
 from ..results import RunResults
 from .edge_cases import best_rung
 from .markup import markdown_to_html, shift_headings
@@ -232,6 +234,13 @@ _TOC = (("options", "Options"), ("ladder", "Ladder"), ("pareto", "Cost vs qualit
         ("reproducibility", "Reproducibility"))
 
 
+def _models_html(task: Mapping[str, Any]) -> str:
+    """``model <code>id</code>``, or ``models <code>a</code>, <code>b</code>``, from :func:`models_words`."""
+    words = escape(models_words(task))
+    parts = words.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def render_html(results: RunResults, decision: Decision, *, figures: Figures, edge_cases_md: str,
                 repro: list[tuple[str, str]]) -> str:
     """The whole page (see the module docstring)."""
@@ -244,8 +253,8 @@ def render_html(results: RunResults, decision: Decision, *, figures: Figures, ed
     body = [
         '<header><p class="eyebrow">tunewise report</p>'
         f"<h1>{escape(name)}: prompt-engineer or fine-tune?</h1>"
-        f'<p class="sub">run <code>{escape(run_id)}</code> · {escape(str(task.get("kind") or ""))} · model '
-        f'<code>{escape(str(task.get("model") or ""))}</code> · {escape(str(n))} test examples · '
+        f'<p class="sub">run <code>{escape(run_id)}</code> · {escape(str(task.get("kind") or ""))} · '
+        f'{_models_html(task)} · {escape(str(n))} test examples · '
         f'{escape(str(results.created_at or ""))}</p></header>',
         _verdict(decision),
         '<nav class="toc" aria-label="Sections">' + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in _TOC)

@@ -7,6 +7,7 @@ request or a notebook. Pure. Data text goes through :func:`~tunewise.report.mark
 from __future__ import annotations
 
 from ..decision import Decision
+from ..formats import models_words
 from ..results import RunResults
 from .markup import md_escape, shift_headings
 from .sections import answer_notes, curve_texts, data_lines, ladder_text, latency_notes, option_rows, other_rungs
@@ -63,7 +64,7 @@ def report_markdown(results: RunResults, decision: Decision, *, edge_cases_md: s
                     repro: list[tuple[str, str]]) -> str:
     task = results.task or {}
     lines = [f"# tunewise report: {md_escape(task.get('name') or 'task')} (run `{results.run_id}`)", "",
-             f"Kind {task.get('kind')}, model `{task.get('model')}`, created {results.created_at}.", "",
+             f"Kind {task.get('kind')}, {models_words(task)}, created {results.created_at}.", "",
              *_verdict(decision), *_options(results, decision), *_ladder(results), *_forecasts(results),
              "## Data checks", "", *[f"- {md_escape(line)}" for line in data_lines(results)], "",
              shift_headings(edge_cases_md, 1), "",

@@ -149,6 +149,7 @@ def pareto_svg(decision: Decision, *, target: float | None = None) -> str | None
                     label="Pareto frontier")
             ax.scatter([x[o.name] for o in front], [100 * o.quality for o in front], s=170, facecolors="none",
                        edgecolors=INK, linewidths=1.2, zorder=4)
+        _break_even_line(ax, decision, x)
         win = next((o for o in priced if o.name == decision.winner), None)
         if win is not None:
             ax.scatter([x[win.name]], [100 * win.quality], marker="*", s=260, color="#f59e0b", edgecolors=INK,
@@ -168,7 +169,27 @@ def pareto_svg(decision: Decision, *, target: float | None = None) -> str | None
         ax.legend(loc="best", frameon=True, facecolor="white", edgecolor="none", framealpha=0.9)
     return _svg(fig, "pareto", f"Quality against cost per 1,000 requests for {len(priced)} options; the Pareto "
                 f"frontier is {', '.join(decision.pareto) or 'empty'}"
-                + (f"; the winner is {decision.winner}" if decision.winner else "") + ".")
+                + (f"; the winner is {decision.winner}" if decision.winner else "")
+                + (f"; {_break_even_words(decision.break_even)}" if decision.break_even else "") + ".")
+
+
+def _break_even_words(be: Mapping[str, Any]) -> str:
+    volume = be.get("requests_per_month")
+    if volume is None:
+        return f"{be['tuned']} never pays back against {be['prompt']}"
+    return f"{be['tuned']} pays back against {be['prompt']} above {volume:,.0f} requests a month"
+
+
+def _break_even_line(ax: Any, decision: Decision, x: Mapping[str, float]) -> None:
+    """A dotted line from the prompting option to the tuned one the break-even compares, labelled with the
+    monthly volume above which tuning costs less over the horizon (costs on the axis are at the task's volume)."""
+    be = decision.break_even
+    quality = {o.name: 100 * o.quality for o in decision.options}
+    if not be or be.get("prompt") not in x or be.get("tuned") not in x:
+        return
+    a, b = be["prompt"], be["tuned"]
+    ax.plot([x[a], x[b]], [quality[a], quality[b]], color="#7c3aed", ls=":", lw=1.4, zorder=2,
+            label=_text(_break_even_words(be)))
 
 
 # ---------------------------------------------------------------- learning curves

@@ -17,7 +17,7 @@ from typing import Any
 from .. import __version__
 from ..costs import PRICES_AS_OF, Prices
 from ..decision import Decision, Option
-from ..formats import pct
+from ..formats import backend_words, models_words, pct
 from ..results import LadderRecord, RunResults
 from ..task import TaskSpec
 
@@ -193,11 +193,11 @@ def reproducibility(results: RunResults, spec: TaskSpec | Mapping[str, Any],
                  else f"{run_id.split('-')[0]} (prefix, from the run id)")
     seeds = sorted({str(s) for r in rungs if (s := (r.config or {}).get("seed")) is not None})
     versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
-    backend = ", ".join(f"{k} {v}" for k, v in (env.get("backend") or {}).items() if v not in (None, "", {}))
+    backend = backend_words(env.get("backend") or {})
     hashes = ", ".join(f"{r.name} {r.config_hash}" for r in rungs if r.config_hash)
     rows = [("run id", run_id), ("created", str(results.created_at or "?")),
             ("status", str(results.status or "?")),
-            ("task", f"{task.get('name')} ({task.get('kind')}), model {task.get('model')}"),
+            ("task", f"{task.get('name')} ({task.get('kind')}), {models_words(task).replace('`', '')}"),
             ("task spec hash", spec_hash), ("data hash", str((results.data or {}).get("hash") or "?")),
             ("seeds", f"run {results.seed}" + (f"; rungs {', '.join(seeds)}" if seeds else "")),
             ("rung config hashes", hashes or "–"),
