@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ..costs import Prices
     from ..store import Store
     from ..task import TaskSpec
+    from .budget import Purse
     from .cached import CachedBackend
 
 __all__ = ["BACKEND_KINDS", "ENTRY_POINT_GROUP", "load_backend", "build_backend", "backend_options"]
@@ -139,9 +140,13 @@ def backend_options(spec: "TaskSpec", prices: "Prices | None" = None) -> dict[st
 
 
 def build_backend(spec: "TaskSpec", store: "Store", *, backend: Backend | None = None,
-                  prices: "Prices | None" = None) -> "CachedBackend":
-    """The task's model (or ``backend``, already built) behind the run store's call cache."""
+                  prices: "Prices | None" = None, purse: "Purse | None" = None) -> "CachedBackend":
+    """The task's model (or ``backend``, already built) behind the run store's call cache; ``purse``: a money
+    budget an ``openai:`` model shares with the run's other models."""
     from .cached import CachedBackend
 
-    inner = backend if backend is not None else load_backend(spec.model, **backend_options(spec, prices))
+    options = backend_options(spec, prices)
+    if purse is not None and spec.model.startswith("openai:"):
+        options["purse"] = purse
+    inner = backend if backend is not None else load_backend(spec.model, **options)
     return CachedBackend(inner, store)

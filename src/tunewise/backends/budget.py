@@ -24,7 +24,7 @@ from ..costs import ApiPrice
 from ..errors import BackendError
 from .base import GenerationRequest
 
-__all__ = ["MoneyCap", "worst_case_tokens"]
+__all__ = ["MoneyCap", "Purse", "worst_case_tokens"]
 
 _PER_MESSAGE_TOKENS = 4  # role and separators of the chat format
 _PER_REQUEST_TOKENS = 3  # the assistant turn's opening
@@ -37,6 +37,42 @@ def worst_case_tokens(request: GenerationRequest) -> tuple[int, int]:
     return prompt + schema + _PER_REQUEST_TOKENS, request.max_new_tokens
 
 
+class Purse:
+    """One money budget shared by several API backends: a run's ``constraints.budget_usd`` over every model it
+    weighs, so two API models cannot each spend the whole budget. Each :class:`MoneyCap` books against it
+    what it books against its own cap; thread-safe."""
+
+    def __init__(self, budget_usd: float) -> None:
+        self.budget_usd = budget_usd
+        self.spent_usd = self.unconfirmed_usd = self._pending = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self, worst: float, n: int, what: str) -> None:
+        with self._lock:
+            self._refuse_beyond(worst, n, what)
+            self._pending += worst
+
+    def check(self, what: str) -> None:
+        with self._lock:
+            self._refuse_beyond(0.0, 0, what)
+
+    def settle(self, reserved: float, *, spent: float = 0.0, unconfirmed: float = 0.0) -> None:
+        with self._lock:
+            self._pending -= reserved
+            self.spent_usd += spent
+            self.unconfirmed_usd += unconfirmed
+
+    def _refuse_beyond(self, worst: float, n: int, what: str) -> None:
+        committed = self.spent_usd + self.unconfirmed_usd + self._pending
+        if committed + worst > self.budget_usd + 1e-12:
+            head = f"the next {n} request(s) to {what} could cost up to ${worst:.4f}, which" if n else \
+                f"retrying a call to {what}"
+            raise BackendError(
+                f"Refused: {head} would exceed the run's budget of ${self.budget_usd:g} over all its models (spent "
+                f"${self.spent_usd:.4f}, ${self.unconfirmed_usd + self._pending:.4f} more possibly billed or in "
+                "flight); raise constraints.budget_usd to go on, and the calls already answered stay cached.")
+
+
 class MoneyCap:
     """What an API backend has spent and may still spend; thread-safe.
 
@@ -44,13 +80,19 @@ class MoneyCap:
     is counted in dollars, and a budget cannot be enforced: the constructor refuses one).
     """
 
-    def __init__(self, *, what: str, budget_usd: float | None, price: tuple[str, ApiPrice] | None) -> None:
+    def __init__(self, *, what: str, budget_usd: float | None, price: tuple[str, ApiPrice] | None,
+                 purse: Purse | None = None) -> None:
         if budget_usd is not None and price is None:
             raise BackendError(
                 f"The budget of ${budget_usd:g} cannot be enforced for {what}: the price table has no price for "
                 "this model; add one under the backend's prices (such as {api: {<model>: {input: 0, output: 0}}}) "
                 "or set its budget_usd to null.")
-        self.what, self.budget_usd, self.price = what, budget_usd, price
+        if purse is not None and price is None:
+            raise BackendError(
+                f"The run's budget of ${purse.budget_usd:g} cannot be enforced for {what}: the price table has no "
+                "price for this model; give the model its prices in the task file (models: [{id: ..., prices: "
+                "{input: ..., output: ...}}]).")
+        self.what, self.budget_usd, self.price, self.purse = what, budget_usd, price, purse
         self.spent_usd = 0.0  # from the usage the endpoint reported
         self.unconfirmed_usd = 0.0  # worst case of attempts that may have been billed without an answer
         self._pending = 0.0  # worst case of calls admitted and not answered yet
@@ -68,6 +110,8 @@ class MoneyCap:
         worst = [self.worst_case_usd(r) for r in requests]
         with self._lock:
             self._refuse_beyond(sum(worst), len(worst))
+            if self.purse is not None:  # the run's budget over every model, after this endpoint's own
+                self.purse.reserve(sum(worst), len(worst), self.what)
             self._pending += sum(worst)
         return worst
 
@@ -75,6 +119,8 @@ class MoneyCap:
         """Refuse to go on when what is booked and reserved already passes the budget (before a retry)."""
         with self._lock:
             self._refuse_beyond(0.0, 0)
+        if self.purse is not None:
+            self.purse.check(self.what)
 
     def charge(self, reserved: float, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> float:
         """Book an answer's reported usage and free its reservation; -> its cost in USD."""
@@ -82,16 +128,22 @@ class MoneyCap:
         with self._lock:
             self._pending -= reserved
             self.spent_usd += cost
+        if self.purse is not None:
+            self.purse.settle(reserved, spent=cost)
         return cost
 
     def book_unconfirmed(self, reserved: float) -> None:
         with self._lock:
             self.unconfirmed_usd += reserved
+        if self.purse is not None:
+            self.purse.settle(0.0, unconfirmed=reserved)
 
     def release(self, reserved: float) -> None:
         """Free the reservation of a call that ended without an answer."""
         with self._lock:
             self._pending -= reserved
+        if self.purse is not None:
+            self.purse.settle(reserved)
 
     def cost(self, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> float:
         if self.price is None:

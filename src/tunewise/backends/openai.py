@@ -52,7 +52,7 @@ import httpx
 from ..costs import DEFAULT_PRICES, Prices, load_prices
 from ..errors import BackendError, ModelNotFoundError
 from .base import Backend, Generation, GenerationRequest
-from .budget import MoneyCap
+from .budget import MoneyCap, Purse
 
 __all__ = ["OpenAIBackend", "DEFAULT_BASE_URL", "DEFAULT_KEY_ENV"]
 
@@ -105,6 +105,7 @@ class OpenAIBackend(Backend):
         max_backoff_s: float = 30.0,
         budget_usd: float | None = None,
         prices: Prices | Mapping[str, Any] | str | Path | None = None,
+        purse: Purse | None = None,
     ) -> None:
         model = name.split(":", 1)[1] if ":" in name else ""
         if not model:
@@ -121,7 +122,7 @@ class OpenAIBackend(Backend):
         key, self.key_source = _read_key(api_key_env, api_key_file)
         self._key = _Secret(key)
         self.cap = MoneyCap(what=f"{name} at {self.endpoint}", budget_usd=budget_usd,
-                            price=_prices(prices).api_price(name))
+                            price=_prices(prices).api_price(name), purse=purse)
         self.calls = self.retries = 0
         self.prompt_tokens = self.completion_tokens = self.cached_tokens = self.usage_estimated = 0
         self.plain_only = False  # the endpoint rejected response_format: constrained requests go as plain ones
@@ -275,7 +276,9 @@ class OpenAIBackend(Backend):
         self.info.update({
             "kind": "openai", "model": self.model, "base_url": self.endpoint, "api_key_source": self.key_source,
             "max_concurrency": self.max_concurrency, "max_retries": self.max_retries, "timeout_s": self.timeout_s,
-            "budget_usd": self.cap.budget_usd, "price": None if price is None else {"key": price[0], **price[1].model_dump()},
+            "budget_usd": self.cap.budget_usd,
+            "run_budget_usd": self.cap.purse.budget_usd if self.cap.purse is not None else None,
+            "price": None if price is None else {"key": price[0], **price[1].model_dump()},
             "spent_usd": self.cap.spent_usd if price is not None else None,
             "unconfirmed_usd": self.cap.unconfirmed_usd if price is not None else None,
             "calls": self.calls, "retries": self.retries, "prompt_tokens": self.prompt_tokens,

@@ -19,6 +19,7 @@ from ..evaluation.scoring import PRIMARY_METRIC, per_example_correct, score_pred
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
+    from ..backends.budget import Purse
     from ..backends.cached import CachedBackend
     from ..costs import Prices
     from ..data import Example, Splits
@@ -46,9 +47,15 @@ class RunContext:
     embed: EmbeddingCache = field(init=False)
     _models: "dict[str, CachedBackend]" = field(default_factory=dict, init=False, repr=False)
     _model_errors: dict[str, TunewiseError] = field(default_factory=dict, init=False, repr=False)
+    purse: "Purse | None" = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.embed = EmbeddingCache(self.store, self.spec.embedder, self.progress)
+        budget = self.spec.constraints.budget_usd
+        if self.spec.several_models and budget is not None:  # one money cap over every API model of the run
+            from ..backends.budget import Purse
+
+            self.purse = Purse(budget)
 
     def spec_for(self, rung: "RungSpec") -> "TaskSpec":
         """The task as the rung's model sees it (:meth:`~tunewise.task.TaskSpec.for_model`)."""
@@ -70,7 +77,8 @@ class RunContext:
             first = model.key == self.spec.model_specs[0].key
             try:
                 self._models[model.key] = build_backend(self.spec.for_model(model.key), self.store,
-                                                        backend=self.backend if first else None, prices=self.prices)
+                                                        backend=self.backend if first else None, prices=self.prices,
+                                                        purse=self.purse)
             except TunewiseError as exc:
                 self._model_errors[model.key] = exc
                 raise
