@@ -142,6 +142,7 @@ def test_chat_template_answers_have_no_lead_and_end_with_the_template_token(chat
 def test_plain_few_shot_format(byte_level):
     assert render_messages(byte_level, FEW_SHOT) == PLAIN
     assert render_messages(byte_level, messages(("user", "Input: hi"))) == "Input: hi\nOutput:"
+    assert render_messages(byte_level, messages(("system", ""), ("user", "Input: hi"))) == "Input: hi\nOutput:"
 
 
 def test_plain_final_assistant_message_is_continued(byte_level):

@@ -493,8 +493,8 @@ def _render_plain(tokenizer: Any, msgs: list[dict[str, str]]) -> str:
         elif m["role"] == "user":
             blocks.append(f"{m['content']}\n{PLAIN_OUTPUT}")
             awaiting = True
-        else:
-            blocks.append(m["content"])
+        else:  # system text (an empty one adds nothing)
+            blocks.extend([m["content"]] if m["content"] else [])
             awaiting = False
     return _bos_text(tokenizer) + "\n\n".join(blocks)
 
