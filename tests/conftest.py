@@ -75,3 +75,7 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(directory)
     return directory
+
+
+# the OpenAI-compatible stand-in server, for every test module that needs an API model
+from .test_openai_backend import server  # noqa: E402, F401

@@ -10,7 +10,7 @@ from tunewise.run import run_task
 from tunewise.task import load_task
 
 from .test_finetuning import FAST as TUNE_FAST
-from .test_openai_backend import _label_of, server, write_task  # noqa: F401 - the server fixture
+from .test_openai_backend import _label_of, write_task
 
 API = "  - {id: openai:test-model, name: api, backend: {base_url: '%s', api_key_env: TW_TEST_KEY, backoff_s: 0.001}}\n"
 
