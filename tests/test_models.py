@@ -133,3 +133,36 @@ def test_plateau_is_judged_per_model():
     action = next_action(ladder, observed, target=None, metric="accuracy", budget=Budget(hours=10), n_test=n,
                          pricing=Pricing(usd_per_second=0.0))
     assert (action.kind, action.rung) == ("run", "few@b")
+
+
+def test_a_version_of_a_rung_at_one_model_is_rebuilt_and_served_on_that_model(tmp_path):
+    import asyncio
+
+    from tunewise.data import load_splits
+    from tunewise.serving.service import Service
+    from tunewise.store import Store
+    from tunewise.versions import create_version, load_candidate, promote, task_spec
+
+    task = _two_model_task(tmp_path)
+    outcome = run_task(load_task(task), rungs=["zero_shot"], task_path=task, report=False)
+    recorded = {r.name: r for r in outcome.results.rungs}
+    with Store(tmp_path / ".tunewise") as store:
+        oracle = create_version(store, outcome.results.run_id, "zero_shot@oracle")
+        rand = create_version(store, outcome.results.run_id, "zero_shot@random")
+        assert oracle.id != rand.id and oracle.rung == "zero_shot@oracle"
+        assert oracle.manifest["model"].startswith("fake:oracle:") and rand.manifest["model"] == "fake:random"
+        test = load_splits(task_spec(oracle, store)).test
+        for version, name in ((oracle, "zero_shot@oracle"), (rand, "zero_shot@random")):
+            candidate, backend = load_candidate(version, store)
+            assert [p.output for p in candidate.predict(test, backend=backend)] == [
+                p.output for p in recorded[name].predictions]
+        promote(store, oracle.id, "production")
+    async def ask():
+        service = Service(tmp_path / ".tunewise")
+        try:
+            return await service.answer("production", test[0].text, None)
+        finally:
+            await service.close()
+
+    answer = asyncio.run(ask())
+    assert answer.version == oracle.id and answer.text == test[0].target
