@@ -15,6 +15,7 @@ that matters (every rung scored fully instead of rejected early) is what ``saved
 ``saved_s`` estimate, from the rejected rungs' own measured speed.
 
 Run:  python benchmarks/bench_decision.py                  (~30 min + ~5 min on 2 free cores)
+      python benchmarks/bench_decision.py --task examples/snips_slots/task.yaml --out decision_snips
       python benchmarks/bench_decision.py --modes quick    (~5 min)
       python benchmarks/bench_decision.py --keep DIR       (keep the stores, e.g. to open the report)
 """
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _rung(r: dict[str, Any]) -> dict[str, Any]:
     m = (r.get("metrics") or {}).get(r.get("primary_metric") or "accuracy")
-    out = {"name": r["name"], "strategy": r.get("strategy"), "status": r["status"],
+    out = {"name": r["name"], "model": r.get("model"), "strategy": r.get("strategy"), "status": r["status"],
            "prepare_s": r.get("prepare_s"), "model_s": (r.get("usage") or {}).get("model_seconds")}
     if m:
         out.update(value=m["value"], low=m["low"], high=m["high"], n=m["n"])
@@ -96,7 +97,11 @@ def run_mode(mode: str, task: Path, root: Path) -> dict[str, Any]:
             "budget": ladder.get("budget"), "stop_reason": stop,
             "early_rejection": ladder.get("early_rejection"),
             "rungs": [_rung(r) for r in results.get("rungs", [])],
-            "decision": {k: decision.get(k) for k in ("status", "winner", "next_step", "reasons") if k in decision},
+            "decision": {k: decision.get(k) for k in ("status", "winner", "next_step", "reasons", "pareto", "break_even")
+                         if k in decision},
+            "options": [{k: o.get(k) for k in ("name", "kind", "metric", "quality", "low", "high", "per_1k_usd",
+                                               "one_off_usd", "latency_p95_ms", "meets_target", "meets_constraints")}
+                        for o in decision.get("options") or []],
             "store": str(store), "stdout": proc.stdout[-6000:]}
 
 
@@ -112,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             shutil.rmtree(root, ignore_errors=True)
     previous = C.read_result(args.out) or {}
     merged = {**(previous.get("modes") or {}), **modes}  # a quick-only rerun keeps the last full run
-    out = {"benchmark": "decision", "what": "tunewise run on BANKING77 from an empty store (default ladder policy, "
-                                            "embedded SmolLM2-135M + MiniLM), wall time to the verdict",
+    out = {"benchmark": "decision", "what": f"tunewise run on {args.task.parent.name} from an empty store (default "
+                                            "ladder policy, the task's models + MiniLM), wall time to the verdict",
            "environment": env, "task": str(args.task), "modes": merged}
     path = C.write_result(args.out, out)
     rows = [[m, f"{v['wall_min']:.1f}", f"< {v['target_min']}", "yes" if v["within_target"] else "NO",
