@@ -65,10 +65,11 @@ def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None,
             outcome = run_task(spec, rungs=names, limit=limit, progress=bars, task_path=task.resolve(),
                                prices=prices, quick=quick)
     problems: dict[str, list[str]] = {}
+    width = max([22, *(len(r.name) for r in outcome.results.rungs)])  # rung@model names are longer
     for r in outcome.results.rungs:
         if r.status == "finished" and r.primary is not None:
             m = r.primary
-            click.echo(f"{r.name:<22} {r.primary_metric} {100 * m.value:5.1f}% [{100 * m.low:.1f}, {100 * m.high:.1f}]"
+            click.echo(f"{r.name:<{width}} {r.primary_metric} {100 * m.value:5.1f}% [{100 * m.low:.1f}, {100 * m.high:.1f}]"
                        f"{'  (reused)' if r.name in outcome.reused else ''}")
         else:
             problems.setdefault(f"{r.status}: {r.error or r.reason}", []).append(r.name)
