@@ -166,3 +166,13 @@ def test_a_version_of_a_rung_at_one_model_is_rebuilt_and_served_on_that_model(tm
 
     answer = asyncio.run(ask())
     assert answer.version == oracle.id and answer.text == test[0].target
+
+
+def test_train_only_names_one_model_when_several_can_be_trained(tmp_path):
+    from tunewise.run import train_only
+
+    task = write_task(tmp_path)
+    text = task.read_text().replace("model: 'fake:random'\n", "")
+    task.write_text(text + "models: ['hf:/nonexistent/a', 'hf:/nonexistent/b']\n")
+    with pytest.raises(TaskSpecError, match=r"runs on several models; name one: lora@a, lora@b"):
+        train_only(load_task(task), "lora")

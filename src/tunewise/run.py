@@ -189,11 +189,14 @@ def train_only(spec: TaskSpec, rung_name: str, *, progress: Progress | None = No
     from .strategies.base import PrepareContext
     from .strategies.finetuning import train_rung_artifact
 
-    (rung,) = resolve_rungs(spec, [rung_name])
+    found = resolve_rungs(spec, [rung_name])
+    if len(found) != 1:  # a tuning rung of a task with several trainable models
+        raise TaskSpecError(f"rung '{rung_name}' runs on several models; name one: {', '.join(r.name for r in found)}.")
+    (rung,) = found
     if rung.strategy != "finetune":
         raise TaskSpecError(f"rung '{rung.name}' uses strategy '{rung.strategy}'; only 'finetune' rungs can be "
                             "trained on their own (run the others with `tunewise run`).")
     splits = load_splits(spec)
-    ctx = PrepareContext(spec=spec, splits=splits, seed=spec.seed, artifacts=spec.store_dir / "artifacts",
-                         report=progress)
+    ctx = PrepareContext(spec=spec.for_model(rung.model), splits=splits, seed=spec.seed,
+                         artifacts=spec.store_dir / "artifacts", report=progress)
     return train_rung_artifact(rung, ctx)
