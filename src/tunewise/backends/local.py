@@ -9,6 +9,16 @@
   node see the prompt and its own ancestors only (tree attention), and explicit
   ``position_ids`` (prompt length + depth - 1). Each choice's log-probability is the sum along
   its trie path; the prompt is computed once per example however many choices there are.
+* **Models without tree attention share the prompt too** (sliding-window or hybrid layers, e.g.
+  Gemma 3: a sliding layer cannot take the trie's custom 4D mask). The prompt is prefilled once
+  (logits at its last position only); then the choices go through in chunks of ``SCORE_CHUNK``
+  rows over the prompt cache seen at the chunk's batch size (expanded views, not copies). Each
+  row is one root-to-node path of the trie's internal nodes (a choice whose fed tokens are a
+  prefix of another's adds no row), right-padded, with ``position_ids`` following the prompt;
+  right padding needs no mask, as causal attention keeps real tokens from seeing the padding
+  after them. Logits (the 262k-token LM head dominates Gemma's cost) are computed once per
+  internal trie node, where it first occurs. Scores equal one forward per choice to float
+  tolerance.
 * **A cross-request prefix cache.** The KV cache of the previous prompt is kept; when the next
   prompt shares at least ``MIN_SHARED_PREFIX`` tokens with it (task instructions, label list,
   few-shot block), the cache is cropped back to the shared prefix and only the rest is prefilled.
@@ -25,13 +35,16 @@ answer follows with a leading space (``answer_lead``) and ends with the blank li
 one token (``end_of_turn_id``). Generated text comes back without the leading space.
 
 Out of scope: model resolution and weight caching (``model_cache.py``), call caching
-(``cached.py``), prompt construction (``strategies/``), sliding-window or hybrid-attention models
-in tree scoring (they fall back to one forward per choice).
+(``cached.py``), prompt construction (``strategies/``), tree attention for sliding-window or hybrid-attention
+models (they use the batched path above). For such models the prompt cache keeps every layer's
+keys (a sliding-window cache layer drops keys older than its window, so it could not be cropped
+back to a shared prefix); the attention masks still apply the window.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +94,13 @@ __all__ = [
 DEFAULT_SYSTEM = "You are a helpful assistant."
 PLAIN_OUTPUT = "Output:"  # closes each user turn of a plain (template-less) prompt; the answer follows it
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# choice rows per forward in batched scoring (models without tree attention). Inside attention
+# each row holds its own copy of the prompt's keys and values (Gemma 3 270M: ~37 KB per prompt
+# token per row, ~24 MB per row for a 650-token prompt), so this bounds memory. Time per example
+# on Gemma (BANKING77 zero-shot, 77 labels, 1 thread, two runs; benchmarks/results/
+# batched_scoring.json): 8, 16 and 32 rows are level within run-to-run noise (6.0-7.4 s),
+# 4 rows ~20% slower, all 77 rows at once ~60% slower. 8 is the smallest of the level range.
+SCORE_CHUNK = 8
 
 
 # --- the backend ----------------------------------------------------------------------------
@@ -138,7 +158,7 @@ class LocalBackend(Backend):
         self._lead = answer_lead(self._tok)
         self._stop_ids = _stop_token_ids(self._tok, self._model, self._eot_id)
         self._tree_ok = _supports_tree_attention(self._model)
-        self._prefix = PrefixCache(self._model)
+        self._prefix = _PromptCache(self._model)
         self._json_decoding: Any = None
         self.info = self._describe()
 
@@ -183,8 +203,16 @@ class LocalBackend(Backend):
         return [results[i] for i in range(len(requests))]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ChoiceScores]:
-        """Rank classification: the prompt is prefilled once and all choices share one trie pass."""
+        """Rank classification: the prompt is prefilled once and all choices share one trie pass.
+
+        Models without tree attention (sliding-window layers) score the choices as batched rows
+        over the shared prompt cache instead (see the module docstring).
+        """
         return [self._score_one(request) for request in requests]
+
+    def score_batched(self, requests: Sequence[ScoreRequest]) -> list[ChoiceScores]:
+        """The batched path whatever the model: what ``score`` does without tree attention."""
+        return [self._score_batched_one(request) for request in requests]
 
     def score_naive(self, requests: Sequence[ScoreRequest]) -> list[ChoiceScores]:
         """Reference scoring: one full forward per choice, no cache (tests and benchmarks only)."""
@@ -214,7 +242,7 @@ class LocalBackend(Backend):
     @torch.inference_mode()
     def _score_one(self, request: ScoreRequest) -> ChoiceScores:
         if not self._tree_ok:
-            return self._score_naive_one(request)
+            return self._score_batched_one(request)
         start = time.perf_counter()
         prompt_ids, continuations = self._continuations(request)
         trie = build_trie(continuations)
@@ -260,6 +288,61 @@ class LocalBackend(Backend):
         self._prefix.commit(prompt_ids)
         rows = torch.log_softmax(out.logits[0].float(), dim=-1)
         return rows[0], dict(zip(fed, rows[1:])), reused
+
+    @torch.inference_mode()
+    def _score_batched_one(self, request: ScoreRequest) -> ChoiceScores:
+        """The prompt once (through the prefix cache), then the trie's paths as batched rows."""
+        start = time.perf_counter()
+        prompt_ids, continuations = self._continuations(request)
+        trie = build_trie(continuations)
+        cache, reused, last = self._prefix.prefill(prompt_ids)
+        scores = _children_logprobs(trie, [-1], last[None])  # the first tokens, after the prompt
+        rows = _trie_rows(trie)
+        done: set[int] = set()
+        for begin in range(0, len(rows), SCORE_CHUNK):
+            scores.update(self._chunk_logprobs(cache, len(prompt_ids), trie, rows[begin : begin + SCORE_CHUNK], done))
+        return ChoiceScores(
+            logprobs=tuple(float(sum(scores[node] for node in path)) for path in trie.paths),
+            token_counts=tuple(len(c) for c in continuations),
+            prompt_tokens=len(prompt_ids),
+            latency_s=time.perf_counter() - start,
+            cached_tokens=reused,
+            scored_tokens=sum(len(row) for row in rows),
+        )
+
+    def _chunk_logprobs(
+        self, cache: Any, prompt_len: int, trie: TokenTrie, rows: list[tuple[int, ...]], done: set[int]
+    ) -> dict[int, float]:
+        """One forward of ``rows`` (trie paths, right-padded) after the prompt cache.
+
+        Logits are computed only where a row reaches an internal node not in ``done`` (nodes are
+        added to it); returns the log-prob of each child of those nodes, keyed by child.
+        """
+        device = self._model.device
+        width = max(len(row) for row in rows)
+        keep = torch.zeros(len(rows), width, dtype=torch.bool)
+        wanted: list[int] = []  # row-major, like the rows ``keep`` selects
+        for i, row in enumerate(rows):
+            for j, node in enumerate(row):
+                if node not in done:
+                    done.add(node)
+                    keep[i, j] = True
+                    wanted.append(node)
+        if not wanted:
+            return {}
+        pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
+        ids = [[trie.tokens[n] for n in row] + [pad] * (width - len(row)) for row in rows]
+        select = _logits_row_selection()
+        logits = self._model(
+            input_ids=torch.tensor(ids, device=device),
+            position_ids=torch.arange(prompt_len, prompt_len + width, device=device).expand(len(rows), -1),
+            cache=_batch_view(cache, len(rows)),
+            use_cache=True,
+            logits_to_keep=keep.to(device) if select else 0,
+        ).logits
+        if not select:  # older transformers: every position was computed
+            logits = logits[keep.to(logits.device)]
+        return _children_logprobs(trie, wanted, logits)
 
     @torch.inference_mode()
     def _score_naive_one(self, request: ScoreRequest) -> ChoiceScores:
@@ -557,6 +640,98 @@ def continuations_ids(tokenizer: Any, prompt_text: str, prompt_ids: list[int],
     return out
 
 
+def _trie_rows(trie: TokenTrie) -> list[tuple[int, ...]]:
+    """The rows batched scoring feeds: root-to-node paths over the internal nodes, shortest first.
+
+    One row ends at each internal node with no internal child, so every internal node (each one
+    whose next-token distribution is needed) lies on some row, and a choice whose fed tokens
+    are a prefix of another's costs nothing extra. Leaves are never fed.
+    """
+    internal = set(trie.internal)
+    ends = internal - {trie.parents[n] for n in internal}
+    rows = []
+    for node in sorted(ends):
+        path = []
+        while node >= 0:
+            path.append(node)
+            node = trie.parents[node]
+        rows.append(tuple(reversed(path)))
+    return sorted(rows, key=len)
+
+
+def _children_logprobs(trie: TokenTrie, parents: list[int], logits: torch.Tensor) -> dict[int, float]:
+    """Log-prob of every trie child of ``parents[i]`` (-1 = the prompt) from the logits row ``i``.
+
+    Only the normaliser and the children's logits are read, so no vocabulary-sized log-softmax
+    rows are kept.
+    """
+    rows = logits.float()
+    norm = torch.logsumexp(rows, dim=-1)
+    index = {parent: i for i, parent in enumerate(parents)}
+    children = [(node, index[p]) for node, p in enumerate(trie.parents) if p in index]
+    if not children:
+        return {}
+    at = torch.tensor([i for _, i in children], device=rows.device)
+    tokens = torch.tensor([trie.tokens[node] for node, _ in children], device=rows.device)
+    values = (rows[at, tokens] - norm[at]).tolist()
+    return {node: value for (node, _), value in zip(children, values)}
+
+
+def _batch_view(cache: Any, rows: int) -> Any:
+    """A shallow copy of a batch-1 ``DynamicCache`` whose layers see their keys and values ``rows`` times.
+
+    The copies are ``expand`` views, so nothing is copied until a layer's ``update`` concatenates
+    the new tokens (which it must do anyway); the original cache is left as it was.
+    """
+    view = copy.copy(cache)
+    view.layers = []
+    for layer in cache.layers:
+        layer = copy.copy(layer)
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            layer.keys = layer.keys.expand(rows, *layer.keys.shape[1:])
+            layer.values = layer.values.expand(rows, *layer.values.shape[1:])
+        view.layers.append(layer)
+    return view
+
+
+@functools.cache
+def _logits_row_selection() -> bool:
+    """Whether ``logits_to_keep`` takes a 2D bool mask (transformers 5.25): logits for those rows only."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    try:
+        kept = slice_logits_to_keep(torch.arange(4.0).reshape(2, 2, 1), torch.tensor([[False, True], [True, False]]))
+    except (IndexError, RuntimeError, TypeError):
+        return False
+    return kept.flatten().tolist() == [1.0, 2.0]
+
+
+class _PromptCache(PrefixCache):
+    """The prefix cache, with every layer's keys kept for models with sliding-window layers.
+
+    ``DynamicSlidingWindowLayer`` keeps only the last window of keys, so once a prompt is longer
+    than the window the cache cannot be cropped back to the prefix the next prompt shares (it
+    raises). Plain ``DynamicLayer`` caches hold a little more memory and crop anywhere; the
+    model's sliding-window masks still restrict attention to the window.
+    """
+
+    def __init__(self, model: Any) -> None:
+        from transformers import DynamicCache
+
+        super().__init__(model)
+        self._keep_all = any(DynamicCache(config=model.config).is_sliding)
+
+    def take(self, ids: list[int]) -> tuple[Any, int]:
+        from transformers import DynamicCache
+
+        cache, reused = super().take(ids)
+        if reused == 0 and self._keep_all:
+            self.cache = cache = DynamicCache()
+        return cache, reused
+
+
 def _path_logprob(path: tuple[int, ...], trie: TokenTrie, first: torch.Tensor, nodes: dict[int, torch.Tensor]) -> float:
     """Sum of log-probs along one choice's trie path (the first token comes from the prompt)."""
     if not path:
@@ -634,7 +809,17 @@ def _stop_token_ids(tokenizer: Any, model: Any, eot_id: int | None) -> frozenset
 
 
 def _supports_tree_attention(model: Any) -> bool:
-    """Tree scoring needs SDPA/eager full attention in every layer (custom 4D masks)."""
+    """Tree scoring needs SDPA full attention in every layer (custom 4D masks).
+
+    Layers are read as the KV cache sees them: a config with a ``sliding_window`` and no
+    ``layer_types`` (Mistral) has sliding layers too.
+    """
+    from transformers import DynamicCache
+
     config = model.config.get_text_config(decoder=True)
     layer_types = getattr(config, "layer_types", None) or ["full_attention"]
-    return getattr(config, "_attn_implementation", None) == "sdpa" and set(layer_types) == {"full_attention"}
+    return (
+        getattr(config, "_attn_implementation", None) == "sdpa"
+        and set(layer_types) == {"full_attention"}
+        and not any(DynamicCache(config=model.config).is_sliding)
+    )
