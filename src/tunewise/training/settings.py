@@ -67,9 +67,10 @@ class TuneSettings(BaseModel):
     # not part of the artifact's identity
     save_every: int | None = Field(None, ge=1)  # steps between checkpoints (default: about 10 per run)
     device_hour_usd: float | None = Field(None, ge=0)
-    time_budget_minutes: float | None = Field(None, gt=0)
+    time_budget_minutes: float | None = Field(None, gt=0)  # training stops past it (``timing.StepClock``)
+    fit_reason: str | None = None  # set by the ladder when it fitted the rung to its budget: why, with the numbers
 
-    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("save_every", "device_hour_usd", "time_budget_minutes")
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("save_every", "device_hour_usd", "time_budget_minutes", "fit_reason")
 
     @model_validator(mode="after")
     def _one_subset_rule(self) -> "TuneSettings":

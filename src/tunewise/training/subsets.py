@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["training_subset", "subset_hash", "describe_subset"]
+__all__ = ["training_subset", "nested_order", "subset_hash", "describe_subset"]
 
 
 def _order(examples: Sequence[Any], seed: int) -> list[Any]:
@@ -41,6 +41,21 @@ def training_subset(
     all they have. ``limit`` caps the result after the other rules, keeping label balance by
     taking examples round-robin over labels in the per-label order.
     """
+    ordered = _by_rule(train, per_label=per_label, fraction=fraction, seed=seed)
+    if limit is not None and len(ordered) > limit:
+        ordered = _round_robin(ordered)[:limit]
+    random.Random(seed).shuffle(ordered)
+    return ordered
+
+
+def nested_order(train: Sequence[Any], *, per_label: int | None = None, fraction: float | None = None,
+                 seed: int = 0) -> list[Any]:
+    """The subset ``per_label``/``fraction`` select, in the order ``limit`` takes them: its first ``n`` are the
+    examples of ``training_subset(..., limit=n)`` (round-robin over labels, so every prefix is stratified)."""
+    return _round_robin(_by_rule(train, per_label=per_label, fraction=fraction, seed=seed))
+
+
+def _by_rule(train: Sequence[Any], *, per_label: int | None, fraction: float | None, seed: int) -> list[Any]:
     ordered = _order(train, seed)
     if per_label is not None and ordered and isinstance(ordered[0].target, str):
         by_label: dict[str, list[Any]] = defaultdict(list)
@@ -50,9 +65,6 @@ def training_subset(
         ordered = [e for e in ordered if e.id in chosen]
     elif fraction is not None:
         ordered = ordered[: max(1, round(fraction * len(ordered)))]
-    if limit is not None and len(ordered) > limit:
-        ordered = _round_robin(ordered)[:limit]
-    random.Random(seed).shuffle(ordered)
     return ordered
 
 

@@ -26,6 +26,7 @@ ordinary evaluator), curve fitting (``curves.py``).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -39,9 +40,12 @@ from typing import Any
 from ..backends.base import Message
 from ..backends.devices import torch_device
 from ..backends.model_cache import PROVENANCE_FILE
+from ..errors import RungSkipped
 from .settings import DEFAULT_DEVICE_HOUR_USD, TuneSettings
+from .timing import PRIOR_TRAIN_S_PER_TOKEN, TRIAL_STEPS, StepClock, describe_rate, schedule
 
-__all__ = ["TrainingJob", "TrainedArtifact", "train", "PROVENANCE_FILE", "read_artifact", "encode_pair"]
+__all__ = ["TrainingJob", "TrainedArtifact", "TrialOverBudget", "train", "PROVENANCE_FILE", "read_artifact",
+           "encode_pair", "training_tokenizer"]
 
 Progress = Callable[[int, int], None]
 
@@ -62,6 +66,19 @@ class TrainingJob:
     seed: int = 0
     labels: Sequence[str] = ()
     provenance: dict[str, Any] = field(default_factory=dict)  # task, data hash, subset, prompt format
+    # seconds per token a timed trial already measured (a run fitted by it): its estimate, and no trial of its own
+    s_per_token: float | None = None
+
+
+class TrialOverBudget(RungSkipped):
+    """The timed trial re-estimated the run past its time allowance; nothing was saved. ``trial``: what it
+    measured (``s_per_token``, ``estimate_s``, ``elapsed_s``: the run's seconds up to the stop)."""
+
+    def __init__(self, trial: dict[str, Any], examples: int, budget_s: float) -> None:
+        self.trial, self.examples, self.budget_s = trial, examples, budget_s
+        super().__init__(f"the timed trial ({trial['timed_steps']} steps after a warm-up step) measured "
+                         f"{describe_rate(trial['s_per_token'])}: training on {examples:,} examples would take "
+                         f"{trial['estimate_s']:.0f} s, over the {budget_s:.0f} s allowed")
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,9 @@ class TrainedArtifact:
         return self.provenance.get("training", {})
 
 
+TRIAL_FILE = "trial.json"  # the timed trial's measurement, beside the checkpoints (a resumed run keeps it)
+
+
 def read_artifact(out_dir: Path) -> TrainedArtifact | None:
     """The finished artifact in ``out_dir``, or None (never trained, or interrupted)."""
     for kind, sub in (("adapter", "adapter"), ("model", "model")):
@@ -87,6 +107,20 @@ def read_artifact(out_dir: Path) -> TrainedArtifact | None:
 
 
 # --- tokenisation: the evaluator's exact prompt format --------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def training_tokenizer(base_model: str) -> tuple[Any, int | None]:
+    """The base model's tokenizer (pad set) and end-of-turn id, loaded once per model."""
+    from transformers import AutoTokenizer
+
+    from ..backends.local import end_of_turn_id
+    from ..backends.model_cache import local_model_path, resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(local_model_path(resolve_model(base_model)))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, end_of_turn_id(tokenizer)
 
 
 def encode_pair(tokenizer: Any, eot: int | None, prompt: Sequence[Message], answer: str,
@@ -204,23 +238,38 @@ def _plan(s: TuneSettings, n_train: int, max_steps: int | None = None) -> _Plan:
 
 
 class _Callbacks:
-    """Progress, the time budget and step timing, as a transformers ``TrainerCallback``."""
+    """Progress, the timed trial and the time limit (``timing.StepClock``), as a transformers ``TrainerCallback``.
 
-    def __new__(cls, progress: Progress | None, budget_s: float | None) -> Any:
+    A trial over the allowance stops at once without saving (the caller shrinks the run); an overrun stops at
+    the end of the step and saves, and the best checkpoint so far is loaded at the end as usual.
+    """
+
+    def __new__(cls, progress: Progress | None, clock: StepClock | None) -> Any:
         from transformers import TrainerCallback
 
         class _CB(TrainerCallback):
             def __init__(self) -> None:
-                self.start = time.perf_counter()
-                self.stopped_by_budget = False
+                self.ended: str | None = None  # "trial" | "overrun"
+
+            def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+                if clock is not None:
+                    clock.begin_step()
+                return control
+
+            def on_evaluate(self, args, state, control, **kwargs):  # noqa: ANN001
+                if clock is not None:
+                    clock.evaluated()
+                return control
 
             def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
                 if progress is not None:
                     progress(state.global_step, state.max_steps)
-                if budget_s is not None and time.perf_counter() - self.start > budget_s:
-                    self.stopped_by_budget = True
+                why = clock.end_step(state.global_step, state.max_steps) if clock is not None else None
+                if why is not None:
+                    self.ended = why
                     control.should_training_stop = True
-                    control.should_save = True
+                    control.should_save = why == "overrun"
+                    control.should_evaluate = control.should_evaluate and why == "overrun"
                 return control
 
         return _CB()
@@ -381,6 +430,7 @@ def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtif
     found = read_artifact(job.out_dir)
     if found is not None:
         return found
+    start = time.perf_counter()  # a time allowance covers everything from here, tokenisation included
     s = job.settings
     device = torch_device()
     resolved = resolve_model(job.base_model)
@@ -396,20 +446,24 @@ def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtif
         rows = {"train": _lm_rows(tokenizer, eot, job.train, s.max_length),
                 "dev": _lm_rows(tokenizer, eot, job.dev, s.max_length)}
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    lr, sweep = s.lr, []
-    if s.lr_sweep:
-        lr, sweep = _sweep(job, model_path, tokenizer, rows, device, progress)
     plan = _plan(s, len(rows["train"]))
     checkpoints = job.out_dir / "checkpoints"
     last = _last_complete_checkpoint(checkpoints)
-    budget = s.time_budget_minutes * 60 if s.time_budget_minutes else None
-    timer = _Callbacks(progress, budget)
+    clock = _clock(job, rows, plan, device, start, resumed=last is not None)
+    if clock.budget_s is not None and clock.trial is not None and clock.estimate_s > clock.budget_s:
+        raise TrialOverBudget(clock.trial, len(rows["train"]), clock.budget_s)  # measured by an earlier run
+    lr, sweep = s.lr, []
+    if s.lr_sweep:
+        lr, sweep = _sweep(job, model_path, tokenizer, rows, device, progress)
+    timer = _Callbacks(progress, clock)
     trainer = _build_trainer(job, model_path, tokenizer, rows, plan, checkpoints, device, lr=lr, sweep=False,
                              callbacks=[timer])
     train_start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)
     train_s = time.perf_counter() - train_start
+    if timer.ended == "trial":
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        raise TrialOverBudget(clock.trial or {}, len(rows["train"]), clock.budget_s or 0.0)
     state = trainer.state
     kind = "model" if s.method == "full" else "adapter"
     target = job.out_dir / kind
@@ -431,8 +485,10 @@ def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtif
         "planned_steps": plan.total_steps, "steps": state.global_step, "epochs": round(epochs_done, 3),
         "steps_per_epoch": plan.steps_per_epoch, "batch_size": s.batch_size * s.grad_accum * _world_size(),
         "resumed_from": Path(last).name if last else None,
-        "stopped": "time budget" if timer.stopped_by_budget else (
+        "stopped": "time budget" if timer.ended == "overrun" else (
             "early stopping" if state.global_step < plan.total_steps else "completed"),
+        "stopped_for_budget": clock.stopped,
+        "work_tokens": round(clock.work_tokens), "estimate": _estimate_record(clock, job, device),
         "best_checkpoint_step": _step_of(state.best_model_checkpoint),
         "best_dev_loss": state.best_metric,
         "final_train_loss": _mean_train_loss(output.training_loss, state.log_history, resumed_step,
@@ -455,6 +511,46 @@ def train(job: TrainingJob, *, progress: Progress | None = None) -> TrainedArtif
     _save(trainer, tokenizer, target, provenance, kind)
     shutil.rmtree(checkpoints, ignore_errors=True)  # optimiser states are only needed to resume
     return TrainedArtifact(path=target, kind=kind, provenance=provenance)
+
+
+def _clock(job: TrainingJob, rows: dict[str, list[dict]], plan: _Plan, device: str, start: float, *,
+           resumed: bool) -> StepClock:
+    """The run's :class:`~tunewise.training.timing.StepClock`: its work, the prior estimate, the allowance, and the
+    trial (timed now on a fresh single-process run, else the one an earlier run stored in ``trial.json``)."""
+    s = job.settings
+    train_tokens = sum(len(r["input_ids"]) for r in rows["train"])
+    dev_tokens = sum(len(r["input_ids"]) for r in rows["dev"])
+    trained, evaluations = schedule(train_tokens, len(rows["train"]), s, world_size=_world_size())
+    path = job.out_dir / TRIAL_FILE
+    stored = json.loads(path.read_text()) if _json_file(path) else None
+    fresh = (job.s_per_token is None and stored is None and not resumed and _world_size() == 1
+             and plan.total_steps > TRIAL_STEPS)
+    clock = StepClock(trained_tokens=trained, dev_tokens=dev_tokens if rows["dev"] else 0.0, evaluations=evaluations,
+                      tokens_per_step=train_tokens / plan.steps_per_epoch,
+                      s_per_token=job.s_per_token or PRIOR_TRAIN_S_PER_TOKEN.get(device, PRIOR_TRAIN_S_PER_TOKEN["cpu"]),
+                      budget_s=s.time_budget_minutes * 60 if s.time_budget_minutes else None,
+                      trial_steps=TRIAL_STEPS if fresh else 0, start=start,
+                      on_trial=lambda trial: path.write_text(json.dumps(trial)))
+    if stored is not None:  # measured before this run was interrupted (or by a run with another allowance)
+        clock.trial, clock.s_per_token = stored, float(stored["s_per_token"])
+        clock.eval_s_per_token = stored.get("eval_s_per_token")
+        clock.committed_s = clock.estimate_s
+    return clock
+
+
+def _estimate_record(clock: StepClock, job: TrainingJob, device: str) -> dict[str, Any]:
+    """The run's time estimates: the prior, the timed trial's (or the rate a trial measured before it), and the
+    limit it trained under."""
+    prior = PRIOR_TRAIN_S_PER_TOKEN.get(device, PRIOR_TRAIN_S_PER_TOKEN["cpu"])
+    return {"work_tokens": round(clock.work_tokens), "prior_s_per_token": prior,
+            "prior_s": round(prior * clock.work_tokens, 1), "trial": clock.trial,
+            "fitted_at_s_per_token": job.s_per_token,
+            "committed_s": round(clock.committed_s or clock.estimate_s, 1),
+            "s_per_token": clock.s_per_token, "eval_s_per_token": clock.eval_s_per_token,
+            "budget_s": clock.budget_s, "limit_s": clock.limit_s,
+            "basis": "work = real prompt+answer tokens x epochs (+ the lr sweep) + the dev evaluations' tokens at "
+                     "their measured rate (else a share of the training rate); the trial times optimiser steps "
+                     f"2-{TRIAL_STEPS} on real batches of the run itself"}
 
 
 def _save(trainer: Any, tokenizer: Any, target: Path, provenance: dict[str, Any], kind: str) -> None:
