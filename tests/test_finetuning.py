@@ -346,11 +346,13 @@ def test_curve_training_work_counts_every_seed():
     from tunewise.task import RungSpec
 
     train = [SimpleNamespace(id=str(i), target=LABELS[i % 4], text=f"text {i}") for i in range(80)]
-    spec = SimpleNamespace(model="hf:tiny", kind="classification", seed=0)
+    spec = SimpleNamespace(model="hf:tiny", kind="classification", seed=0, instructions=None)
     one, three = (training_work(RungSpec(name="curve", strategy="learning_curve",
                                          params={"sizes": [2, 4, 8], **extra}), spec, train)
                   for extra in ({}, {"seeds": 3}))
-    assert one[1] == 3 and three == (3 * one[0], 9)
+    assert one.evaluations == 3 and (three.tokens, three.evaluations) == (pytest.approx(3 * one.tokens), 9)
+    assert three.example_epochs == pytest.approx(3 * one.example_epochs) and "approximated" in one.basis
+    assert [k for _, k in three.points] == [3, 3, 3]  # each size's work covers its 3 runs
     probe = training_work(RungSpec(name="curve", strategy="learning_curve", params={"sizes": [2, 4, 8], "of": "probe"}),
                           spec, train)
     assert probe == three  # the probe's curve trains 3 runs a size unless it says otherwise

@@ -54,7 +54,7 @@ def vec(n: int, k: int, offset: int = 0) -> list[bool]:
 LADDER = (PlannedRung("knn", "no_llm"), PlannedRung("zero_shot", "prompt_score", screenable=True),
           PlannedRung("role", "prompt_score", screenable=True),
           PlannedRung("few_shot", "prompt_score_demos", screenable=True),
-          PlannedRung("lora", "tuned", train_example_epochs=1000))
+          PlannedRung("lora", "tuned", train_example_epochs=1000, train_tokens=50_000))
 SAME = vec(100, 50)
 
 CASES = [
@@ -98,8 +98,8 @@ CASES = [
     ("over the money budget is skipped", {"knn": obs("knn", "no_llm", vec(100, 40))}, None, Budget(usd=0.001), None,
      None, "skip", "zero_shot", ["budget_usd 0.001"]),
     ("default tuning budget without budget_hours", {"knn": obs("knn", "no_llm", vec(100, 40))}, None, Budget(), None,
-     (LADDER[0], PlannedRung("lora", "tuned", train_example_epochs=10_000)), "skip", "lora",
-     ["default 0.5 h tuning budget", "10,000 example-epochs"]),
+     (LADDER[0], PlannedRung("lora", "tuned", train_example_epochs=10_000, train_tokens=500_000)), "skip", "lora",
+     ["default 0.5 h tuning budget", "500,000 tokens (10,000 example-epochs)", "prior 6.1 ms/token"]),
     ("spent budget stops", {"knn": obs("knn", "no_llm", vec(100, 40), seconds=40)}, None, Budget(hours=0.01), None,
      None, "stop", None, ["time budget is spent", "not run: zero_shot"]),
     ("everything tried stops", {r.name: obs(r.name, r.family, vec(100, 40)) for r in LADDER}, 0.9, Budget(), None,
@@ -132,8 +132,9 @@ def test_estimate_uses_measured_throughput_of_the_same_family():
     assert est.seconds == pytest.approx(100.0) and "measured 0.5 s/example on zero_shot" in est.basis
     prior = estimate_cost(PlannedRung("cot", "prompt_cot"), observed, 200, CPU)
     assert prior.seconds == pytest.approx(900.0) and "prior" in prior.basis
-    tuned = estimate_cost(PlannedRung("lora", "tuned", train_example_epochs=1000), observed, 100, CPU)
-    assert tuned.seconds == pytest.approx(1000 * 0.3 + 100 * 1.0)
+    tuned = estimate_cost(PlannedRung("lora", "tuned", train_example_epochs=1000, train_tokens=50_000), observed, 100,
+                          CPU)
+    assert tuned.seconds == pytest.approx(50_000 * 0.0061 + 100 * 1.0)  # training by tokens, then 100 test examples
     assert tuned.usd == pytest.approx(tuned.seconds * 0.10 / 3600)
 
 

@@ -22,7 +22,7 @@ from .policy import (
     Pricing,
     family_kind,
     rung_family,
-    spent,
+    seconds_left,
 )
 
 if TYPE_CHECKING:
@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["plan", "observe", "pricing", "pricings", "budget", "deadline"]
 
 
-def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any]) -> PlannedRung:
-    """A rung before it runs: its family, whether it can be screened, its training work, or why it cannot run."""
+def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[Any] = ()) -> PlannedRung:
+    """A rung before it runs: its family, whether it can be screened, its training work (in tokens, with the subset
+    sizes it may be fitted to; ``dev``: the dev split its trainings evaluate), or why it cannot run."""
     family = rung_family(rung.strategy, rung.params, spec.kind)
     screenable = needs_llm(rung) and spec.kind != "extraction"  # extraction's field F1 is not a per-example mean
     if family_kind(family) != "tuned":
@@ -40,10 +41,12 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any]) -> PlannedRung:
     from ..strategies.finetuning import training_work
 
     try:
-        work, evaluations = training_work(rung, spec.for_model(rung.model), train)
+        work = training_work(rung, spec.for_model(rung.model), train, dev)
     except TunewiseError as exc:
         return PlannedRung(rung.name, family, blocked=str(exc), model=rung.model)
-    return PlannedRung(rung.name, family, train_example_epochs=work, evaluations=evaluations, model=rung.model)
+    return PlannedRung(rung.name, family, train_example_epochs=work.example_epochs, evaluations=work.evaluations,
+                       train_tokens=work.tokens, train_examples=work.examples, fit_sizes=work.fit_sizes,
+                       curve_points=work.points, model=rung.model)
 
 
 def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, prices: "Prices",
@@ -64,6 +67,7 @@ def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, pr
     training = result.extras.get("training") or {}
     train_s = float(training.get("wall_s") or 0.0)
     train_work = float(training.get("examples") or 0) * float(training.get("epochs") or 0)
+    train_tokens = float(training.get("work_tokens") or 0)  # older results lack it: their rate is not used
     if result.status != "finished" or result.primary is None:
         return Observed(result.name, family, "rejected" if "early_rejection" in result.extras else result.status,
                         seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd, model=key)
@@ -71,7 +75,7 @@ def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, pr
     return Observed(result.name, family, "finished", value=m.value, low=m.low, high=m.high, metric=m,
                     correct=tuple(bool(c) for c in correct) if correct is not None else None,
                     seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd, train_s=train_s,
-                    train_example_epochs=train_work, model=key)
+                    train_example_epochs=train_work, train_tokens=train_tokens, model=key)
 
 
 def pricings(spec: TaskSpec, prices: "Prices") -> dict[str | None, Pricing]:
@@ -104,13 +108,5 @@ def budget(spec: TaskSpec) -> Budget:
 
 
 def deadline(rung: PlannedRung, observed: Mapping[str, Observed], budget: Budget, pricing: Pricing) -> float | None:
-    """Seconds the rung's evaluation may run before the budget is exceeded (None: no limit)."""
-    spent_s, spent_usd = spent(observed)
-    limits = []
-    if budget.hours is not None:
-        limits.append(budget.hours * 3600 - spent_s)
-    elif rung.kind == "tuned":
-        limits.append(budget.tuning_hours_default * 3600 - spent(observed, kind="tuned")[0])
-    if budget.usd is not None and pricing.usd_per_second:
-        limits.append((budget.usd - spent_usd) / pricing.usd_per_second)
-    return max(0.0, min(limits)) if limits else None
+    """Seconds the rung (its training included) may run before the budget is exceeded (None: no limit)."""
+    return seconds_left(rung, observed, budget, pricing)

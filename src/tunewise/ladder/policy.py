@@ -17,10 +17,20 @@ measured (primary metric with its CI, per-example correctness, seconds and dolla
   :func:`~tunewise.evaluation.stats.compare_paired`), and a tuning rung is runnable and fits the
   budget: the remaining prompt rungs are skipped and the ladder goes to the tuning rungs.
 * ``skip`` - a rung cannot run here (``blocked``: e.g. fine-tuning needs a transformers model) or
-  its estimated cost does not fit what is left of the budget.
+  its estimated cost does not fit what is left of the budget (a tuning rung: not even shrunk, below).
 * ``run`` - the next rung, with its estimate; for an LLM rung whose metric is a mean of
   per-example scores and when a finished rung exists, with a successive-halving ``screen``
-  (nested stratified test subsets, see :func:`screen_subset`).
+  (nested stratified test subsets, see :func:`screen_subset`). A tuning rung runs with ``params``
+  the walk sets on it: its time allowance, and when all of train does not fit, the subset that does.
+
+Tuning rungs are fitted to the budget instead of skipped (:func:`fit_tuned`): training on all of
+train is estimated from its work in tokens (``tunewise.training.timing``: the prompts and answers the
+trainer sees x epochs, with the model's tokenizer) x seconds per token, measured on finished tuning
+rungs of the same model, else :data:`PRIOR_TRAIN_S_PER_TOKEN`. When that and the test evaluation do
+not fit what is left, a ``finetune`` rung trains on the largest nested stratified subset of train that
+fits (``limit``; at least 32 examples and 2 per label, else it is skipped), and a learning curve keeps
+the smallest sizes it can afford (``max_points``, at least 3). The reason says so with the numbers.
+The rung itself then runs a short timed trial and stops an overrun (``training.timing.StepClock``).
 
 Costs are estimated (:func:`estimate_cost`) from the measured throughput of finished rungs of the
 same family (same strategy and prompt mode, with or without demonstrations), else from the priors
@@ -58,12 +68,13 @@ import numpy as np
 from ..evaluation.records import MetricValue
 from ..evaluation.stats import compare_paired, confidence_words, confident_bound
 from ..formats import pct
+from ..training.timing import PRIOR_TRAIN_S_PER_TOKEN, largest_fitting
 
 __all__ = [
     "PlannedRung", "Observed", "Budget", "Pricing", "PricingOf", "PolicyConfig", "Action", "Estimate", "pricing_of",
     "rung_family", "family_kind", "estimate_cost", "next_action", "screen_subset", "screen_sizes",
-    "stratified_order", "upper_bound", "plateau", "spent",
-    "PRIOR_S_PER_EXAMPLE", "PRIOR_API_TOKENS", "PRIOR_TRAIN_S_PER_EXAMPLE_EPOCH", "DEFAULT_TUNING_HOURS",
+    "stratified_order", "upper_bound", "plateau", "spent", "seconds_left", "fit_tuned", "TunedFit",
+    "PRIOR_S_PER_EXAMPLE", "PRIOR_API_TOKENS", "PRIOR_TRAIN_S_PER_TOKEN", "DEFAULT_TUNING_HOURS",
 ]
 
 #: seconds of model time per test example when no rung of the family has been measured yet
@@ -74,10 +85,6 @@ PRIOR_S_PER_EXAMPLE = {
     "prompt_generate_demos": 0.8, "prompt_cot": 4.5, "prompt_cot_demos": 5.0, "tuned": 1.0, "curve": 1.0,
     "other": 2.0,
 }
-#: training seconds per (example x epoch) when no tuning rung has been measured: LoRA r=16 on
-#: SmolLM2-135M on a 2-core CPU took 4.8 min for 770 x 1.29 and 9.8 min for 2,310 x 1.01 (0.25-0.29 s);
-#: the CUDA figure is a rough order of magnitude for one data-centre GPU
-PRIOR_TRAIN_S_PER_EXAMPLE_EPOCH = {"cpu": 0.3, "cuda": 0.02}
 #: (prompt tokens, completion tokens) per request assumed for an API model before a rung of the family ran
 PRIOR_API_TOKENS = {"prompt_score": (300, 2), "prompt_score_demos": (1000, 2), "prompt_generate": (300, 16),
                     "prompt_generate_demos": (1000, 16), "prompt_cot": (300, 80), "prompt_cot_demos": (1000, 80),
@@ -118,6 +125,10 @@ class PlannedRung:
     screenable: bool = False  # scored by a mean of per-example 0/1 scores and uses the run's LLM
     train_example_epochs: float = 0.0  # tuning rungs: examples x epochs over all trainings
     evaluations: int = 1  # test-split evaluations (a learning curve scores each point)
+    train_tokens: float = 0.0  # tuning rungs: work in tokens over all trainings (``training.timing.work_tokens``)
+    train_examples: int = 0  # tuning rungs: examples of its (largest) training, as configured
+    fit_sizes: tuple[tuple[int, float], ...] = ()  # finetune: (examples, tokens) of nested subsets, largest first
+    curve_points: tuple[tuple[float, int], ...] = ()  # learning curve: (tokens, evaluations) a size, smallest first
     blocked: str | None = None  # why it cannot run here
     model: str | None = None  # the model's short name when the task weighs several (None: its one model, or none)
 
@@ -143,6 +154,7 @@ class Observed:
     usd: float | None = None  # measured money
     train_s: float = 0.0
     train_example_epochs: float = 0.0
+    train_tokens: float = 0.0  # work in tokens it trained (with ``train_s``: the measured seconds per token)
     metric: MetricValue | None = None  # the target metric as scored (value, interval, n, method)
     model: str | None = None  # as :attr:`PlannedRung.model`
 
@@ -207,6 +219,7 @@ class Action:
     scored: int | None = None  # reject: test examples scored before the rung was dropped
     saved_calls: float | None = None  # reject: model calls not made, against scoring the rung fully
     saved_s: float | None = None  # reject: model seconds not spent
+    params: dict[str, Any] | None = None  # run: parameters the walk sets on the rung (time allowance, fitted subset)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -280,16 +293,11 @@ def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: i
     per, basis = _per_example(rung.family, observed, rung.model)
     seconds = per * n_test * max(1, rung.evaluations)
     parts = [f"{n_test * max(1, rung.evaluations)} test examples x {basis}"]
-    if rung.kind == "tuned" and rung.train_example_epochs > 0:
-        tuned = [o for o in observed.values() if o.kind == "tuned" and o.train_example_epochs > 0 and o.train_s > 0]
-        if tuned:
-            rate = sum(o.train_s for o in tuned) / sum(o.train_example_epochs for o in tuned)
-            why = f"measured {rate:.3g} s on {', '.join(o.name for o in tuned)}"
-        else:
-            rate = PRIOR_TRAIN_S_PER_EXAMPLE_EPOCH.get(pricing.device, PRIOR_TRAIN_S_PER_EXAMPLE_EPOCH["cpu"])
-            why = f"prior {rate:g} s on {pricing.device}"
-        seconds += rate * rung.train_example_epochs
-        parts.insert(0, f"training {rung.train_example_epochs:,.0f} example-epochs x {why}")
+    if rung.kind == "tuned" and rung.train_tokens > 0:
+        rate, why = _train_rate(rung, observed, pricing)
+        seconds += rate * rung.train_tokens
+        parts.insert(0, f"training {rung.train_tokens:,.0f} tokens ({rung.train_example_epochs:,.0f} example-epochs) "
+                        f"x {why}")
     if pricing.usd_per_second is not None:
         usd: float | None = seconds * pricing.usd_per_second
     else:  # API model: measured dollars per example of the family, else the token-price prior
@@ -303,6 +311,17 @@ def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: i
             prior = pricing.api_usd_per_example.get(rung.family)
             usd = None if prior is None else prior * n_test
     return Estimate(seconds, usd, "; ".join(parts))
+
+
+def _train_rate(rung: PlannedRung, observed: Mapping[str, Observed], pricing: Pricing) -> tuple[float, str]:
+    """Training seconds per token of work: measured on finished tuning rungs of the same model, else the prior."""
+    tuned = [o for o in observed.values()
+             if o.kind == "tuned" and o.model == rung.model and o.train_tokens > 0 and o.train_s > 0]
+    if tuned:
+        rate = sum(o.train_s for o in tuned) / sum(o.train_tokens for o in tuned)
+        return rate, f"measured {1000 * rate:.3g} ms/token on {', '.join(o.name for o in tuned)}"
+    rate = PRIOR_TRAIN_S_PER_TOKEN.get(pricing.device, PRIOR_TRAIN_S_PER_TOKEN["cpu"])
+    return rate, f"prior {1000 * rate:.3g} ms/token on {pricing.device}"
 
 
 # --------------------------------------------------------------------------- plateau
@@ -355,6 +374,91 @@ def _fits(rung: PlannedRung, est: Estimate, observed: Mapping[str, Observed], bu
     return None
 
 
+def seconds_left(rung: PlannedRung, observed: Mapping[str, Observed], budget: Budget,
+                 pricing: PricingOf) -> float | None:
+    """Seconds the rung may take before a budget is exceeded (None: no limit): ``budget.hours`` (else, for a
+    tuning rung, the default tuning budget), and ``budget.usd`` at the device-hour price."""
+    pricing = pricing_of(rung, pricing)
+    spent_s, spent_usd = spent(observed)
+    limits = []
+    if budget.hours is not None:
+        limits.append(budget.hours * 3600 - spent_s)
+    elif rung.kind == "tuned":
+        limits.append(budget.tuning_hours_default * 3600 - spent(observed, kind="tuned")[0])
+    if budget.usd is not None and pricing.usd_per_second:
+        limits.append((budget.usd - spent_usd) / pricing.usd_per_second)
+    return max(0.0, min(limits)) if limits else None
+
+
+@dataclass(frozen=True)
+class TunedFit:
+    """A tuning rung fitted to the budget: its estimate, the ``params`` the walk sets on it, what the reason adds,
+    or why it cannot run (``why_not``)."""
+
+    estimate: Estimate
+    params: dict[str, Any] | None = None
+    note: str = ""
+    why_not: str | None = None
+
+
+def _minutes(seconds: float) -> float:
+    return max(0.1, round(seconds / 60, 1))
+
+
+def fit_tuned(rung: PlannedRung, observed: Mapping[str, Observed], budget: Budget, n_test: int,
+              pricing: PricingOf) -> TunedFit:
+    """A tuning rung as it fits what is left of the budget (module docstring): as planned with its time
+    allowance, on the largest nested subset of train that fits (``finetune``), or with the curve sizes it can
+    afford; else the sentence why not."""
+    est = estimate_cost(rung, observed, n_test, pricing)
+    why_not = _fits(rung, est, observed, budget)
+    left = seconds_left(rung, observed, budget, pricing)
+    price = pricing_of(rung, pricing)
+    if rung.train_tokens <= 0 or left is None or (budget.usd is not None and not price.usd_per_second):
+        return TunedFit(est, why_not=why_not)
+    rate, why_rate = _train_rate(rung, observed, price)
+    per, per_basis = _per_example(rung.family, observed, rung.model)
+    eval_s = per * n_test * max(1, rung.evaluations)
+    if why_not is None:
+        allowance = left if rung.curve_points else left - eval_s  # a curve's allowance covers its evaluations
+        return TunedFit(est, {"time_budget_minutes": _minutes(allowance)},
+                        f"; it trains under a time allowance of {_dur(allowance)}")
+    if rung.fit_sizes:
+        found = largest_fitting([x for x in rung.fit_sizes if x[0] < rung.train_examples], rate, left, eval_s)
+        if found is None:
+            n, work = rung.fit_sizes[-1]
+            return TunedFit(est, why_not=f"{why_not}; even its smallest subset, {n:,} examples (at least 32, and 2 "
+                                         f"per label), is estimated at {_dur(eval_s + rate * work)}")
+        n, seconds = found
+        reason = (f"training on all {rung.train_examples:,} examples {why_not}; it trains on the largest nested "
+                  f"stratified subset that fits instead: {n:,} of {rung.train_examples:,} examples, estimated "
+                  f"{_dur(seconds)} ({why_rate})")
+        fitted = Estimate(seconds, seconds * price.usd_per_second if price.usd_per_second is not None else None,
+                          f"training {dict(rung.fit_sizes)[n]:,.0f} tokens ({n:,} of {rung.train_examples:,} examples) "
+                          f"x {why_rate}; {n_test * max(1, rung.evaluations)} test examples x {per_basis}")
+        return TunedFit(fitted, {"limit": n, "time_budget_minutes": _minutes(left - eval_s), "fit_reason": reason},
+                        f"; {reason}")
+    if rung.curve_points:
+        total, costs = 0.0, []
+        for work, evaluations in rung.curve_points:
+            total += rate * work + per * n_test * evaluations
+            costs.append(total)
+        k = max((i + 1 for i, c in enumerate(costs) if c <= left), default=0)
+        if k < 3:
+            return TunedFit(est, why_not=f"{why_not}; even its 3 smallest sizes (a curve needs 3) are estimated "
+                                         f"at {_dur(costs[min(2, len(costs) - 1)])}")
+        dropped = len(costs) - k
+        reason = (f"all {len(costs)} sizes {why_not}; it keeps its {k} smallest sizes, estimated {_dur(costs[k - 1])}, "
+                  f"and drops the {dropped} largest it cannot afford")
+        fitted = Estimate(costs[k - 1], costs[k - 1] * price.usd_per_second if price.usd_per_second is not None
+                          else None, f"training {sum(w for w, _ in rung.curve_points[:k]):,.0f} tokens of its {k} "
+                          f"smallest sizes x {why_rate}; {n_test * sum(e for _, e in rung.curve_points[:k])} test "
+                          f"examples x {per_basis}")
+        return TunedFit(fitted, {"max_points": k, "time_budget_minutes": _minutes(left), "fit_reason": reason},
+                        f"; {reason}")
+    return TunedFit(est, why_not=why_not)
+
+
 def _spent_out(observed: Mapping[str, Observed], budget: Budget) -> str | None:
     spent_s, spent_usd = spent(observed)
     if budget.hours is not None and spent_s >= budget.hours * 3600:
@@ -399,19 +503,21 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
         same_model = [r for r in ladder if r.model == nxt.model]
         flat = plateau(same_model, observed, patience=config.patience, alpha=config.alpha, seed=seed)
         tuning = [r for r in pending if r.kind == "tuned" and r.blocked is None]
-        fitting = [r for r in tuning if _fits(r, estimate_cost(r, observed, n_test, pricing), observed, budget) is None]
+        fitting = [r for r in tuning if fit_tuned(r, observed, budget, n_test, pricing).why_not is None]
         if flat and fitting:
             rest = tuple(r.name for r in pending if r.kind == "prompt" and r.model == nxt.model)
             return Action("escalate", fitting[0].name, f"prompting plateaued ({flat}): skipping {', '.join(rest)} "
                           f"and going to {', '.join(r.name for r in fitting)}", skipped=rest)
     if nxt.blocked:
         return Action("skip", nxt.name, f"{nxt.name} cannot run here: {nxt.blocked}")
-    est = estimate_cost(nxt, observed, n_test, pricing)
-    why_not = _fits(nxt, est, observed, budget)
+    fit = fit_tuned(nxt, observed, budget, n_test, pricing) if nxt.kind == "tuned" else None
+    est = fit.estimate if fit else estimate_cost(nxt, observed, n_test, pricing)
+    why_not = fit.why_not if fit else _fits(nxt, est, observed, budget)
     if why_not:
         return Action("skip", nxt.name, f"{nxt.name} skipped to stay within budget: {why_not}",
                       estimate_s=est.seconds, estimate_usd=est.usd)
     reason = f"next cheapest rung, estimated {_dur(est.seconds)} and {_usd(est.usd)} ({est.basis})"
+    reason += fit.note if fit else ""
     if target is not None and best is not None and best.value >= target:
         reason += (f"; keep climbing: {best.name}'s point estimate {_pct(best.value)} clears the target "
                    f"{_pct(target)} but its {confidence_words(bounds[best.name], candidates)}, does not")
@@ -421,7 +527,8 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
         if screen:
             reason += f"; screened first on {', '.join(map(str, screen))} of {n_test} test examples " \
                       f"against {best.name}'s CI low {_pct(best.low)}"
-    return Action("run", nxt.name, reason, estimate_s=est.seconds, estimate_usd=est.usd, screen=screen)
+    return Action("run", nxt.name, reason, estimate_s=est.seconds, estimate_usd=est.usd, screen=screen,
+                  params=fit.params if fit else None)
 
 
 # --------------------------------------------------------------------------- early rejection

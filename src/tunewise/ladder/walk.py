@@ -74,7 +74,7 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
     """Climb the ladder with the policy, one :class:`Action` at a time."""
     spec = run.spec
     by_name = {r.name: r for r in rungs}
-    planned = [plan(r, spec, run.splits.train) for r in rungs]
+    planned = [plan(r, spec, run.splits.train, dev=run.splits.dev or ()) for r in rungs]
     plan_of = {p.name: p for p in planned}
     budget, price = budget_of(spec), pricings(spec, run.prices)
     target = spec.target.get(run.metric)
@@ -102,6 +102,8 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
                 settle(life.skip(by_name[name], f"skipped: {action.reason}"))
             continue
         rung = by_name[action.rung]
+        if action.params:  # fitted to the budget (a time allowance, a subset of train): another config_hash
+            rung = rung.model_copy(update={"params": {**rung.params, **action.params}})
         if action.kind == "skip":
             settle(life.skip(rung, action.reason))
             continue
@@ -122,6 +124,9 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
             rejection = result.extras.get("early_rejection")
             actions.append(Action.from_json(rejection) if rejection else Action("skip", rung.name, result.reason or ""))
         settle(result)
+    from ..strategies.finetuning import forecast_whole_set  # a budget-fitted tuning rung's whole-set forecast
+
+    results = forecast_whole_set(results)
     return tuple(results), tuple(reused), _record(actions, observed, target=target, metric=run.metric,
                                                   budget=budget, pricing_basis=_basis(spec, price), config=config)
 

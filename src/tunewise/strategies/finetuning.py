@@ -24,6 +24,15 @@ Artifacts
 are keyed by content (base model, settings, examples, prompt, seed), so a curve point and a
 ``lora`` rung with the same configuration share one training run.
 
+Budgets: :func:`training_work` counts what a rung will train in tokens (``training.timing``) for the
+ladder, which fits the rung to what is left (``limit`` + ``fit_reason``, or ``max_points`` for a curve) and
+gives it a ``time_budget_minutes``. Under that allowance the training's first steps are a timed trial: when
+it re-estimates the run past the allowance, ``finetune`` trains the largest nested subset that fits the
+rest (or is skipped below 32 examples / 2 per label), and a curve stops before that size. Either way the
+result says so (``extras["training"]["fitted_to_budget"]``, ``extras["curve"]["dropped"]``), and a curve
+states its forecast for all of train (``at_full_train``), which a fitted rung of the same run takes as its
+whole-set forecast (:func:`forecast_whole_set`).
+
 Out of scope: the training loop (``tunewise.training``), metrics, the ladder's escalation policy.
 """
 
@@ -32,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,12 +51,12 @@ from ..errors import RungSkipped, StoreError, TaskSpecError
 from ..evaluation.records import Prediction
 from ..prompts import PromptTemplate, answer_text
 from ..training.settings import TuneSettings, settings_from_params
-from ..training.subsets import describe_subset, subset_hash, training_subset
+from ..training.subsets import describe_subset, nested_order, subset_hash, training_subset
 from .base import Candidate, PrepareContext, register
 from .prompting import PromptProgram, PromptSettings
 
 __all__ = ["TunedCandidate", "tuned_program", "prepare_finetune", "prepare_learning_curve", "train_rung_artifact",
-           "training_work", "TUNED_INSTRUCTIONS"]
+           "training_work", "TrainingWork", "forecast_whole_set", "TUNED_INSTRUCTIONS"]
 
 TUNED_INSTRUCTIONS = {
     "classification": "Classify the input. Reply with the label only.",
@@ -147,8 +157,10 @@ class _RungTraining:
     key: str
 
 
-def _training_job(rung_name: str, ctx: PrepareContext, s: TuneSettings) -> _RungTraining:
-    """The content-keyed :class:`TrainingJob` for ``s`` on this context's splits (nothing trained yet)."""
+def _training_job(rung_name: str, ctx: PrepareContext, s: TuneSettings, *,
+                  s_per_token: float | None = None) -> _RungTraining:
+    """The content-keyed :class:`TrainingJob` for ``s`` on this context's splits (nothing trained yet);
+    ``s_per_token``: the rate a timed trial measured (then it runs no trial of its own, see ``training.timing``)."""
     from ..training.trainer import TrainingJob
 
     spec = ctx.spec
@@ -174,7 +186,7 @@ def _training_job(rung_name: str, ctx: PrepareContext, s: TuneSettings) -> _Rung
                   "labels": labels or None, "artifact_key": key}
     job = TrainingJob(base_model=spec.model, settings=s, train=pairs(subset), dev=pairs(dev),
                       out_dir=ctx.artifacts / key, seed=ctx.seed, labels=labels if spec.kind == "classification"
-                      else (), provenance=provenance)
+                      else (), provenance=provenance, s_per_token=s_per_token)
     return _RungTraining(job=job, program=program, subset=subset, dev=dev, key=key)
 
 
@@ -210,12 +222,25 @@ def train_rung_artifact(rung: Any, ctx: PrepareContext) -> Any:
     return _train(rung.name, ctx, _training_job(rung.name, ctx, s), None)
 
 
-def build_tuned(rung_name: str, ctx: PrepareContext, s: TuneSettings, *, label: str | None = None) -> TunedCandidate:
-    """Train (or reuse) the artifact for ``s`` and wrap it as a candidate."""
+def build_tuned(rung_name: str, ctx: PrepareContext, s: TuneSettings, *, label: str | None = None,
+                shrink: bool = True) -> TunedCandidate:
+    """Train (or reuse) the artifact for ``s`` and wrap it as a candidate. When the timed trial finds that the
+    training does not fit its ``time_budget_minutes``, it trains the largest nested subset that does (``shrink``;
+    else the :class:`~tunewise.training.trainer.TrialOverBudget` propagates)."""
+    from ..training.trainer import TrialOverBudget
+
     spec = ctx.spec
     planned = _training_job(rung_name, ctx, s)
+    fitted = _fitted_by_ladder(ctx, s, planned)
+    try:
+        artifact = _train(rung_name, ctx, planned, label)
+    except TrialOverBudget as over:
+        if not shrink:
+            raise
+        planned, fitted = _shrink_after_trial(rung_name, ctx, s, planned, over)
+        artifact = _train(rung_name, ctx, planned, label)
     program, subset, dev, key = planned.program, planned.subset, planned.dev, planned.key
-    artifact = _train(rung_name, ctx, planned, label)
+    training = {**artifact.training, **({"fitted_to_budget": fitted} if fitted else {})}
     backend = _make_backend(spec, artifact, s)
     if ctx.wrap_backend is not None:
         backend = ctx.wrap_backend(backend)
@@ -224,9 +249,57 @@ def build_tuned(rung_name: str, ctx: PrepareContext, s: TuneSettings, *, label: 
     config = {"strategy": "finetune", **s.identity(), "model": spec.model, "artifact": str(artifact.path),
               "artifact_kind": artifact.kind, "artifact_key": key, "artifact_reused": artifact.reused,
               "train_subset": describe_subset(subset), "dev_subset": describe_subset(dev),
-              "prompt": program.config, "seed": ctx.seed, "training": artifact.training}
+              "prompt": program.config, "seed": ctx.seed, "training": training}
     return TunedCandidate(rung=rung_name, config=config, program=program, backend=backend,
-                          extras={"training": artifact.training})
+                          extras={"training": training})
+
+
+#: what a result trained on a budget-fitted subset says until a learning curve forecasts the whole set
+NOT_FORECAST = {"status": "not_forecast", "message": "The whole-set result is not forecast: no learning curve ran."}
+
+
+def _whole(ctx: PrepareContext, s: TuneSettings) -> int:
+    """Training examples the rung's own subset rules select (a limit the ladder set for the budget left out)."""
+    limit = None if s.fit_reason else s.limit
+    return len(training_subset(ctx.splits.train, per_label=s.per_label, fraction=s.fraction, limit=limit,
+                               seed=ctx.seed))
+
+
+def _fitted_by_ladder(ctx: PrepareContext, s: TuneSettings, planned: _RungTraining) -> dict[str, Any] | None:
+    """The record of a subset the ladder fitted to its budget (``fit_reason`` set), else None."""
+    if not s.fit_reason:
+        return None
+    return {"examples": len(planned.subset), "of": _whole(ctx, s), "by": "the ladder's estimate",
+            "reason": s.fit_reason, "whole_set_forecast": dict(NOT_FORECAST)}
+
+
+def _shrink_after_trial(rung_name: str, ctx: PrepareContext, s: TuneSettings, planned: _RungTraining,
+                        over: Any) -> tuple[_RungTraining, dict[str, Any]]:
+    """The largest nested subset that fits what the trial left of ``time_budget_minutes`` at the rate it measured
+    (its own trial skipped: the overrun limit still guards it); :class:`RungSkipped` below the minimum."""
+    from ..training.timing import describe_rate, fit_sizes, largest_fitting, minimum_examples
+
+    trial, n_now = over.trial, len(planned.subset)
+    left = over.budget_s - float(trial.get("elapsed_s") or 0.0)  # measured by the trial: the same on a rerun
+    order = nested_order(ctx.splits.train, per_label=s.per_label, fraction=s.fraction, seed=ctx.seed)[:n_now]
+    lengths, _ = _token_lengths(ctx.spec, s, list(ctx.splits.train) + list(ctx.splits.dev or ()))
+    labels = len({e.target for e in order}) if ctx.spec.kind == "classification" else 0
+    minimum = minimum_examples(labels)
+    sizes = fit_sizes([lengths[e.id] for e in order], s, minimum=minimum,
+                      dev_tokens=sum(lengths.get(e.id, 0) for e in planned.dev))
+    found = largest_fitting([x for x in sizes if x[0] < n_now], trial["s_per_token"], left)
+    if found is None:
+        raise RungSkipped(f"rung '{rung_name}' skipped to stay within budget: {over}; even the smallest subset it "
+                          f"may train on ({minimum} examples: at least 32, and 2 per label) would not fit the "
+                          f"{max(0.0, left):.0f} s left")
+    n, estimate = found
+    fitted_s = s.model_copy(update={"limit": n, "time_budget_minutes": max(left, 1.0) / 60})
+    whole = _whole(ctx, s)
+    reason = (f"{over}; trained instead on the largest nested stratified subset that fits the {left:.0f} s left "
+              f"at {describe_rate(trial['s_per_token'])}: {n:,} of {whole:,} examples, estimated {estimate:.0f} s")
+    fitted = {"examples": n, "of": whole, "by": "the timed trial", "reason": reason,
+              "whole_set_forecast": dict(NOT_FORECAST), **({"ladder_reason": s.fit_reason} if s.fit_reason else {})}
+    return _training_job(rung_name, ctx, fitted_s, s_per_token=trial["s_per_token"]), fitted
 
 
 @register("finetune")
@@ -235,30 +308,86 @@ def prepare_finetune(rung: Any, ctx: PrepareContext) -> TunedCandidate:
     return build_tuned(rung.name, ctx, s)
 
 
-def training_work(rung: Any, spec: Any, train: Sequence[Any]) -> tuple[float, int]:
-    """What a ``finetune`` or ``learning_curve`` rung will cost before it runs: (examples x epochs over every
-    training it does, test-split evaluations). Raises the rung's :class:`~tunewise.errors.TunewiseError` when it
-    cannot run here (an ``openai:`` model, a classifier head on generation, QLoRA without a GPU)."""
-    if rung.strategy == "learning_curve":
-        base = settings_from_params(rung.name, rung.params, drop=_CURVE_KEYS)
-        steps = _curve_steps(rung.name, dict(rung.params), spec.kind == "classification")
-        settings = [base.model_copy(update=step) for step in steps]
+@dataclass(frozen=True)
+class TrainingWork:
+    """What a tuning rung will train, counted before it runs (the ladder's estimate and fitting)."""
+
+    tokens: float  # work tokens over every training the rung does (``training.timing.work_tokens``)
+    example_epochs: float  # examples x epochs over every training
+    evaluations: int  # test-split evaluations
+    examples: int  # training examples of its (largest) training, as configured
+    fit_sizes: tuple[tuple[int, float], ...] = ()  # finetune: (examples, work tokens) of the subsets it may shrink to
+    points: tuple[tuple[float, int], ...] = ()  # learning curve: (work tokens, evaluations) of each size, smallest first
+    basis: str = ""  # how the tokens were counted
+
+
+def training_work(rung: Any, spec: Any, train: Sequence[Any], dev: Sequence[Any] = ()) -> TrainingWork:
+    """What a ``finetune`` or ``learning_curve`` rung will train before it runs, in tokens (the prompts and answers
+    the trainer will see, with the model's tokenizer) and examples x epochs. Raises the rung's
+    :class:`~tunewise.errors.TunewiseError` when it cannot run here (an ``openai:`` model, a classifier head on
+    generation, QLoRA without a GPU)."""
+    from ..training.timing import fit_sizes, minimum_examples, work_tokens
+
+    curve = rung.strategy == "learning_curve"
+    params = dict(rung.params)
+    if curve:
+        base = settings_from_params(rung.name, params, drop=_CURVE_KEYS)
+        sizes = _curve_sizes(rung.name, params, spec.kind == "classification")
+        runs = len(_curve_seeds(rung.name, params, 0))
+        settings = [base.model_copy(update=step) for step in sizes]
     else:
-        settings = [settings_from_params(rung.name, rung.params)]
+        settings, runs = [settings_from_params(rung.name, params)], 1
     _check_runnable(rung.name, settings[0], spec)
-    work = 0.0
+    lengths, basis = _token_lengths(spec, settings[0], list(train) + list(dev))
+    dev_tokens = sum(lengths[e.id] for e in training_subset(dev, limit=settings[0].dev_limit, seed=spec.seed))
+    points, example_epochs = [], 0.0
     for s in settings:
-        n = len(training_subset(train, per_label=s.per_label, fraction=s.fraction, limit=s.limit, seed=spec.seed))
-        epochs = s.epochs_for(n)
-        if s.max_steps:
-            epochs = min(epochs, s.max_steps * s.batch_size * s.grad_accum / max(1, n))
-        work += n * epochs
-    return work, len(settings)
+        subset = training_subset(train, per_label=s.per_label, fraction=s.fraction, limit=s.limit, seed=spec.seed)
+        tokens = work_tokens(sum(lengths[e.id] for e in subset), len(subset), s, dev_tokens=dev_tokens)
+        points.append((runs * tokens, runs))
+        example_epochs += runs * work_tokens(len(subset), len(subset), s)  # one "token" an example
+    s = settings[-1]
+    n = len(training_subset(train, per_label=s.per_label, fraction=s.fraction, limit=s.limit, seed=spec.seed))
+    sizes: tuple[tuple[int, float], ...] = ()
+    if not curve:
+        order = nested_order(train, per_label=s.per_label, fraction=s.fraction, seed=spec.seed)[:n]
+        labels = len({e.target for e in order}) if spec.kind == "classification" else 0
+        sizes = fit_sizes([lengths[e.id] for e in order], s, minimum=minimum_examples(labels), dev_tokens=dev_tokens)
+    return TrainingWork(tokens=sum(w for w, _ in points), example_epochs=example_epochs,
+                        evaluations=sum(k for _, k in points), examples=n, fit_sizes=sizes,
+                        points=tuple(points) if curve else (), basis=basis)
+
+
+_LENGTHS: dict[tuple[Any, ...], dict[str, int]] = {}  # token counts per example id, one entry per model/prompt/data
+
+
+def _token_lengths(spec: Any, s: TuneSettings, examples: Sequence[Any]) -> tuple[dict[str, int], str]:
+    """Tokens the trainer computes for each example (by id) and how they were counted: with the model's tokenizer
+    (cached per model, prompt and data), else approximated at 4 characters a token when it cannot be loaded."""
+    from ..errors import TunewiseError
+    from ..training.timing import token_lengths
+
+    program = tuned_program(spec, (), "plan")
+    instructions = program.variables["instructions"]
+    key = (spec.model, spec.kind, instructions, s.head, s.max_length, subset_hash(examples))
+    basis = f"tokens counted with {spec.model}'s tokenizer and the compact tuned prompt, capped at {s.max_length}"
+    if key in _LENGTHS:
+        return _LENGTHS[key], basis
+    pairs = [(program.prompt_for(e.text, ()), answer_text(e.target)) for e in examples]
+    try:
+        counts = token_lengths(spec.model, s, pairs)
+    except (OSError, ValueError, TunewiseError) as exc:
+        chars = [len(instructions) + len(e.text) + len(answer_text(e.target)) for e in examples]
+        approx = {e.id: min(s.max_length, c // 4 + 12) for e, c in zip(examples, chars)}
+        return approx, f"tokens approximated at 4 characters a token ({spec.model}'s tokenizer did not load: {exc})"
+    _LENGTHS.clear()  # one task's data at a time: the entry can be large
+    _LENGTHS[key] = {e.id: c for e, c in zip(examples, counts)}
+    return _LENGTHS[key], basis
 
 
 # --- learning curves ------------------------------------------------------------------------
 
-_CURVE_KEYS = ("of", "sizes", "fractions", "include_all", "seeds")
+_CURVE_KEYS = ("of", "sizes", "fractions", "include_all", "seeds", "max_points", "time_budget_minutes", "fit_reason")
 #: training runs per size when a curve does not say (``seeds``)
 DEFAULT_CURVE_SEEDS = {"probe": 3, "finetune": 1}
 
@@ -278,16 +407,17 @@ def prepare_learning_curve(rung: Any, ctx: PrepareContext) -> Candidate:
     steps = _curve_sizes(rung.name, params, classification)
     seeds = _curve_seeds(rung.name, params, ctx.seed)
     base = settings_from_params(rung.name, params, drop=_CURVE_KEYS) if of == "finetune" else None
+    budget = _CurveBudget(params, steps, classification)
     points, rows, stats, last = [], [], [], None
-    for step in steps:
+    for i, step in enumerate(steps):
         for seed in seeds:  # the task's seed last: the rung's candidate is its run at the largest size
             run_ctx = ctx if seed == ctx.seed else dataclasses.replace(ctx, seed=seed)
             label = f"{rung.name} @ {_step_label(step)}" + (f", seed {seed}" if len(seeds) > 1 else "")
-            if last is not None:
-                last.close()
             if of == "finetune":
-                s = base.model_copy(update=step)
-                candidate = build_tuned(rung.name, run_ctx, s, label=label)
+                s = budget.settings(base.model_copy(update=step))
+                candidate = budget.train(rung.name, run_ctx, s, label)
+                if candidate is None:
+                    break
                 n = candidate.config["train_subset"]["examples"]
                 training = candidate.config["training"]
                 fit_metrics = {"train_loss": training.get("final_train_loss"),
@@ -295,17 +425,66 @@ def prepare_learning_curve(rung: Any, ctx: PrepareContext) -> Candidate:
                                "tokens_per_s": training.get("tokens_per_s"), "warnings": training.get("warnings", [])}
             else:
                 candidate, n, fit_metrics = _probe_point(rung, run_ctx, step)
-            metric, predictions = ctx.evaluate(candidate, label)
+            if last is not None:
+                last.close()
+            metric, predictions = budget.evaluate(ctx, candidate, label)
             points.append(CurvePoint(n=n, value=metric.value, low=metric.low, high=metric.high, n_test=metric.n))
             stats.append(_test_statistic(ctx, metric.value, predictions))
             rows.append({"subset": step, "n": n, "seed": seed, "test": metric.to_json(), **fit_metrics})
             last = candidate
-    assert last is not None
+        if budget.stop is not None:
+            budget.drop(steps[i:], budget.stop)
+            break
+    if last is None:
+        raise RungSkipped(f"rung '{rung.name}': no point of the learning curve fits its budget: {budget.stop}")
     curve = _curve_summary(points, rows, ctx, of, stats)
+    curve["dropped"] = budget.dropped
     last.rung = rung.name
     last.config = {**last.config, "strategy": "learning_curve", "of": of, "seeds": seeds, "points": rows}
     last.extras = {**last.extras, "curve": curve}
     return last
+
+
+class _CurveBudget:
+    """A fine-tuning curve's time allowance (``time_budget_minutes``, set by the ladder): each run trains under
+    what is left of it (less the last evaluation's time), and a run whose timed trial does not fit ends the curve
+    there; the sizes the ladder could not afford (``max_points``) and those not reached are ``dropped``."""
+
+    def __init__(self, params: dict[str, Any], steps: list[dict[str, Any]], classification: bool) -> None:
+        minutes = params.get("time_budget_minutes")
+        self.budget_s = float(minutes) * 60 if minutes else None
+        self.start, self.eval_s = time.perf_counter(), 0.0
+        self.stop: str | None = None
+        self.dropped: list[dict[str, Any]] = []
+        every = _curve_sizes("", {k: v for k, v in params.items() if k != "max_points"}, classification)
+        self.drop(every[len(steps):], params.get("fit_reason") or "left out by max_points")
+
+    def drop(self, steps: Sequence[dict[str, Any]], reason: str) -> None:
+        self.dropped[:0] = [{"subset": step, "label": _step_label(step), "reason": reason} for step in steps]
+
+    def settings(self, s: TuneSettings) -> TuneSettings:
+        if self.budget_s is None:
+            return s
+        left = self.budget_s - (time.perf_counter() - self.start) - self.eval_s
+        return s.model_copy(update={"time_budget_minutes": max(left, 1.0) / 60})
+
+    def train(self, rung_name: str, ctx: PrepareContext, s: TuneSettings, label: str) -> TunedCandidate | None:
+        from ..training.trainer import TrialOverBudget
+
+        if s.time_budget_minutes is not None and s.time_budget_minutes * 60 <= 1.0:
+            self.stop = f"the curve's {self.budget_s:.0f} s allowance was spent"
+            return None
+        try:
+            return build_tuned(rung_name, ctx, s, label=label, shrink=False)
+        except TrialOverBudget as over:
+            self.stop = str(over)
+            return None
+
+    def evaluate(self, ctx: PrepareContext, candidate: Candidate, label: str) -> tuple[Any, Any]:
+        start = time.perf_counter()
+        out = ctx.evaluate(candidate, label)
+        self.eval_s = time.perf_counter() - start
+        return out
 
 
 def _curve_seeds(rung_name: str, params: dict[str, Any], seed: int) -> list[int]:
@@ -341,12 +520,6 @@ def _test_statistic(ctx: PrepareContext, value: float, predictions: Sequence[Pre
     return stat if abs(full - value) <= 1e-9 else None
 
 
-def _curve_steps(rung_name: str, params: dict[str, Any], classification: bool) -> list[dict[str, Any]]:
-    """One subset setting per training run of the curve (each size once per seed): what it will train."""
-    runs = len(_curve_seeds(rung_name, params, 0))
-    return [step for step in _curve_sizes(rung_name, params, classification) for _ in range(runs)]
-
-
 def _curve_sizes(rung_name: str, params: dict[str, Any], classification: bool) -> list[dict[str, Any]]:
     """The curve's subset settings, smallest first (``sizes`` per label, or ``fractions``; ``include_all``)."""
     if classification and "fractions" not in params:
@@ -357,6 +530,7 @@ def _curve_sizes(rung_name: str, params: dict[str, Any], classification: bool) -
         steps = [{"fraction": f, "per_label": None} for f in sorted(set(fractions)) if 0 < f < 1]
     if params.get("include_all", False):
         steps.append({"per_label": None, "fraction": None})
+    steps = steps[: params.get("max_points") or None]  # the smallest sizes: the ladder's budget dropped the rest
     if len(steps) < 3:
         raise TaskSpecError(f"rung '{rung_name}': a learning curve needs at least 3 subset sizes.")
     return steps
@@ -415,7 +589,39 @@ def _curve_summary(points: list[Any], rows: list[dict[str, Any]], ctx: PrepareCo
                                "not measure it; 'seeds: 2' or more in the curve's params puts it in.")
     out["fit"] = fit.to_json()
     out["forecast"] = forecast_examples(fit, target).to_json() if target is not None else None
+    out["at_full_train"] = _at_full_train(fit, len(ctx.splits.train), max(p.n for p in points), metric)
     out["backtest"] = backtest(points, joint, seed=ctx.seed)
+    return out
+
+
+def _at_full_train(fit: Any, n: int, largest: int, metric: str) -> dict[str, Any]:
+    """The curve's prediction of the metric when training on all ``n`` examples, with its band and the words."""
+    from ..formats import pct
+
+    value = float(fit.predict([n])[0])
+    low, high = (float(x[0]) for x in fit.band([n], runs=1))
+    how = f"measured up to {n:,}" if largest >= n else f"extrapolated from runs of at most {largest:,}"
+    return {"n": n, "value": value, "band": [low, high], "largest_point": largest,
+            "message": f"Forecast {metric} when training on all {n:,} examples: {pct(value, unit='%')} "
+                       f"[{pct(low, unit='%')}, {pct(high, unit='%')}] (95% band for one run; the curve is {how} "
+                       "examples)."}
+
+
+def forecast_whole_set(results: Sequence[Any]) -> list[Any]:
+    """Results with each budget-fitted tuning result's ``whole_set_forecast`` taken from a fine-tuning learning
+    curve that finished on the same model and forecasts the same number of examples; otherwise it keeps saying
+    that the whole-set result is not forecast."""
+    curves = [r for r in results if r.status == "finished" and (r.extras.get("curve") or {}).get("of") == "finetune"]
+    out = []
+    for r in results:
+        fitted = (r.extras.get("training") or {}).get("fitted_to_budget")
+        found = [{**c.extras["curve"]["at_full_train"], "rung": c.name} for c in curves if fitted
+                 and getattr(c, "model", None) == getattr(r, "model", None)
+                 and (c.extras["curve"].get("at_full_train") or {}).get("n") == fitted["of"]]
+        if found:
+            training = {**r.extras["training"], "fitted_to_budget": {**fitted, "whole_set_forecast": found[-1]}}
+            r = dataclasses.replace(r, extras={**r.extras, "training": training})
+        out.append(r)
     return out
 
 
