@@ -118,7 +118,22 @@ def _training(results: RunResults) -> list[str]:
                  "device-hour recorded in the result. An artifact trained earlier with the same configuration is "
                  "reused and keeps its original figures.")
     warnings = [f"- {r.name}: {w}" for r, t in rows for w in t.get("warnings", [])]
-    return lines + ([""] + warnings if warnings else []) + [""]
+    return lines + ([""] + warnings if warnings else []) + _budget_notes(rows) + [""]
+
+
+def _budget_notes(rows: list) -> list[str]:
+    """What the budget did to a training: a subset the ladder (or the timed trial) fitted, a run stopped early."""
+    notes = []
+    for r, t in rows:
+        fitted = t.get("fitted_to_budget")
+        if fitted:
+            forecast = (fitted.get("whole_set_forecast") or {}).get("message") or "The whole-set result is not forecast."
+            notes.append(f"- {r.name} was trained on {fitted.get('examples'):,} of {fitted.get('of'):,} training "
+                         f"examples to fit the budget ({fitted.get('by')}): {fitted.get('reason')}. {forecast}")
+        stopped = t.get("stopped_for_budget")
+        if stopped:
+            notes.append(f"- {r.name}: {stopped.get('reason')}; the best checkpoint so far was kept and scored.")
+    return [""] + notes if notes else []
 
 
 def _curves(results: RunResults) -> list[str]:
