@@ -178,9 +178,9 @@ def test_extraction_and_generation_tasks_run_end_to_end(tmp_path):
         "name: slots\nkind: extraction\ndata: {train: train.jsonl, test: test.jsonl, output: output}\n"
         "extraction: {schema: schema.json}\nmodel: 'fake:echo'\nembedder: hashing\ntarget: {field_f1: 0.8}\n")
     outcome = run_task(load_task(tmp_path / "task.yaml"))  # the policy: no early rejection for field F1
-    rung = outcome.results.rungs[0]
-    assert [r.name for r in outcome.results.rungs][:5] == ["zero_shot", "role", "few_shot_random", "few_shot_retrieved",
-                                                       "cot"]
+    rung = outcome.results.rungs[1]
+    assert [r.name for r in outcome.results.rungs][:6] == ["knn", "zero_shot", "role", "few_shot_random",
+                                                       "few_shot_retrieved", "cot"]
     assert rung.primary_metric == "field_f1" and {"json_validity", "field_precision"} <= set(rung.metrics)
     assert rung.metrics["json_validity"].value == 0.0  # echo returns the input text, never JSON
 

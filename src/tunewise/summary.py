@@ -40,12 +40,15 @@ def _rung_row(r: RungResult, secondary: str | None) -> str:
 
 
 def _rung_table(results: RunResults) -> list[str]:
+    from .evaluation.scoring import PRIMARY_METRIC
+
     finished = [r for r in results.rungs if r.status == "finished"]
-    primary = finished[0].primary_metric if finished else "metric"
+    primary = finished[0].primary_metric if finished else PRIMARY_METRIC.get(results.task.get("kind"), "metric")
     secondary = next((k for k in (finished[0].metrics if finished else {}) if k != primary), None)
-    n = finished[0].primary.n if finished and finished[0].primary else 0
+    n = finished[0].primary.n if finished and finished[0].primary else results.data.get("sizes", {}).get("test", 0)
+    scored = f"{primary} and {secondary}" if secondary else primary
     lines = [
-        f"## Rungs (test n = {n}; {primary} and {secondary or ''} in %, 95% CI)", "",
+        f"## Rungs (test n = {n}; {scored} in %, 95% CI)", "",
         f"| rung | strategy | {primary} | {secondary or ''} | prompt tokens/req (mean / p95) | completion tokens/req "
         "| latency s (p50 / p95) | examples/s |",
         "|---|---|---|---|---|---|---|---|",

@@ -25,7 +25,7 @@ from .catalogue import needs_llm
 from .context import RunContext
 from .policy import Action, screen_subset, stratified_order
 
-__all__ = ["attempt"]
+__all__ = ["attempt", "past_deadline", "single_requests"]
 
 
 class _OutOfBudget(Exception):
@@ -67,7 +67,7 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
     def report(done: int, total: int) -> None:
         if run.progress:
             run.progress(rung.name, done, total)
-        if deadline_s is not None and time.perf_counter() - start > deadline_s and done < total:
+        if deadline_s is not None and past_deadline(time.perf_counter() - start, done, total, deadline_s):
             raise _OutOfBudget(done, total)
 
     def skipped(reason: str, **fields: Any) -> RungResult:
@@ -86,7 +86,12 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
                 return skipped(action.reason, prepare_s=prepare_s, extras=extras,
                                usage=usage_summary(preds, wall_s=time.perf_counter() - start - prepare_s))
         ev = evaluate(candidate, run.test, backend=backend, progress=report)
-        single = _single_requests(run, candidate, backend) if any(p.batch_size > 1 for p in ev.predictions) else {}
+        single: dict[str, Any] = {}
+        if any(p.batch_size > 1 for p in ev.predictions):
+            left = None if deadline_s is None else deadline_s - (time.perf_counter() - start)
+            allowance = SINGLE_REQUEST_SECONDS if left is None else min(SINGLE_REQUEST_SECONDS, max(0.0, left))
+            single = single_requests(list(run.splits.dev or run.splits.train), candidate, backend,
+                                     allowance_s=allowance)
     except _OutOfBudget as out:
         return skipped(f"stopped to stay within budget after {out.done} of {out.total} test examples "
                        f"({time.perf_counter() - start:.0f} s of the {deadline_s:.0f} s left); the calls "
@@ -107,24 +112,49 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
     )
 
 
-#: requests served one at a time to measure the latency a single user sees
+#: requests served one at a time to measure the latency a single user sees ...
 SINGLE_REQUESTS = 16
+#: ... within this many seconds (fewer when the rung's deadline is closer), and at least this many requests
+SINGLE_REQUEST_SECONDS = 30.0
+MIN_SINGLE_REQUESTS = 3
+#: an evaluation past its deadline still finishes when the rest is projected to take at most this share more
+FINISH_TOLERANCE = 0.1
 
 
-def _single_requests(run: RunContext, candidate: Candidate, backend: Any) -> dict[str, Any]:
+def past_deadline(elapsed: float, done: int, total: int, deadline_s: float) -> bool:
+    """Whether an evaluation ``done`` of ``total`` examples in, ``elapsed`` seconds after it started, should stop:
+    past its deadline, unless the rest (at the pace so far) ends within :data:`FINISH_TOLERANCE` of it; stopping
+    four examples short of the end would throw away a result for a few seconds."""
+    if done >= total or elapsed <= deadline_s:
+        return False
+    projected = elapsed / max(1, done) * total
+    return projected > deadline_s * (1 + FINISH_TOLERANCE)
+
+
+def single_requests(examples: Sequence[Any], candidate: Candidate, backend: Any, *,
+                    allowance_s: float = SINGLE_REQUEST_SECONDS) -> dict[str, Any]:
     """Latency of serving one request at a time, measured when the evaluation batched requests (a batched call's
-    time shared by its requests understates what one user waits): the first :data:`SINGLE_REQUESTS` examples
-    of the dev split (never the test split, whose calls are cached) are answered one per call. An evaluation
-    whose every request was its own call (an API model) already measured this, and makes no extra calls."""
+    time shared by its requests understates what one user waits): the first of ``examples`` (the dev split, never
+    the test split, whose calls are cached) answered one per call, up to :data:`SINGLE_REQUESTS` and while within
+    ``allowance_s`` (at least :data:`MIN_SINGLE_REQUESTS`). The sample's wall time is recorded: the budget counts it.
+    An evaluation whose every request was its own call (an API model) already measured this, and makes no extra
+    calls."""
     from ..evaluation.stats import summarize
 
-    examples = list(run.splits.dev or run.splits.train)[:SINGLE_REQUESTS]
-    if not examples:
+    start, latencies = time.perf_counter(), []
+    for e in list(examples)[:SINGLE_REQUESTS]:
+        if len(latencies) >= MIN_SINGLE_REQUESTS and time.perf_counter() - start >= allowance_s:
+            break
+        latencies.append(evaluate(candidate, [e], backend=backend).predictions[0].latency_s)
+    if not latencies:
         return {}
-    latencies = [evaluate(candidate, [e], backend=backend).predictions[0].latency_s for e in examples]
+    stopped = "" if len(latencies) == min(SINGLE_REQUESTS, len(examples)) else (
+        f", stopped at its {allowance_s:.0f} s allowance")
     return {"single_request_latency_s": summarize(latencies),
-            "single_request_basis": f"{len(latencies)} dev examples answered one per call (wall time of the call; "
-                                    "a call replayed from the call cache keeps the time measured when it was made)"}
+            "single_request_n": len(latencies), "single_request_wall_s": time.perf_counter() - start,
+            "single_request_basis": f"{len(latencies)} dev examples answered one per call{stopped} (wall time of the "
+                                    "call; a call replayed from the call cache keeps the time measured when it was "
+                                    "made)"}
 
 
 def _screen_order(run: RunContext) -> list[int]:

@@ -1,7 +1,7 @@
 """The rungs tunewise knows and the order it climbs them: cheapest first.
 
 Each built-in rung is a named configuration of a strategy. The default ladder for a task kind
-runs the LLM-free baselines first (classification only), then the prompt rungs from zero-shot to
+runs the LLM-free baselines first (the probe for classification only), then the prompt rungs from zero-shot to
 chain-of-thought. Users can name rungs (``--rungs``), list them in ``task.yaml``, or define their
 own ``{name, strategy, params}`` entries.
 
@@ -47,14 +47,14 @@ BUILTIN_RUNGS: dict[str, RungSpec] = {
         RungSpec(name="probe_curve", strategy="learning_curve", params={"of": "probe", "include_all": True}),
     )
 }
-#: rungs that only make sense for classification
-CLASSIFICATION_ONLY = frozenset({"knn", "probe", "lora_classifier", "probe_curve"})
+#: rungs (and strategies) that only make sense for classification
+CLASSIFICATION_ONLY = frozenset({"probe", "lora_classifier", "probe_curve"})
 
 DEFAULT_LADDER: dict[str, tuple[str, ...]] = {
     "classification": ("knn", "probe", "zero_shot", "zero_shot_generate", "role", "few_shot_random",
                        "few_shot_balanced", "few_shot_retrieved", "cot"),
-    "extraction": ("zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
-    "generation": ("zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
+    "extraction": ("knn", "zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
+    "generation": ("knn", "zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
 }
 
 #: appended to the default ladder when the policy walks it (learning_curve only when the task has a target)
@@ -115,7 +115,7 @@ def resolve_rungs(spec: TaskSpec, names: Sequence[str] | None = None) -> list[Ru
         if rung is None:
             known = ", ".join([*BUILTIN_RUNGS, *custom])
             raise TaskSpecError(f"unknown rung '{name}' (known: {known}).")
-        if spec.kind != "classification" and (rung.strategy in LLM_FREE_STRATEGIES or base in CLASSIFICATION_ONLY):
+        if spec.kind != "classification" and (rung.strategy in CLASSIFICATION_ONLY or base in CLASSIFICATION_ONLY):
             raise TaskSpecError(f"rung '{base}' only applies to classification tasks, not {spec.kind}.")
         rungs.extend(_on_models(spec, rung, (key if at else None) or rung.model))
     if len({r.name for r in rungs}) != len(rungs):

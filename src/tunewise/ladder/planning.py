@@ -28,7 +28,7 @@ from .policy import (
 if TYPE_CHECKING:
     from ..costs import Prices
 
-__all__ = ["plan", "observe", "pricing", "pricings", "budget", "deadline"]
+__all__ = ["plan", "answer_tokens", "observe", "pricing", "pricings", "budget", "deadline"]
 
 
 def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[Any] = ()) -> PlannedRung:
@@ -37,7 +37,8 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[
     family = rung_family(rung.strategy, rung.params, spec.kind)
     screenable = needs_llm(rung) and spec.kind != "extraction"  # extraction's field F1 is not a per-example mean
     if family_kind(family) != "tuned":
-        return PlannedRung(rung.name, family, screenable=screenable, model=rung.model)
+        tokens = answer_tokens(rung, spec, train) if family.startswith("prompt_generate") else 0
+        return PlannedRung(rung.name, family, screenable=screenable, model=rung.model, answer_tokens=tokens)
     from ..strategies.finetuning import training_work
 
     try:
@@ -49,6 +50,35 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[
                        curve_points=work.points, model=rung.model)
 
 
+def answer_tokens(rung: RungSpec, spec: TaskSpec, train: Sequence[Any]) -> int:
+    """The answer budget a generating prompt rung will have (its ``max_new_tokens``, else what
+    :func:`~tunewise.strategies.prompting.answer_budget` sets from train's answers), counted with the model's
+    tokenizer when it is a transformers model, else at 4 characters a token."""
+    from ..prompts import answer_text
+    from ..strategies.prompting import answer_budget
+
+    if rung.params.get("max_new_tokens"):
+        return int(rung.params["max_new_tokens"])
+    return answer_budget([answer_text(e.target) for e in train], _token_counter(spec.for_model(rung.model).model))[0]
+
+
+def _token_counter(model: str) -> Any:
+    approx = (lambda text: max(1, len(text) // 4))
+    if model.partition(":")[0] not in ("local", "hf") and ":" in model:
+        return approx
+    try:
+        from ..backends.model_cache import resolve_model
+        from ..training.trainer import training_tokenizer
+
+        resolved = resolve_model(model)
+        if resolved.gguf_file is not None and not (resolved.cache_path and resolved.cache_path.is_dir()):
+            return approx  # not dequantised yet: a prior is not worth building the model's cache for
+        tokenizer = training_tokenizer(model)[0]
+    except Exception:  # noqa: BLE001 - a prior only: a model that cannot load here fails where it runs, with its reason
+        return approx
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
 def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, prices: "Prices",
             correct: Sequence[bool] | None, key: str | None = None) -> Observed:
     """What the policy needs from a rung result: scores, per-example ``correct``ness and measured cost.
@@ -57,7 +87,8 @@ def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, pr
 
     usage = result.usage or {}
     eval_s = float(usage.get("model_seconds") or 0.0)
-    seconds = float(result.prepare_s or 0.0) + eval_s
+    # the single-request latency sample is time the run spent too (not throughput: it is not in eval_s)
+    seconds = float(result.prepare_s or 0.0) + eval_s + float(usage.get("single_request_wall_s") or 0.0)
     examples = int(usage.get("requests") or 0)
     if pricing.usd_per_second is not None or family_kind(family) == "no_llm":
         usd = seconds * (pricing.usd_per_second or 0.0)

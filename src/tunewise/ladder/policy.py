@@ -74,7 +74,7 @@ __all__ = [
     "PlannedRung", "Observed", "Budget", "Pricing", "PricingOf", "PolicyConfig", "Action", "Estimate", "pricing_of",
     "rung_family", "family_kind", "estimate_cost", "next_action", "screen_subset", "screen_sizes",
     "stratified_order", "upper_bound", "plateau", "spent", "seconds_left", "fit_tuned", "TunedFit",
-    "PRIOR_S_PER_EXAMPLE", "PRIOR_API_TOKENS", "PRIOR_TRAIN_S_PER_TOKEN", "DEFAULT_TUNING_HOURS",
+    "PRIOR_S_PER_EXAMPLE", "PRIOR_S_PER_ANSWER_TOKEN", "PRIOR_API_TOKENS", "PRIOR_TRAIN_S_PER_TOKEN", "DEFAULT_TUNING_HOURS",
 ]
 
 #: seconds of model time per test example when no rung of the family has been measured yet
@@ -85,6 +85,11 @@ PRIOR_S_PER_EXAMPLE = {
     "prompt_generate_demos": 0.8, "prompt_cot": 4.5, "prompt_cot_demos": 5.0, "tuned": 1.0, "curve": 1.0,
     "other": 2.0,
 }
+#: free generation writes its whole answer budget when the model does not stop (SmolLM2-135M repeats JSON slot lists
+#: to the end): beyond the 32-token budget the generate priors assume, each answer token adds this much per example
+#: (snips_slots: 158-token JSON answers took 2.6 s/example in batches of 16, 2-core CPU; (2.6 - 0.7) / 126)
+PRIOR_S_PER_ANSWER_TOKEN = 0.015
+PRIOR_ANSWER_TOKENS = 32
 #: (prompt tokens, completion tokens) per request assumed for an API model before a rung of the family ran
 PRIOR_API_TOKENS = {"prompt_score": (300, 2), "prompt_score_demos": (1000, 2), "prompt_generate": (300, 16),
                     "prompt_generate_demos": (1000, 16), "prompt_cot": (300, 80), "prompt_cot_demos": (1000, 80),
@@ -131,6 +136,7 @@ class PlannedRung:
     curve_points: tuple[tuple[float, int], ...] = ()  # learning curve: (tokens, evaluations) a size, smallest first
     blocked: str | None = None  # why it cannot run here
     model: str | None = None  # the model's short name when the task weighs several (None: its one model, or none)
+    answer_tokens: int = 0  # generating prompt rungs: the answer budget in the model's tokens (0: not known)
 
     @property
     def kind(self) -> str:
@@ -276,13 +282,19 @@ def pricing_of(rung: PlannedRung, pricing: PricingOf) -> Pricing:
     return pricing.get(rung.model) or pricing[None]
 
 
-def _per_example(family: str, observed: Mapping[str, Observed], model: str | None = None) -> tuple[float, str]:
+def _per_example(rung: PlannedRung, observed: Mapping[str, Observed]) -> tuple[float, str]:
+    """Seconds a test example: measured on rungs of the same family and model, else the family's prior (for free
+    generation, grown with the rung's answer budget)."""
+    family, model = rung.family, rung.model
     same = [o for o in observed.values()
             if o.family == family and o.model == model and o.examples > 0 and o.eval_seconds > 0]
     if same:
         s = sum(o.eval_seconds for o in same) / sum(o.examples for o in same)
         return s, f"measured {s:.3g} s/example on {', '.join(o.name for o in same)}"
     s = PRIOR_S_PER_EXAMPLE.get(family, PRIOR_S_PER_EXAMPLE["other"])
+    if family.startswith("prompt_generate") and rung.answer_tokens > PRIOR_ANSWER_TOKENS:
+        s += PRIOR_S_PER_ANSWER_TOKEN * (rung.answer_tokens - PRIOR_ANSWER_TOKENS)
+        return s, f"prior {s:.3g} s/example for {family} with {rung.answer_tokens}-token answers"
     return s, f"prior {s:g} s/example for {family}"
 
 
@@ -290,7 +302,7 @@ def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: i
     """Seconds (training + evaluation) and dollars the rung is expected to cost, with the basis; measured
     throughput counts only from rungs of the same family on the same model."""
     pricing = pricing_of(rung, pricing)
-    per, basis = _per_example(rung.family, observed, rung.model)
+    per, basis = _per_example(rung, observed)
     seconds = per * n_test * max(1, rung.evaluations)
     parts = [f"{n_test * max(1, rung.evaluations)} test examples x {basis}"]
     if rung.kind == "tuned" and rung.train_tokens > 0:
@@ -417,7 +429,7 @@ def fit_tuned(rung: PlannedRung, observed: Mapping[str, Observed], budget: Budge
     if rung.train_tokens <= 0 or left is None or (budget.usd is not None and not price.usd_per_second):
         return TunedFit(est, why_not=why_not)
     rate, why_rate = _train_rate(rung, observed, price)
-    per, per_basis = _per_example(rung.family, observed, rung.model)
+    per, per_basis = _per_example(rung, observed)
     eval_s = per * n_test * max(1, rung.evaluations)
     if why_not is None:
         allowance = left if rung.curve_points else left - eval_s  # a curve's allowance covers its evaluations

@@ -1,9 +1,9 @@
 """Baselines without an LLM: nearest neighbours and a logistic probe on sentence embeddings.
 
-They answer "does this task need an LLM at all?" and stay in every classification ladder. Both
-use the same cached embeddings of the training set (all-MiniLM-L6-v2 by default).
-
-Out of scope: generation and extraction tasks (these baselines only classify).
+They answer "does this task need an LLM at all?" and stay in every ladder. Both use the same cached
+embeddings of the training set (all-MiniLM-L6-v2 by default). On extraction and generation tasks the
+nearest-neighbour baseline answers with the nearest training example's answer (a retrieval floor: the
+intent of a near-paraphrase is often right, its slot values rarely are); the probe only classifies.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ __all__ = ["EmbeddingKNN", "EmbeddingProbe", "prepare_knn", "prepare_probe"]
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
 
-def _require_classification(rung: Any, ctx: PrepareContext) -> None:
-    if ctx.spec.kind != "classification":
-        raise TaskSpecError(f"rung '{rung.name}': embedding baselines only apply to classification tasks.")
+def _require_embedder(rung: Any, ctx: PrepareContext, *, classification: bool = False) -> None:
+    if classification and ctx.spec.kind != "classification":
+        raise TaskSpecError(f"rung '{rung.name}': the embedding probe only applies to classification tasks.")
     if ctx.embed is None:
         raise TaskSpecError(f"rung '{rung.name}': no embedder is available in this run.")
 
@@ -64,10 +64,21 @@ class EmbeddingKNN(Candidate):
     uses_llm: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
+    train_targets: list[Any] = field(default_factory=list)  # extraction and generation: the neighbours' answers
+
     def predict(self, examples: Sequence[Any], *, backend: Any = None) -> list[Prediction]:
         queries, embed_s = _timed_embed(self.embed, examples)
         start = time.perf_counter()
         sims = queries @ self.train_vectors.T  # (n_queries, n_train), rows are unit vectors
+        if not self.labels:  # an answer, not a label: the nearest training example's, with its similarity
+            from ..prompts import answer_text
+
+            nearest = sims.argmax(axis=1)
+            seconds = embed_s + time.perf_counter() - start
+            return [Prediction(example_id=e.id, output=self.train_targets[j],
+                               raw=answer_text(self.train_targets[j]), confidence=float(max(0.0, sims[i, j])),
+                               latency_s=seconds, batch_size=len(examples))
+                    for i, (e, j) in enumerate(zip(examples, nearest))]
         k = min(self.k, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         index = {label: i for i, label in enumerate(self.labels)}
@@ -99,13 +110,20 @@ class EmbeddingProbe(Candidate):
 
 @register("knn")
 def prepare_knn(rung: Any, ctx: PrepareContext) -> EmbeddingKNN:
-    _require_classification(rung, ctx)
+    _require_embedder(rung, ctx)
+    classification = ctx.spec.kind == "classification"
     k = int(rung.params.get("k", 1))
+    if not classification and k != 1:
+        raise TaskSpecError(f"rung '{rung.name}': k must be 1 on {ctx.spec.kind} tasks (answers are copied, not voted).")
     vectors, seconds = _timed_embed(ctx.embed, ctx.splits.train)
     config = {"strategy": "knn", "k": k, "embedder": rung.params.get("embedder", "minilm-l6-v2"),
               "train_examples": len(ctx.splits.train), "index_seconds": round(seconds, 2)}
+    if not classification:
+        config["answer"] = "the nearest training example's answer, copied"
+    targets = [e.target for e in ctx.splits.train]
     return EmbeddingKNN(rung=rung.name, config=config, embed=ctx.embed, train_vectors=vectors,
-                        train_labels=[e.target for e in ctx.splits.train], labels=list(ctx.splits.labels or ()), k=k)
+                        train_labels=targets if classification else [], labels=list(ctx.splits.labels or ()), k=k,
+                        train_targets=[] if classification else targets)
 
 
 def _fit_probe(x: np.ndarray, y: list[str], c: float, seed: int) -> Any:
@@ -117,7 +135,7 @@ def _fit_probe(x: np.ndarray, y: list[str], c: float, seed: int) -> Any:
 @register("probe")
 def prepare_probe(rung: Any, ctx: PrepareContext) -> EmbeddingProbe:
     """Fit on train for each C in the grid, keep the best on dev (never test), refit is unnecessary."""
-    _require_classification(rung, ctx)
+    _require_embedder(rung, ctx, classification=True)
     grid = [float(c) for c in rung.params.get("C", [0.1, 1.0, 10.0, 100.0])]
     start = time.perf_counter()
     x_train, _ = _timed_embed(ctx.embed, ctx.splits.train)
