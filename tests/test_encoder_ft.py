@@ -1,0 +1,111 @@
+"""encoder_ft's training (issue 15): a sentence encoder fine-tuned with a warm-started linear head, on a tiny random
+BERT built here from a config, saved as a standard Hugging Face model plus its head, and loaded back."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from tunewise.training.encoder import (
+    HEAD_CONFIG,
+    HEAD_FILE,
+    EncoderRecipe,
+    load_encoder_classifier,
+    predict_proba,
+    train_encoder,
+)
+
+LABELS = ["card_arrival", "card_linking", "exchange_rate", "top_up"]
+WORDS = {
+    "card_arrival": "when will my new card arrive in the post",
+    "card_linking": "how do i link my card to the app",
+    "exchange_rate": "what exchange rate do you use for euros",
+    "top_up": "top up my account with money from my bank",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random ``BertModel`` (2 layers, hidden 32) and a WordPiece tokenizer over the toy vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for s in WORDS.values() for w in s.split()})]
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(directory)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    (directory / "modules.json").write_text("[]")  # a sentence-transformers file: copied beside the tuned model
+    return directory
+
+
+def _rows(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = LABELS[i % len(LABELS)]
+        words = WORDS[label].split()
+        rng.shuffle(words)
+        noise = WORDS[rng.choice(LABELS)].split()
+        rng.shuffle(noise)
+        out.append((" ".join(words[:4] + noise[:3]), label))
+    return out
+
+
+def test_encoder_is_fine_tuned_saved_as_a_hugging_face_model_and_loaded_back(tiny_bert_dir, tmp_path):
+    from transformers import AutoModel
+
+    train, dev = _rows(96, 0), _rows(24, 1)
+    recipe = EncoderRecipe(epochs=3, batch_size=16, body_lr=1e-3, head_lr=1e-2, max_length=16, patience=3)
+    steps = []
+    out = tmp_path / "model"
+    training = train_encoder(tiny_bert_dir, train, dev, LABELS, out, recipe, progress=lambda d, n: steps.append((d, n)),
+                             provenance={"rung": "encoder_ft", "base_model": str(tiny_bert_dir)})
+    assert steps and steps[-1][0] == training["steps"] and steps[-1][1] == 18  # 6 steps an epoch x 3
+    assert 0.0 <= training["warm_start"]["probe_train_accuracy"] <= 1.0
+    assert [h["epoch"] for h in training["dev_history"]] == [1.0, 2.0, 3.0]
+    assert training["best_dev_accuracy"] == max(h["dev_accuracy"] for h in training["dev_history"])
+    assert training["best_dev_accuracy"] >= 0.75  # four well-separated intents
+
+    for name in ("config.json", "model.safetensors", "tokenizer.json", HEAD_FILE, HEAD_CONFIG,
+                 "tunewise_provenance.json", "modules.json"):
+        assert (out / name).is_file(), name
+    AutoModel.from_pretrained(out, local_files_only=True)  # plain transformers loads the body
+    provenance = json.loads((out / "tunewise_provenance.json").read_text())
+    assert provenance["labels"] == LABELS and provenance["rung"] == "encoder_ft"
+
+    model, tokenizer, config = load_encoder_classifier(out)
+    assert config["labels"] == LABELS and config["pooling"] == "mean"
+    texts = [t for t, _ in dev]
+    probs = predict_proba(model, tokenizer, texts, config["max_length"])
+    assert probs.shape == (len(dev), 4) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    accuracy = float((np.array(LABELS)[probs.argmax(1)] == np.array([y for _, y in dev])).mean())
+    assert accuracy == pytest.approx(training["best_dev_accuracy"], abs=1e-6)  # the best epoch was kept
+
+    again = train_encoder(tiny_bert_dir, train, dev, LABELS, out, recipe, progress=lambda d, n: steps.append("x"))
+    assert again == json.loads((out / HEAD_CONFIG).read_text())["training"] and "x" not in steps  # reused
+
+
+def test_warm_start_copies_the_probe_into_the_head(tiny_bert_dir, tmp_path):
+    """Before any step, the head is the logistic probe on the frozen embeddings: its predictions are the probe's."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModel, AutoTokenizer
+
+    from tunewise.training.encoder import EncoderClassifier, _embeddings, _warm_start
+
+    train = _rows(64, 3)
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    model = EncoderClassifier(AutoModel.from_pretrained(tiny_bert_dir), 4)
+    x = _embeddings(model, tok, [t for t, _ in train], 16)
+    y = np.array([LABELS.index(label) for _, label in train])
+    _warm_start(model, x, y, 10.0, 0)
+    probe = LogisticRegression(C=10.0, max_iter=2000, random_state=0).fit(x, y)
+    with torch.no_grad():
+        logits = model.head(torch.from_numpy(x)).numpy()
+    assert (logits.argmax(1) == probe.predict(x)).all()
