@@ -109,3 +109,98 @@ def test_warm_start_copies_the_probe_into_the_head(tiny_bert_dir, tmp_path):
     with torch.no_grad():
         logits = model.head(torch.from_numpy(x)).numpy()
     assert (logits.argmax(1) == probe.predict(x)).all()
+
+
+def _task(tmp_path, encoder_dir, extra: str = "") -> "Path":
+    import json as _json
+
+    train, test = _rows(120, 0), _rows(24, 5)
+    (tmp_path / "train.jsonl").write_text("".join(_json.dumps({"text": t, "label": y}) + "\n" for t, y in train))
+    (tmp_path / "test.jsonl").write_text("".join(_json.dumps({"text": t, "label": y}) + "\n" for t, y in test))
+    task = tmp_path / "task.yaml"
+    task.write_text("name: toy\nkind: classification\ndata: {train: train.jsonl, test: test.jsonl}\n"
+                    "model: 'fake:random'\nembedder: hashing\n"
+                    "rungs:\n  - {name: encoder_ft, strategy: encoder_ft, params: {encoder: '" + str(encoder_dir)
+                    + "', epochs: 2, batch_size: 16, body_lr: 0.001, head_lr: 0.01, max_length: 16}}\n" + extra)
+    return task
+
+
+def test_encoder_ft_rung_is_scored_reused_and_served_as_a_version(tiny_bert_dir, tmp_path):
+    import asyncio
+
+    from tunewise.data import load_splits
+    from tunewise.run import run_task
+    from tunewise.serving.service import Service
+    from tunewise.store import Store
+    from tunewise.task import load_task
+    from tunewise.versions import create_version, load_candidate, promote, task_spec
+
+    task = _task(tmp_path, tiny_bert_dir)
+    outcome = run_task(load_task(task), task_path=task, report=False)
+    rung = outcome.results.rungs[0]
+    assert rung.status == "finished", rung.error or rung.reason
+    assert rung.model is None and rung.config["strategy"] == "encoder_ft" and not rung.config["artifact_reused"]
+    training = rung.extras["training"]
+    assert training["examples"] == len(load_splits(load_task(task)).train) and training["work_tokens"] > 0
+    assert training["wall_s"] > 0 and training["epochs"] == 2.0
+    assert all(p.confidence is not None and p.model_call for p in rung.predictions)
+    assert rung.usage["examples_per_s"] > 0  # priced from measured throughput
+
+    again = run_task(load_task(task), task_path=task, report=False, rungs=["encoder_ft"])
+    assert again.reused == ("encoder_ft",)
+
+    with Store(tmp_path / ".tunewise") as store:
+        version = create_version(store, outcome.results.run_id, "encoder_ft")
+        assert version.manifest["artifact"]["path"].startswith("artifacts/encoder-")
+        test = load_splits(task_spec(version, store)).test
+        candidate, backend = load_candidate(version, store)
+        assert [p.output for p in candidate.predict(test, backend=backend)] == [p.output for p in rung.predictions]
+        promote(store, version.id, "production")
+
+    async def ask():
+        service = Service(tmp_path / ".tunewise")
+        try:
+            return await service.answer("production", test[0].text, None)
+        finally:
+            await service.close()
+
+    answer = asyncio.run(ask())
+    assert answer.version == version.id and answer.text == rung.predictions[0].output
+
+
+def test_encoder_ft_needs_a_transformers_encoder_and_only_classifies(tmp_path):
+    from tunewise.ladder.catalogue import policy_ladder
+    from tunewise.ladder.planning import plan
+    from tunewise.task import RungSpec, load_task
+
+    task = _task(tmp_path, "unused")
+    text = task.read_text()
+    task.write_text(text[:text.index("rungs:")] + "target: {accuracy: 0.9}\n")
+    spec = load_task(task)
+    assert [r.name for r in policy_ladder(spec)][-3:] == ["encoder_ft", "lora", "learning_curve"]
+    from tunewise.data import load_splits
+
+    planned = plan(RungSpec(name="encoder_ft", strategy="encoder_ft"), spec, load_splits(spec).train)
+    assert planned.blocked and "embedder 'hashing' is not a transformers encoder" in planned.blocked
+    assert planned.family == "encoder" and planned.kind == "tuned"
+
+
+def test_encoder_work_counts_tokens_and_nested_sizes(tiny_bert_dir, tmp_path):
+    from tunewise.data import load_splits
+    from tunewise.ladder.planning import plan
+    from tunewise.ladder.policy import Budget, PolicyConfig, Pricing, estimate_cost, fit_tuned
+    from tunewise.task import load_task
+
+    spec = load_task(_task(tmp_path, tiny_bert_dir))
+    splits = load_splits(spec)
+    rung = spec.rungs[0]
+    planned = plan(rung, spec, splits.train, dev=splits.dev)
+    assert planned.blocked is None and planned.train_examples == len(splits.train)
+    assert planned.train_tokens > 2 * sum(len(e.text.split()) for e in splits.train)  # 2 epochs, [CLS] and [SEP]
+    assert planned.fit_sizes[0][0] == len(splits.train) and planned.fit_sizes[-1][0] >= 32
+    cpu = Pricing(device="cpu", usd_per_second=0.1 / 3600)
+    est = estimate_cost(planned, {}, len(splits.test), cpu)
+    assert "(encoder)" in est.basis and est.seconds < planned.train_tokens * 0.0061  # not an LLM's rate
+    fit = fit_tuned(planned, {}, Budget(hours=est.seconds * 0.5 / 3600), len(splits.test), cpu)
+    assert fit.params and fit.params["limit"] < len(splits.train)
+    del PolicyConfig

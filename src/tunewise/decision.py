@@ -340,6 +340,9 @@ def _next_step(win: Option | None, ranked: Sequence[Option], s: _Spec, rungs: Se
         return f"{head} The target looks out of reach for this model ({found[0].get('message', '')}); " \
                "try a larger base model."
     if not any(o.kind == "tuned" for o in ranked):
+        if s.kind == "classification":
+            return (f"{head} Try LoRA fine-tuning (rung lora) or fine-tuning the sentence encoder (rung encoder_ft) "
+                    "on the curated training set.")
         return f"{head} Try LoRA fine-tuning (rung lora) on the curated training set."
     return f"{head} Run a learning curve (rung learning_curve) to forecast how many labelled examples would reach it."
 

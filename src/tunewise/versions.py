@@ -33,7 +33,7 @@ from .store import Store, VersionRecord
 __all__ = ["Version", "DEPLOYABLE", "create_version", "list_versions", "promote", "rollback", "rollback_target",
            "resolve", "aliases_of", "load_candidate", "register_winner"]
 
-DEPLOYABLE = ("prompt", "finetune", "knn", "probe")
+DEPLOYABLE = ("prompt", "finetune", "knn", "probe", "encoder_ft")
 FORMAT = 1
 _ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _ID_LENGTH = 12
@@ -108,11 +108,13 @@ def _artifact(store: Store, config: dict[str, Any]) -> dict[str, Any] | None:
 
     Found by its content key in this store (the recorded path may be relative to where the run started).
     """
-    if config.get("strategy") != "finetune":
+    if config.get("strategy") not in ("finetune", "encoder_ft"):
         return None
     from .backends.model_cache import directory_fingerprint
 
-    path = store.directory / "artifacts" / str(config.get("artifact_key")) / Path(config["artifact"]).name
+    path = store.directory / "artifacts" / (  # a fine-tuned encoder's directory is the content key itself
+        Path(config["artifact"]).name if config["strategy"] == "encoder_ft"
+        else Path(str(config.get("artifact_key"))) / Path(config["artifact"]).name)
     if not path.is_dir():
         raise StoreError(f"The trained artifact {path} is missing; run the task again to train it.")
     return {"path": str(path.relative_to(store.directory)), "kind": config.get("artifact_kind"), "key": config.get("artifact_key"),

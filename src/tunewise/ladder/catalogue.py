@@ -44,11 +44,13 @@ BUILTIN_RUNGS: dict[str, RungSpec] = {
         RungSpec(name="full", strategy="finetune", params={"method": "full"}),
         RungSpec(name="lora_classifier", strategy="finetune", params={"method": "lora", "head": "classifier"}),
         RungSpec(name="learning_curve", strategy="learning_curve", params={"of": "finetune"}),
+        # a small task model: the sentence encoder fine-tuned with a classification head (strategies/encoder.py)
+        RungSpec(name="encoder_ft", strategy="encoder_ft"),
         RungSpec(name="probe_curve", strategy="learning_curve", params={"of": "probe", "include_all": True}),
     )
 }
 #: rungs (and strategies) that only make sense for classification
-CLASSIFICATION_ONLY = frozenset({"probe", "lora_classifier", "probe_curve"})
+CLASSIFICATION_ONLY = frozenset({"probe", "lora_classifier", "probe_curve", "encoder_ft"})
 
 DEFAULT_LADDER: dict[str, tuple[str, ...]] = {
     "classification": ("knn", "probe", "zero_shot", "zero_shot_generate", "role", "few_shot_random",
@@ -57,10 +59,11 @@ DEFAULT_LADDER: dict[str, tuple[str, ...]] = {
     "generation": ("knn", "zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
 }
 
-#: appended to the default ladder when the policy walks it (learning_curve only when the task has a target)
-TUNING_RUNGS = ("lora", "learning_curve")
+#: appended to the default ladder when the policy walks it (learning_curve only when the task has a target;
+#: encoder_ft, the cheapest strong fine-tune for classification, first)
+TUNING_RUNGS = ("encoder_ft", "lora", "learning_curve")
 
-LLM_FREE_STRATEGIES = frozenset({"knn", "probe"})
+LLM_FREE_STRATEGIES = frozenset({"knn", "probe", "encoder_ft"})
 #: strategies that build their own model backend (a trained artifact) instead of using the run's
 OWN_BACKEND_STRATEGIES = frozenset({"finetune", "learning_curve"})
 
@@ -130,5 +133,6 @@ def uses_policy(spec: TaskSpec, names: Sequence[str] | None = None) -> bool:
 
 def policy_ladder(spec: TaskSpec) -> list[RungSpec]:
     """The default ladder for the task kind, cheapest first, then ``lora`` (and ``learning_curve`` with a target)."""
-    tuning = [n for n in TUNING_RUNGS if n != "learning_curve" or spec.target]
+    tuning = [n for n in TUNING_RUNGS if (n != "learning_curve" or spec.target)
+              and (n not in CLASSIFICATION_ONLY or spec.kind == "classification")]
     return resolve_rungs(spec, [*DEFAULT_LADDER[spec.kind], *tuning])

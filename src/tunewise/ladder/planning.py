@@ -39,10 +39,12 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[
     if family_kind(family) != "tuned":
         tokens = answer_tokens(rung, spec, train) if family.startswith("prompt_generate") else 0
         return PlannedRung(rung.name, family, screenable=screenable, model=rung.model, answer_tokens=tokens)
+    from ..strategies.encoder import encoder_work
     from ..strategies.finetuning import training_work
 
     try:
-        work = training_work(rung, spec.for_model(rung.model), train, dev)
+        work = (encoder_work if rung.strategy == "encoder_ft" else training_work)(
+            rung, spec.for_model(rung.model), train, dev)
     except TunewiseError as exc:
         return PlannedRung(rung.name, family, blocked=str(exc), model=rung.model)
     return PlannedRung(rung.name, family, train_example_epochs=work.example_epochs, evaluations=work.evaluations,

@@ -83,6 +83,7 @@ __all__ = [
 PRIOR_S_PER_EXAMPLE = {
     "no_llm": 0.03, "prompt_score": 2.0, "prompt_score_demos": 2.5, "prompt_generate": 0.7,
     "prompt_generate_demos": 0.8, "prompt_cot": 4.5, "prompt_cot_demos": 5.0, "tuned": 1.0, "curve": 1.0,
+    "encoder": 0.03,
     "other": 2.0,
 }
 #: free generation writes its whole answer budget when the model does not stop (SmolLM2-135M repeats JSON slot lists
@@ -94,6 +95,9 @@ PRIOR_ANSWER_TOKENS = 32
 PRIOR_API_TOKENS = {"prompt_score": (300, 2), "prompt_score_demos": (1000, 2), "prompt_generate": (300, 16),
                     "prompt_generate_demos": (1000, 16), "prompt_cot": (300, 80), "prompt_cot_demos": (1000, 80),
                     "other": (500, 32)}
+#: seconds a token of encoder_ft work takes before one ran (all-MiniLM-L6-v2, batch 32, 2-core CPU: see
+#: benchmarks/results/encoder_ft.json; a GPU is assumed 15x faster, as for LLM training)
+PRIOR_ENCODER_S_PER_TOKEN = {"cpu": 0.002, "cuda": 0.002 / 15}
 #: wall-time budget for the tuning rungs together when the task sets no constraints.budget_hours
 DEFAULT_TUNING_HOURS = 0.5
 
@@ -102,6 +106,8 @@ def rung_family(strategy: str, params: Mapping[str, Any], kind: str = "classific
     """Rungs of one family have similar cost per example: ``no_llm``, ``prompt_<mode>[_demos]``, ``tuned``, ``curve``."""
     if strategy in ("knn", "probe"):
         return "no_llm"
+    if strategy == "encoder_ft":
+        return "encoder"
     if strategy == "learning_curve":
         return "no_llm" if params.get("of") == "probe" else "curve"
     if strategy == "finetune":
@@ -118,7 +124,7 @@ def family_kind(family: str) -> str:
     """``no_llm``, ``tuned`` (trains: finetune and its learning curves) or ``prompt`` (every other LLM rung)."""
     if family == "no_llm":
         return "no_llm"
-    return "tuned" if family in ("tuned", "curve") else "prompt"
+    return "tuned" if family in ("tuned", "curve", "encoder") else "prompt"
 
 
 @dataclass(frozen=True)
@@ -327,13 +333,15 @@ def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: i
 
 def _train_rate(rung: PlannedRung, observed: Mapping[str, Observed], pricing: Pricing) -> tuple[float, str]:
     """Training seconds per token of work: measured on finished tuning rungs of the same model, else the prior."""
-    tuned = [o for o in observed.values()
-             if o.kind == "tuned" and o.model == rung.model and o.train_tokens > 0 and o.train_s > 0]
+    encoder = rung.family == "encoder"  # a fine-tuned encoder's tokens cost far less than an LLM's
+    tuned = [o for o in observed.values() if o.kind == "tuned" and (o.family == "encoder") == encoder
+             and o.model == rung.model and o.train_tokens > 0 and o.train_s > 0]
     if tuned:
         rate = sum(o.train_s for o in tuned) / sum(o.train_tokens for o in tuned)
         return rate, f"measured {1000 * rate:.3g} ms/token on {', '.join(o.name for o in tuned)}"
-    rate = PRIOR_TRAIN_S_PER_TOKEN.get(pricing.device, PRIOR_TRAIN_S_PER_TOKEN["cpu"])
-    return rate, f"prior {1000 * rate:.3g} ms/token on {pricing.device}"
+    priors = PRIOR_ENCODER_S_PER_TOKEN if encoder else PRIOR_TRAIN_S_PER_TOKEN
+    rate = priors.get(pricing.device, priors["cpu"])
+    return rate, f"prior {1000 * rate:.3g} ms/token on {pricing.device}" + (" (encoder)" if encoder else "")
 
 
 # --------------------------------------------------------------------------- plateau

@@ -158,11 +158,13 @@ def _warm_start(model: EncoderClassifier, x: np.ndarray, y: np.ndarray, c: float
 def train_encoder(base_dir: Path | str, train: Sequence[tuple[str, str]], dev: Sequence[tuple[str, str]],
                   labels: Sequence[str], out_dir: Path | str, recipe: EncoderRecipe = EncoderRecipe(), *,
                   progress: Callable[[int, int], None] | None = None, threads: int | None = None,
-                  provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                  provenance: dict[str, Any] | None = None, time_budget_s: float | None = None) -> dict[str, Any]:
     """Fine-tune the encoder at ``base_dir`` on ``(text, label)`` pairs; write the model to ``out_dir``.
 
     Returns what the training measured: seconds (warm start, training), epochs run, dev accuracy per epoch, the
-    best epoch. An ``out_dir`` that already holds a finished model is not trained again."""
+    best epoch, the tokens an epoch computes. An ``out_dir`` that already holds a finished model is not trained
+    again; a killed training resumes from its last epoch's checkpoint. ``time_budget_s``: training stops at the
+    first step past it (after an evaluation on dev, so the best epoch so far, or the last weights, are kept)."""
     torch = _torch()
     from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
     from transformers import DataCollatorWithPadding
@@ -217,10 +219,18 @@ def train_encoder(base_dir: Path | str, train: Sequence[tuple[str, str]], dev: S
 
     from transformers import TrainerCallback
 
+    stopped: dict[str, Any] = {}
+
     class ProgressCallback(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if progress is not None:
                 progress(state.global_step, state.max_steps)
+            elapsed = time.perf_counter() - start
+            if time_budget_s is not None and elapsed > time_budget_s and not stopped:
+                stopped.update(step=state.global_step, of=state.max_steps, elapsed_s=elapsed, budget_s=time_budget_s)
+                control.should_evaluate = True  # score this step's weights on dev: the best so far is kept
+                control.should_save = True
+                control.should_training_stop = True
 
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=dev_rows,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy,
@@ -239,7 +249,9 @@ def train_encoder(base_dir: Path | str, train: Sequence[tuple[str, str]], dev: S
     training = {"recipe": recipe.to_json(), "warm_start": warm, "train_s": train_s, "steps": trainer.state.global_step,
                 "epochs_run": trainer.state.epoch, "dev_history": history, "best_epoch": best and best["epoch"],
                 "best_dev_accuracy": best and best["dev_accuracy"], "train_examples": len(rows),
-                "dev_examples": len(dev_rows)}
+                "dev_examples": len(dev_rows), "tokens_per_epoch": sum(len(r["input_ids"]) for r in rows),
+                "dev_tokens": sum(len(r["input_ids"]) for r in dev_rows),
+                "stopped_for_budget": stopped or None}
     _save(model, tokenizer, Path(base_dir), out_dir, labels, recipe, training, provenance or {})
     shutil.rmtree(work, ignore_errors=True)
     return training
