@@ -56,12 +56,18 @@ def test_plan_records_the_answer_budget_of_a_generating_rung(tmp_path):
     assert fixed.answer_tokens == 40
 
 
-def test_an_evaluation_a_few_examples_short_of_the_end_finishes():
+def test_an_evaluation_stops_as_soon_as_it_cannot_finish_and_finishes_when_nearly_done():
     assert not past_deadline(elapsed=200, done=96, total=100, deadline_s=240)
     assert not past_deadline(elapsed=244, done=96, total=100, deadline_s=240)  # 254 s projected: within 10%
     assert past_deadline(elapsed=244, done=50, total=100, deadline_s=240)
     assert past_deadline(elapsed=300, done=96, total=100, deadline_s=240)
     assert not past_deadline(elapsed=10_000, done=100, total=100, deadline_s=240)  # nothing left to stop
+    # snips_slots, zero_shot@gemma3-270m: 16 of 140 in 100 s projects 875 s; 600 s left: stop now, not at 600 s
+    assert past_deadline(elapsed=100, done=16, total=140, deadline_s=600)
+    assert not past_deadline(elapsed=60, done=16, total=140, deadline_s=600)  # 525 s projected
+    # a tuned rung trained for 500 s first: the evaluation's pace alone is projected
+    assert not past_deadline(elapsed=520, done=16, total=140, deadline_s=700, fixed_s=500)
+    assert past_deadline(elapsed=520, done=16, total=140, deadline_s=500, fixed_s=500)
 
 
 class _Slow:
@@ -128,3 +134,22 @@ def test_summary_names_the_metric_when_no_rung_finished(tmp_path):
     summary = summary_markdown(dataclasses.replace(outcome.results, rungs=(stopped,)))
     header = summary.split("## Rungs", 1)[1].splitlines()[0]
     assert header == " (test n = 8; field_f1 in %, 95% CI)", header
+
+
+def test_a_rung_that_cannot_finish_stops_after_its_first_chunk_and_records_its_pace(tmp_path, monkeypatch):
+    """A model too slow for the budget (simulated: every projection overruns) is stopped after its first chunk; the
+    examples it scored are replayed from the call cache, so the result records the pace the policy learns from."""
+    import tunewise.ladder.attempt as attempt_module
+
+    from .test_run import write_task
+
+    task = write_task(tmp_path, n_test=40)
+    task.write_text(task.read_text() + "constraints: {budget_hours: 1}\n")
+    monkeypatch.setattr(attempt_module, "past_deadline", lambda elapsed, done, total, deadline_s, fixed_s=0.0:
+                        done < total)
+    outcome = run_task(load_task(task), rungs=None, report=False)
+    stopped = [r for r in outcome.results.rungs if r.reason and "at the pace so far" in r.reason]
+    assert stopped, [(r.name, r.reason) for r in outcome.results.rungs]
+    first = stopped[0]
+    assert first.status == "skipped" and first.usage["requests"] == 16 and "after 16 of 40" in first.reason
+    assert "seconds" not in first.reason and first.prepare_s is not None

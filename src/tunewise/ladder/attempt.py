@@ -29,9 +29,9 @@ __all__ = ["attempt", "past_deadline", "single_requests"]
 
 
 class _OutOfBudget(Exception):
-    def __init__(self, done: int, total: int) -> None:
+    def __init__(self, done: int, total: int, projected_s: float) -> None:
         super().__init__(f"{done}/{total}")
-        self.done, self.total = done, total
+        self.done, self.total, self.projected_s = done, total, projected_s
 
 
 def _prepare_context(run: RunContext, rung: RungSpec, backend: Any) -> PrepareContext:
@@ -64,11 +64,14 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
     candidate = get_strategy(rung.strategy)(rung, ctx)
     prepare_s = time.perf_counter() - start
 
+    evaluating = [start]  # when the test evaluation began (after preparing and any screen)
+
     def report(done: int, total: int) -> None:
         if run.progress:
             run.progress(rung.name, done, total)
-        if deadline_s is not None and past_deadline(time.perf_counter() - start, done, total, deadline_s):
-            raise _OutOfBudget(done, total)
+        elapsed, fixed = time.perf_counter() - start, evaluating[0] - start
+        if deadline_s is not None and past_deadline(elapsed, done, total, deadline_s, fixed_s=fixed):
+            raise _OutOfBudget(done, total, fixed + (elapsed - fixed) / done * total)
 
     def skipped(reason: str, **fields: Any) -> RungResult:
         return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=candidate.config,
@@ -85,6 +88,7 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
                     extras["stability"] = stability
                 return skipped(action.reason, prepare_s=prepare_s, extras=extras,
                                usage=usage_summary(preds, wall_s=time.perf_counter() - start - prepare_s))
+        evaluating[0] = time.perf_counter()
         ev = evaluate(candidate, run.test, backend=backend, progress=report)
         single: dict[str, Any] = {}
         if any(p.batch_size > 1 for p in ev.predictions):
@@ -93,9 +97,14 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
             single = single_requests(list(run.splits.dev or run.splits.train), candidate, backend,
                                      allowance_s=allowance)
     except _OutOfBudget as out:
-        return skipped(f"stopped to stay within budget after {out.done} of {out.total} test examples "
-                       f"({time.perf_counter() - start:.0f} s of the {deadline_s:.0f} s left); the calls "
-                       "made are cached for a later run with more budget", prepare_s=time.perf_counter() - start)
+        # the examples scored so far, replayed from the call cache: what they cost tells the policy this model's pace
+        elapsed = time.perf_counter() - start
+        partial = evaluate(candidate, run.test[:out.done], backend=backend).predictions
+        return skipped(f"stopped to stay within budget after {out.done} of {out.total} test examples: at the pace so "
+                       f"far the rung would take about {out.projected_s:.0f} s, more than the {deadline_s:.0f} s "
+                       "left; the calls made are cached for a later run with more budget",
+                       prepare_s=evaluating[0] - start,
+                       usage=usage_summary(partial, wall_s=elapsed - (evaluating[0] - start)))
     finally:
         candidate.close()
     scored = run.score(ev.predictions)
@@ -121,13 +130,15 @@ MIN_SINGLE_REQUESTS = 3
 FINISH_TOLERANCE = 0.1
 
 
-def past_deadline(elapsed: float, done: int, total: int, deadline_s: float) -> bool:
-    """Whether an evaluation ``done`` of ``total`` examples in, ``elapsed`` seconds after it started, should stop:
-    past its deadline, unless the rest (at the pace so far) ends within :data:`FINISH_TOLERANCE` of it; stopping
-    four examples short of the end would throw away a result for a few seconds."""
-    if done >= total or elapsed <= deadline_s:
+def past_deadline(elapsed: float, done: int, total: int, deadline_s: float, *, fixed_s: float = 0.0) -> bool:
+    """Whether an evaluation ``done`` of ``total`` examples in, ``elapsed`` seconds after the rung started (``fixed_s``
+    of them before the evaluation: preparing, training), should stop: when the whole evaluation, projected at the pace
+    so far, ends more than :data:`FINISH_TOLERANCE` past the deadline. It cannot finish in the budget, so every
+    further call would be spent for nothing (a slow model is found out after its first chunk, not at the deadline);
+    and one a few examples short of the end finishes instead of throwing the result away."""
+    if done >= total or done <= 0:
         return False
-    projected = elapsed / max(1, done) * total
+    projected = fixed_s + (elapsed - fixed_s) / done * total
     return projected > deadline_s * (1 + FINISH_TOLERANCE)
 
 

@@ -44,7 +44,7 @@ BUILTIN_RUNGS: dict[str, RungSpec] = {
         RungSpec(name="full", strategy="finetune", params={"method": "full"}),
         RungSpec(name="lora_classifier", strategy="finetune", params={"method": "lora", "head": "classifier"}),
         RungSpec(name="learning_curve", strategy="learning_curve", params={"of": "finetune"}),
-        # a small task model: the sentence encoder fine-tuned with a classification head (strategies/encoder.py)
+        # a small task model: the sentence encoder fine-tuned with a classification head (strategies/encoder_ft.py)
         RungSpec(name="encoder_ft", strategy="encoder_ft"),
         RungSpec(name="probe_curve", strategy="learning_curve", params={"of": "probe", "include_all": True}),
     )

@@ -39,7 +39,7 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[
     if family_kind(family) != "tuned":
         tokens = answer_tokens(rung, spec, train) if family.startswith("prompt_generate") else 0
         return PlannedRung(rung.name, family, screenable=screenable, model=rung.model, answer_tokens=tokens)
-    from ..strategies.encoder import encoder_work
+    from ..strategies.encoder_ft import encoder_work
     from ..strategies.finetuning import training_work
 
     try:

@@ -16,7 +16,7 @@ it; the sentence-transformers module files of the base are copied beside it, so 
 an embedder too) plus ``classifier_head.safetensors`` (``weight`` [labels x hidden], ``bias``) and
 ``classifier_head.json`` (pooling, normalisation, label order): logits = weight @ normalise(mean_pool(h)) + bias.
 
-Out of scope: the rung (``strategies/encoder.py``), evaluation, timing priors (``timing.py``).
+Out of scope: the rung (``strategies/encoder_ft.py``), evaluation, timing priors (``timing.py``).
 """
 
 from __future__ import annotations
@@ -158,13 +158,16 @@ def _warm_start(model: EncoderClassifier, x: np.ndarray, y: np.ndarray, c: float
 def train_encoder(base_dir: Path | str, train: Sequence[tuple[str, str]], dev: Sequence[tuple[str, str]],
                   labels: Sequence[str], out_dir: Path | str, recipe: EncoderRecipe = EncoderRecipe(), *,
                   progress: Callable[[int, int], None] | None = None, threads: int | None = None,
-                  provenance: dict[str, Any] | None = None, time_budget_s: float | None = None) -> dict[str, Any]:
+                  provenance: dict[str, Any] | None = None, time_budget_s: float | None = None,
+                  train_embeddings: np.ndarray | None = None) -> dict[str, Any]:
     """Fine-tune the encoder at ``base_dir`` on ``(text, label)`` pairs; write the model to ``out_dir``.
 
     Returns what the training measured: seconds (warm start, training), epochs run, dev accuracy per epoch, the
     best epoch, the tokens an epoch computes. An ``out_dir`` that already holds a finished model is not trained
     again; a killed training resumes from its last epoch's checkpoint. ``time_budget_s``: training stops at the
-    first step past it (after an evaluation on dev, so the best epoch so far, or the last weights, are kept)."""
+    first step past it (after an evaluation on dev, so the best epoch so far, or the last weights, are kept).
+    ``train_embeddings``: the frozen encoder's pooled embeddings of ``train`` when the caller has them (the run's
+    embedding cache), so the warm start does not compute them again."""
     torch = _torch()
     from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
     from transformers import DataCollatorWithPadding
@@ -185,9 +188,11 @@ def train_encoder(base_dir: Path | str, train: Sequence[tuple[str, str]], dev: S
     start = time.perf_counter()
     warm: dict[str, Any] = {}
     if recipe.warm_start:
-        x = _embeddings(model, tokenizer, [t for t, _ in train], recipe.max_length)
+        x = train_embeddings if train_embeddings is not None else _embeddings(
+            model, tokenizer, [t for t, _ in train], recipe.max_length)
         warm = {"probe_train_accuracy": _warm_start(model, x, y_train, recipe.probe_c, recipe.seed),
-                "seconds": time.perf_counter() - start}
+                "seconds": time.perf_counter() - start,
+                "embeddings": "the run's embedding cache" if train_embeddings is not None else "computed"}
     rows = [{**enc, "labels": int(y)} for enc, y in zip(_encode(tokenizer, [t for t, _ in train], recipe.max_length),
                                                           y_train)]
     dev_rows = [{**enc, "labels": index[y]} for enc, (_, y) in

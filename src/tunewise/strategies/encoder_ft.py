@@ -151,9 +151,14 @@ def prepare_encoder_ft(rung: Any, ctx: PrepareContext) -> EncoderCandidate:
     provenance = {"rung": rung.name, "strategy": "encoder_ft", "task": spec.name, "data_hash": ctx.splits.data_hash,
                   "base_encoder": name, "base_dir": str(base),
                   "train_subset": describe_subset(subset), "dev_subset": describe_subset(dev), "artifact_key": key}
+    # the run's embedder is this encoder: its cached embeddings of train are the warm start's input
+    cached = None
+    if (not reused and recipe.warm_start and ctx.embed is not None and name == spec.embedder
+            and recipe.pooling == "mean" and recipe.normalize):
+        cached = ctx.embed([e.text for e in subset])
     training = train_encoder(base, [(e.text, e.target) for e in subset], [(e.text, e.target) for e in dev], labels,
                              out, recipe, progress=report, provenance=provenance,
-                             time_budget_s=None if minutes is None else 60 * float(minutes))
+                             time_budget_s=None if minutes is None else 60 * float(minutes), train_embeddings=cached)
     config = {"strategy": "encoder_ft", "encoder": name, **recipe.to_json(),
               "artifact": str(out), "artifact_key": key, "artifact_reused": reused,
               "train_subset": describe_subset(subset), "dev_subset": describe_subset(dev), "seed": ctx.seed,
