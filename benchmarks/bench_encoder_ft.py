@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy": acc.to_json(), "probe_accuracy": pacc.to_json(), "mcnemar_vs_probe": test,
         "train_s": training["train_s"], "total_s": total_s, "warm_start": training.get("warm_start"),
         "epochs_run": training["epochs_run"], "dev_history": training["dev_history"],
+        "tokens_per_epoch": training.get("tokens_per_epoch"), "dev_tokens": training.get("dev_tokens"),
+        "ms_per_trained_token": 1000 * training["train_s"] / max(1, (training.get("tokens_per_epoch") or 0)
+                                                                 * training["epochs_run"]),
         "test_examples_per_s": len(gold) / predict_s, "probe_s": probe_s, "threads": args.threads,
         "environment": environment,
     }

@@ -136,7 +136,8 @@ def test_encoder_ft_rung_is_scored_reused_and_served_as_a_version(tiny_bert_dir,
     from tunewise.versions import create_version, load_candidate, promote, task_spec
 
     task = _task(tmp_path, tiny_bert_dir)
-    outcome = run_task(load_task(task), task_path=task, report=False)
+    outcome = run_task(load_task(task), task_path=task)  # with the report: its sections read the training record
+    assert "encoder_ft" in outcome.report_path.read_text()
     rung = outcome.results.rungs[0]
     assert rung.status == "finished", rung.error or rung.reason
     assert rung.model is None and rung.config["strategy"] == "encoder_ft" and not rung.config["artifact_reused"]

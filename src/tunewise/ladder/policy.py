@@ -95,9 +95,10 @@ PRIOR_ANSWER_TOKENS = 32
 PRIOR_API_TOKENS = {"prompt_score": (300, 2), "prompt_score_demos": (1000, 2), "prompt_generate": (300, 16),
                     "prompt_generate_demos": (1000, 16), "prompt_cot": (300, 80), "prompt_cot_demos": (1000, 80),
                     "other": (500, 32)}
-#: seconds a token of encoder_ft work takes before one ran (all-MiniLM-L6-v2, batch 32, 2-core CPU: see
-#: benchmarks/results/encoder_ft.json; a GPU is assumed 15x faster, as for LLM training)
-PRIOR_ENCODER_S_PER_TOKEN = {"cpu": 0.002, "cuda": 0.002 / 15}
+#: seconds a token of encoder_ft work takes before one ran: all-MiniLM-L6-v2, batch 32, 2-core CPU, 3 epochs over
+#: 8,965 BANKING77 queries (145k tokens an epoch) and 3 dev evaluations in 354 s (benchmarks/results/encoder_ft.json);
+#: a GPU is assumed 15x faster, as for LLM training
+PRIOR_ENCODER_S_PER_TOKEN = {"cpu": 0.0008, "cuda": 0.0008 / 15}
 #: wall-time budget for the tuning rungs together when the task sets no constraints.budget_hours
 DEFAULT_TUNING_HOURS = 0.5
 
