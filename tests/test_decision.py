@@ -418,3 +418,19 @@ def test_enough_instances_for_the_volume():
     d = decide(results(rung("slow", eps=0.1)), spec(requests_per_month=1_000_000, utilisation=None), PRICES)
     assert d.options[0].monthly_usd == pytest.approx(4 * 3.6 * 730.5)
     assert "4 always-on instances" in d.options[0].cost_basis
+
+
+def test_a_cent_of_one_off_cost_does_not_hand_the_win_to_the_weaker_option():
+    """BANKING77's main job: probe 91.6% and encoder_ft 93.8% on one always-on CPU instance ($0.73 per 1,000 each),
+    both meeting 90% on the point estimate only; encoder_ft's training cost one cent. Costs within 1% are a tie,
+    broken by quality, so the Pareto winner ships, not the option a cent cheaper over a year."""
+    probe = rung("probe", "probe", acc=(0.916, 0.879, 0.944), eps=200, prepare_s=16)
+    encoder = rung("encoder_ft", "encoder_ft", acc=(0.938, 0.87, 0.962), eps=200, prepare_s=364)
+    d = decide(results(probe, encoder), spec(utilisation=None, requests_per_month=100_000), PRICES)
+    assert {o.name: o.meets_target for o in d.options} == {"probe": "point estimate only",
+                                                          "encoder_ft": "point estimate only"}
+    assert d.pareto == ("encoder_ft",)
+    assert d.winner == "encoder_ft" and d.runner_up == "probe"
+    dearer = rung("encoder_ft", "encoder_ft", acc=(0.938, 0.87, 0.962), eps=200, prepare_s=364 * 3600)
+    d = decide(results(probe, dearer), spec(utilisation=None, requests_per_month=100_000), PRICES)
+    assert d.winner == "probe"  # a material one-off cost (364 device-hours) still decides

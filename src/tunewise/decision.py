@@ -18,7 +18,9 @@ not. Options are ranked in tiers:
 "Cheapest" orders by cost per 1,000 requests, then one-off cost, then p95 latency, then name
 (unpriced counts as infinitely dear). When ``constraints.requests_per_month`` is known, the total
 over :data:`HORIZON_MONTHS` (one-off + months x monthly cost) comes first, so a training run that
-never pays back at the stated volume does not win on its per-request price alone. The winner is
+never pays back at the stated volume does not win on its per-request price alone. Costs within
+:data:`COST_TIE` of the cheapest option of the first tier are a tie, broken by quality: a cent of
+one-off training must not hand the win to a weaker option on the same instance. The winner is
 the first option of tiers 0-2, the runner-up the next one. The Pareto frontier is taken over
 (quality up, cost per 1,000 down, p95 latency down).
 
@@ -220,6 +222,29 @@ def _option(rung: RungResult, s: _Spec, env_device: str, prices: Prices, device:
 
 def _inf(x: float | None) -> float:
     return _INF if x is None else x
+
+
+#: relative difference under which two options' costs are the same for the ranking (and a cent, absolute)
+COST_TIE = 0.01
+
+
+def _cost(o: Option) -> tuple[float, float]:
+    return (_inf(o.horizon_usd), 0.0) if o.horizon_usd is not None else (_inf(o.per_1k_usd), _inf(o.one_off_usd))
+
+
+def _same_cost(a: Option, b: Option) -> bool:
+    return all(x == y or abs(x - y) <= max(0.01, COST_TIE * min(x, y)) for x, y in zip(_cost(a), _cost(b)))
+
+
+def _ties_by_quality(ranked: list[Option]) -> list[Option]:
+    """The ranking with the first tier's options that cost the same as its cheapest (:data:`COST_TIE`) ordered by
+    quality, best first; tiers 2 and 3 are already ordered by quality."""
+    if not ranked or _rank_key(ranked[0])[0] >= 2:
+        return ranked
+    tier = _rank_key(ranked[0])[0]
+    tied = [o for o in ranked if _rank_key(o)[0] == tier and _same_cost(o, ranked[0])]
+    rest = [o for o in ranked if o not in tied]
+    return sorted(tied, key=lambda o: (-o.quality, _rank_key(o))) + rest
 
 
 def _rank_key(o: Option) -> tuple[Any, ...]:
@@ -426,7 +451,7 @@ def decide(results: RunResults, spec: TaskSpec | Mapping[str, Any], prices: Pric
     info = env.get("backend") if isinstance(env.get("backend"), Mapping) else {}
     m = _candidates(results)
     built = (_option(r, s, _device_of(r, info), prices, device, retrain_every_days, m) for r in rungs)
-    ranked = sorted((o for o in built if o is not None), key=_rank_key)
+    ranked = _ties_by_quality(sorted((o for o in built if o is not None), key=_rank_key))
     win = ranked[0] if ranked and ranked[0].meets_constraints else None
     second = ranked[1] if win is not None and len(ranked) > 1 else None
     comparison, said = _comparison(results.comparisons, win.name, second.name) if second else (None, "")

@@ -514,7 +514,11 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
                           skipped=tuple(r.name for r in pending))
     if not pending:
         best_txt = f"; best {best.name} {metric} {_ci(best)}" if best else ""
-        return Action("stop", None, f"every rung of the ladder was tried{best_txt}")
+        others = len(observed) - len(finished)  # "tried" would hide rungs that never ran (a spent budget)
+        done = "every rung of the ladder was tried" if not others else (
+            f"every rung of the ladder was acted on: {len(finished)} finished, {others} skipped, rejected early or "
+            "failed, each with its reason")
+        return Action("stop", None, f"{done}{best_txt}")
     out = _spent_out(observed, budget)
     if out:
         return Action("stop", None, f"{out}; not run: {', '.join(r.name for r in pending)}",
