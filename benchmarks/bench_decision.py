@@ -18,6 +18,8 @@ Run:  python benchmarks/bench_decision.py                  (~30 min + ~5 min on 
       python benchmarks/bench_decision.py --task examples/snips_slots/task.yaml --out decision_snips
       python benchmarks/bench_decision.py --modes quick    (~5 min)
       python benchmarks/bench_decision.py --keep DIR       (keep the stores, e.g. to open the report)
+      TUNEWISE_CACHE_DIR=$(mktemp -d) python benchmarks/bench_decision.py   (an empty model cache too, as on a
+                                                          fresh machine: dequantising the GGUF files is timed)
 """
 
 from __future__ import annotations

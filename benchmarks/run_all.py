@@ -194,10 +194,13 @@ def table() -> str:
             er = m.get("early_rejection") or {}
             finished = [r for r in m["rungs"] if r.get("value") is not None]
             best = max(finished, key=lambda r: r["value"], default=None)
+            # a decision recomputed from the same results after a fix of the ranking (the run's own is kept beside it)
+            decided = m.get("decision_recomputed") or m.get("decision") or {}
+            again = " (recomputed by `tunewise report`)" if m.get("decision_recomputed") else ""
             lines.append(
                 f"| time to decision, BANKING77 {'full ladder' if mode == 'full' else '`--quick`'} "
                 f"({m['test_examples']} test ex., empty store) | **{m['wall_min']:.1f} min** "
-                f"| decision: {(m.get('decision') or {}).get('winner') or 'none meets the target and constraints'}"
+                f"| decision: {decided.get('winner') or 'none meets the target and constraints'}{again}"
                 + (f"; best {best['name']} {_pct(best['value'])} [{_pct(best['low'])}, {_pct(best['high'])}]" if best else "")
                 + f" | {len(er.get('rungs') or [])} rung(s) rejected early, ~{(er.get('saved_s') or 0) / 60:.0f} min saved "
                 f"| | < {m['target_min']} min |")
