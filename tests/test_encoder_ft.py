@@ -202,6 +202,6 @@ def test_encoder_work_counts_tokens_and_nested_sizes(tiny_bert_dir, tmp_path):
     cpu = Pricing(device="cpu", usd_per_second=0.1 / 3600)
     est = estimate_cost(planned, {}, len(splits.test), cpu)
     assert "(encoder)" in est.basis and est.seconds < planned.train_tokens * 0.0061  # not an LLM's rate
-    fit = fit_tuned(planned, {}, Budget(hours=est.seconds * 0.5 / 3600), len(splits.test), cpu)
+    fit = fit_tuned(planned, {}, Budget(hours=est.seconds * 0.8 / 3600), len(splits.test), cpu)
     assert fit.params and fit.params["limit"] < len(splits.train)
     del PolicyConfig
