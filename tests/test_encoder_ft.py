@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,81 @@ def test_encoder_work_counts_tokens_and_nested_sizes(tiny_bert_dir, tmp_path):
     fit = fit_tuned(planned, {}, Budget(hours=est.seconds * 0.8 / 3600), len(splits.test), cpu)
     assert fit.params and fit.params["limit"] < len(splits.train)
     del PolicyConfig
+
+
+def _distill_task(tmp_path, encoder_dir, teacher_model: str, extra_params: str = "") -> "Path":
+    import json as _json
+
+    train, test = _rows(120, 0), _rows(24, 5)
+    rows = lambda pairs: "".join(_json.dumps({"text": t, "label": y}) + "\n" for t, y in pairs)  # noqa: E731
+    (tmp_path / "train.jsonl").write_text(rows(train))
+    (tmp_path / "test.jsonl").write_text(rows(test))
+    (tmp_path / "oracle.jsonl").write_text(rows(train + test))
+    model = teacher_model.replace("ORACLE", str(tmp_path / "oracle.jsonl"))
+    task = tmp_path / "task.yaml"
+    task.write_text("name: toy\nkind: classification\ndata: {train: train.jsonl, test: test.jsonl}\n"
+                    f"model: '{model}'\nembedder: hashing\n"
+                    "rungs:\n  - {name: distill, strategy: distill, params: {teacher: few_shot_retrieved, "
+                    "student: encoder_ft, student_params: {encoder: '" + str(encoder_dir) + "', epochs: 2, "
+                    "batch_size: 16, body_lr: 0.001, head_lr: 0.01, max_length: 16}" + extra_params + "}}\n")
+    return task
+
+
+def test_distill_trains_the_student_on_the_teachers_labels_and_resumes_without_relabelling(tiny_bert_dir, tmp_path):
+    from tunewise.run import run_task
+    from tunewise.store import Store
+    from tunewise.task import load_task
+
+    task = _distill_task(tmp_path, tiny_bert_dir, "fake:oracle:ORACLE")
+    outcome = run_task(load_task(task), task_path=task, report=False)
+    rung = outcome.results.rungs[0]
+    assert rung.status == "finished", rung.error or rung.reason
+    info = rung.extras["distillation"]
+    assert info["teacher"] == "few_shot_retrieved" and info["pool_size"] == info["kept"] > 0
+    assert info["teacher_agreement_with_gold"] >= 0.95  # the oracle knows the labels (up to repeated texts)
+    assert rung.config["strategy"] == "distill" and rung.config["student_config"]["strategy"] == "encoder_ft"
+    assert (Path(rung.config["student_config"]["artifact"]) / "tunewise_provenance.json").is_file()
+
+    def calls() -> int:
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / ".tunewise" / "tunewise.db") as db:
+            return db.execute("select count(*) from calls").fetchone()[0]
+
+    before = calls()
+    assert before > 0  # the labels came from model calls (one with a single candidate label needs none)
+    # another student (1 epoch): the rung runs again, and the teacher's labels all come from the call cache
+    task.write_text(task.read_text().replace("epochs: 2", "epochs: 1"))
+    again = run_task(load_task(task), task_path=task, report=False).results.rungs[0]
+    assert again.status == "finished" and again.extras["distillation"]["kept"] == info["kept"]
+    assert calls() == before
+
+
+def test_distill_keeps_only_confident_teacher_labels_and_never_shows_the_teacher_its_gold(tiny_bert_dir, tmp_path):
+    from tunewise.run import run_task
+    from tunewise.task import load_task
+
+    task = _distill_task(tmp_path, tiny_bert_dir, "fake:random", ", min_confidence: 0.5")
+    rung = run_task(load_task(task), task_path=task, report=False).results.rungs[0]
+    assert rung.status == "finished", rung.error or rung.reason
+    info = rung.extras["distillation"]
+    assert info["below_confidence"] > 0
+    assert info["kept"] + info["below_confidence"] + info["unparsed"] == info["pool_size"] == 108  # train, not dev
+    assert info["teacher_agreement_with_gold"] < 0.9  # a random teacher, given no gold label to copy
+
+
+def test_a_teacher_labelling_train_is_never_shown_the_inputs_own_example(tmp_path):
+    from tunewise.data import load_splits
+    from tunewise.embeddings import HashingEmbedder
+    from tunewise.strategies.base import PrepareContext
+    from tunewise.strategies.prompting import _retriever
+    from tunewise.task import load_task
+
+    spec = load_task(_task(tmp_path, "unused"))
+    splits = load_splits(spec)
+    embedder = HashingEmbedder()
+    ctx = PrepareContext(spec=spec, splits=splits, embed=embedder.embed)
+    query = splits.train[0].text
+    assert _retriever(ctx, 8)([query])[0][-1][0] == query  # the nearest demonstration is the input itself
+    shown = [text for text, _ in _retriever(ctx, 8, leave_one_out=True)([query])[0]]
+    assert len(shown) == 8 and query not in shown

@@ -240,12 +240,17 @@ class PromptProgram(Candidate):
         ]
 
 
-def _retriever(ctx: PrepareContext, k: int):
+def _retriever(ctx: PrepareContext, k: int, *, leave_one_out: bool = False):
+    """The k most similar training examples of each input; ``leave_one_out``: never an example with the input's
+    own text (a teacher labelling train's inputs must not be shown their gold labels)."""
     train = list(ctx.splits.train)
     train_vectors = ctx.embed([e.text for e in train])
 
     def retrieve(texts: Sequence[str]) -> list[list[tuple[str, Any]]]:
         sims = ctx.embed(list(texts)) @ train_vectors.T
+        if leave_one_out:
+            for i, text in enumerate(texts):
+                sims[i, [j for j, e in enumerate(train) if e.text == text]] = -np.inf
         top = np.argsort(-sims, axis=1)[:, :k]
         # most similar last: closest to the query in the prompt
         return [[(train[j].text, train[j].target) for j in row[::-1]] for row in top]
