@@ -4,7 +4,6 @@ not thrown away, and extraction has a baseline without an LLM (the nearest train
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,21 +16,13 @@ from tunewise.ladder.policy import PlannedRung, Pricing, estimate_cost
 from tunewise.run import run_task
 from tunewise.task import RungSpec, load_task
 
+from .test_run import write_extraction
+
 CPU = Pricing(device="cpu", usd_per_second=0.10 / 3600)
 
 
 def _extraction(tmp: Path, *, words: int = 40) -> Path:
-    long = " ".join(f"w{i}" for i in range(words))
-    rows = [{"text": f"play song {i} by artist {i % 3}",
-             "output": {"intent": "PlayMusic", "slots": [{"slot": "artist", "value": f"artist {i % 3} {long}"}]}}
-            for i in range(30)]
-    (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:22]))
-    (tmp / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[22:]))
-    (tmp / "schema.json").write_text(json.dumps({"type": "object", "required": ["intent", "slots"]}))
-    (tmp / "task.yaml").write_text(
-        "name: slots\nkind: extraction\ndata: {train: train.jsonl, test: test.jsonl, output: output}\n"
-        "extraction: {schema: schema.json}\nmodel: 'fake:echo'\nembedder: hashing\n")
-    return tmp / "task.yaml"
+    return write_extraction(tmp, long_words=words)
 
 
 def test_generation_prior_grows_with_the_answer_budget():
@@ -99,9 +90,9 @@ def test_single_request_latency_sample_stops_at_its_time_allowance():
 
 
 def test_single_request_time_counts_against_the_budget():
+    from tunewise.costs import load_prices
     from tunewise.ladder.planning import observe
     from tunewise.results import RungResult
-    from tunewise.costs import load_prices
 
     usage = {"model_seconds": 10.0, "requests": 20, "single_request_wall_s": 30.0}
     result = RungResult(name="zero_shot", strategy="prompt", status="skipped", config={}, config_hash="h",

@@ -19,13 +19,7 @@ from tunewise.training.encoder import (
     train_encoder,
 )
 
-LABELS = ["card_arrival", "card_linking", "exchange_rate", "top_up"]
-WORDS = {
-    "card_arrival": "when will my new card arrive in the post",
-    "card_linking": "how do i link my card to the app",
-    "exchange_rate": "what exchange rate do you use for euros",
-    "top_up": "top up my account with money from my bank",
-}
+from .test_run import LABELS, WORDS, serve_answer
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +121,8 @@ def _task(tmp_path, encoder_dir, extra: str = "") -> "Path":
 
 
 def test_encoder_ft_rung_is_scored_reused_and_served_as_a_version(tiny_bert_dir, tmp_path):
-    import asyncio
-
     from tunewise.data import load_splits
     from tunewise.run import run_task
-    from tunewise.serving.service import Service
     from tunewise.store import Store
     from tunewise.task import load_task
     from tunewise.versions import create_version, load_candidate, promote, task_spec
@@ -159,14 +150,7 @@ def test_encoder_ft_rung_is_scored_reused_and_served_as_a_version(tiny_bert_dir,
         assert [p.output for p in candidate.predict(test, backend=backend)] == [p.output for p in rung.predictions]
         promote(store, version.id, "production")
 
-    async def ask():
-        service = Service(tmp_path / ".tunewise")
-        try:
-            return await service.answer("production", test[0].text, None)
-        finally:
-            await service.close()
-
-    answer = asyncio.run(ask())
+    answer = serve_answer(tmp_path / ".tunewise", "production", test[0].text)
     assert answer.version == version.id and answer.text == rung.predictions[0].output
 
 
@@ -228,7 +212,6 @@ def _distill_task(tmp_path, encoder_dir, teacher_model: str, extra_params: str =
 
 def test_distill_trains_the_student_on_the_teachers_labels_and_resumes_without_relabelling(tiny_bert_dir, tmp_path):
     from tunewise.run import run_task
-    from tunewise.store import Store
     from tunewise.task import load_task
 
     task = _distill_task(tmp_path, tiny_bert_dir, "fake:oracle:ORACLE")

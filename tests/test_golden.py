@@ -21,6 +21,8 @@ import pytest
 from tunewise.run import run_task
 from tunewise.task import load_task
 
+from .test_run import write_extraction
+
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("TUNEWISE_UPDATE_GOLDEN") == "1"
 LABELS = ["card_arrival", "card_linking", "exchange_rate", "top_up"]
@@ -59,16 +61,7 @@ def _classification(tmp: Path, *, model: str, n_test: int, keep: int = 3, extra:
 
 
 def _extraction(tmp: Path) -> Path:
-    rows = [{"text": f"play song {i} by artist {i % 3}",
-             "output": {"intent": "PlayMusic", "slots": [{"slot": "artist", "value": f"artist {i % 3}"}]}}
-            for i in range(30)]
-    (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:22]))
-    (tmp / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[22:]))
-    (tmp / "schema.json").write_text(json.dumps({"type": "object", "required": ["intent", "slots"]}))
-    (tmp / "task.yaml").write_text(
-        "name: slots\nkind: extraction\ndata: {train: train.jsonl, test: test.jsonl, output: output}\n"
-        "extraction: {schema: schema.json}\nmodel: 'fake:echo'\nembedder: hashing\ntarget: {field_f1: 0.8}\n")
-    return tmp / "task.yaml"
+    return write_extraction(tmp, extra="target: {field_f1: 0.8}\n")
 
 
 def _generation(tmp: Path) -> Path:

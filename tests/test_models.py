@@ -13,7 +13,7 @@ from tunewise.ladder.catalogue import policy_ladder, resolve_rungs
 from tunewise.run import run_task
 from tunewise.task import load_task, parse_task
 
-from .test_run import write_task
+from .test_run import serve_answer, write_task
 
 DATA = {"train": "a.jsonl", "test": "b.jsonl"}
 
@@ -136,10 +136,7 @@ def test_plateau_is_judged_per_model():
 
 
 def test_a_version_of_a_rung_at_one_model_is_rebuilt_and_served_on_that_model(tmp_path):
-    import asyncio
-
     from tunewise.data import load_splits
-    from tunewise.serving.service import Service
     from tunewise.store import Store
     from tunewise.versions import create_version, load_candidate, promote, task_spec
 
@@ -157,14 +154,7 @@ def test_a_version_of_a_rung_at_one_model_is_rebuilt_and_served_on_that_model(tm
             assert [p.output for p in candidate.predict(test, backend=backend)] == [
                 p.output for p in recorded[name].predictions]
         promote(store, oracle.id, "production")
-    async def ask():
-        service = Service(tmp_path / ".tunewise")
-        try:
-            return await service.answer("production", test[0].text, None)
-        finally:
-            await service.close()
-
-    answer = asyncio.run(ask())
+    answer = serve_answer(tmp_path / ".tunewise", "production", test[0].text)
     assert answer.version == oracle.id and answer.text == test[0].target
 
 

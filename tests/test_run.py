@@ -48,6 +48,38 @@ def write_task(tmp_path: Path, *, n_train: int = 60, n_test: int = 20, extra: st
     return task
 
 
+def write_extraction(tmp: Path, *, n_train: int = 22, long_words: int = 0, extra: str = "") -> Path:
+    """A toy slot-extraction task (30 requests, intent + one artist slot) on the echoing fake model; ``long_words``
+    makes each slot value that many words longer (long JSON answers)."""
+    long = "".join(f" w{i}" for i in range(long_words))
+    rows = [{"text": f"play song {i} by artist {i % 3}",
+             "output": {"intent": "PlayMusic", "slots": [{"slot": "artist", "value": f"artist {i % 3}{long}"}]}}
+            for i in range(30)]
+    (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:n_train]))
+    (tmp / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[n_train:]))
+    (tmp / "schema.json").write_text(json.dumps({"type": "object", "required": ["intent", "slots"]}))
+    (tmp / "task.yaml").write_text(
+        "name: slots\nkind: extraction\ndata: {train: train.jsonl, test: test.jsonl, output: output}\n"
+        "extraction: {schema: schema.json}\nmodel: 'fake:echo'\nembedder: hashing\n" + extra)
+    return tmp / "task.yaml"
+
+
+def serve_answer(store_dir: Path, alias: str, text: str):
+    """What ``tunewise serve`` answers ``text`` under ``alias``, from the store at ``store_dir``."""
+    import asyncio
+
+    from tunewise.serving.service import Service
+
+    async def ask():
+        service = Service(store_dir)
+        try:
+            return await service.answer(alias, text, None)
+        finally:
+            await service.close()
+
+    return asyncio.run(ask())
+
+
 def test_run_writes_results_with_every_rung_and_ci(tmp_path):
     outcome = run_task(load_task(write_task(tmp_path)), policy=False)  # every rung of the default ladder
     data = json.loads(outcome.results_path.read_text())
@@ -168,16 +200,8 @@ def test_embedding_cost_survives_the_cache(tmp_path):
 
 
 def test_extraction_and_generation_tasks_run_end_to_end(tmp_path):
-    rows = [{"text": f"play song {i} by artist {i % 3}",
-             "output": {"intent": "PlayMusic", "slots": [{"slot": "artist", "value": f"artist {i % 3}"}]}}
-            for i in range(30)]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:24]))
-    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[24:]))
-    (tmp_path / "schema.json").write_text(json.dumps({"type": "object", "required": ["intent", "slots"]}))
-    (tmp_path / "task.yaml").write_text(
-        "name: slots\nkind: extraction\ndata: {train: train.jsonl, test: test.jsonl, output: output}\n"
-        "extraction: {schema: schema.json}\nmodel: 'fake:echo'\nembedder: hashing\ntarget: {field_f1: 0.8}\n")
-    outcome = run_task(load_task(tmp_path / "task.yaml"))  # the policy: no early rejection for field F1
+    task = write_extraction(tmp_path, n_train=24, extra="target: {field_f1: 0.8}\n")
+    outcome = run_task(load_task(task))  # the policy: no early rejection for field F1
     rung = outcome.results.rungs[1]
     assert [r.name for r in outcome.results.rungs][:6] == ["knn", "zero_shot", "role", "few_shot_random",
                                                        "few_shot_retrieved", "cot"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tunewise.evaluation.evaluator import usage_summary
 from tunewise.evaluation.records import MetricValue, Prediction
-from tunewise.results import RunResults, RungResult
+from tunewise.results import RungResult, RunResults
 from tunewise.summary import summary_markdown
 
 

@@ -64,14 +64,14 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
     candidate = get_strategy(rung.strategy)(rung, ctx)
     prepare_s = time.perf_counter() - start
 
-    evaluating = [start]  # when the test evaluation began (after preparing and any screen)
+    evaluating = start  # when the test evaluation began (after preparing and any screen); set below
 
     def report(done: int, total: int) -> None:
         if run.progress:
             run.progress(rung.name, done, total)
-        elapsed, fixed = time.perf_counter() - start, evaluating[0] - start
+        elapsed, fixed = time.perf_counter() - start, evaluating - start
         if deadline_s is not None and past_deadline(elapsed, done, total, deadline_s, fixed_s=fixed):
-            raise _OutOfBudget(done, total, fixed + (elapsed - fixed) / done * total)
+            raise _OutOfBudget(done, total, projected(elapsed, done, total, fixed_s=fixed))
 
     def skipped(reason: str, **fields: Any) -> RungResult:
         return RungResult(name=rung.name, strategy=rung.strategy, status="skipped", config=candidate.config,
@@ -88,7 +88,7 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
                     extras["stability"] = stability
                 return skipped(action.reason, prepare_s=prepare_s, extras=extras,
                                usage=usage_summary(preds, wall_s=time.perf_counter() - start - prepare_s))
-        evaluating[0] = time.perf_counter()
+        evaluating = time.perf_counter()
         ev = evaluate(candidate, run.test, backend=backend, progress=report)
         single: dict[str, Any] = {}
         if any(p.batch_size > 1 for p in ev.predictions):
@@ -103,8 +103,7 @@ def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best
         return skipped(f"stopped to stay within budget after {out.done} of {out.total} test examples: at the pace so "
                        f"far the rung would take about {out.projected_s:.0f} s, more than the {deadline_s:.0f} s "
                        "left; the calls made are cached for a later run with more budget",
-                       prepare_s=evaluating[0] - start,
-                       usage=usage_summary(partial, wall_s=elapsed - (evaluating[0] - start)))
+                       prepare_s=evaluating - start, usage=usage_summary(partial, wall_s=elapsed - (evaluating - start)))
     finally:
         candidate.close()
     scored = run.score(ev.predictions)
@@ -138,8 +137,12 @@ def past_deadline(elapsed: float, done: int, total: int, deadline_s: float, *, f
     and one a few examples short of the end finishes instead of throwing the result away."""
     if done >= total or done <= 0:
         return False
-    projected = fixed_s + (elapsed - fixed_s) / done * total
-    return projected > deadline_s * (1 + FINISH_TOLERANCE)
+    return projected(elapsed, done, total, fixed_s=fixed_s) > deadline_s * (1 + FINISH_TOLERANCE)
+
+
+def projected(elapsed: float, done: int, total: int, *, fixed_s: float = 0.0) -> float:
+    """Seconds the rung takes when the rest of its evaluation keeps the pace of its first ``done`` examples."""
+    return fixed_s + (elapsed - fixed_s) / done * total
 
 
 def single_requests(examples: Sequence[Any], candidate: Candidate, backend: Any, *,

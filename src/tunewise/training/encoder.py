@@ -107,36 +107,32 @@ def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[dict[
     return [{"input_ids": ids, "attention_mask": m} for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
 
 
-def _embeddings(model: EncoderClassifier, tokenizer: Any, texts: Sequence[str], max_length: int,
-                batch_size: int = 128) -> np.ndarray:
+def _batched(model: EncoderClassifier, tokenizer: Any, texts: Sequence[str], max_length: int, width: int,
+             rows: Callable[[Any, Any], Any], batch_size: int = 128) -> np.ndarray:
+    """``rows(input_ids, attention_mask)`` over ``texts`` in batches of similar length, rows back in input order."""
     torch = _torch()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), model.head.in_features), dtype=np.float32)
+    out = np.zeros((len(texts), width), dtype=np.float32)
     model.eval()
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                             return_tensors="pt")
-            out[idx] = model.embed(enc["input_ids"], enc["attention_mask"]).float().numpy()
+            out[idx] = rows(enc["input_ids"], enc["attention_mask"]).float().numpy()
     return out
 
 
-def predict_proba(model: EncoderClassifier, tokenizer: Any, texts: Sequence[str], max_length: int,
-                  batch_size: int = 128) -> np.ndarray:
+def _embeddings(model: EncoderClassifier, tokenizer: Any, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """The frozen encoder's pooled embeddings (what the head reads)."""
+    return _batched(model, tokenizer, texts, max_length, model.head.in_features, model.embed)
+
+
+def predict_proba(model: EncoderClassifier, tokenizer: Any, texts: Sequence[str], max_length: int) -> np.ndarray:
     """Label probabilities for ``texts`` (rows in input order), batched by length."""
     torch = _torch()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), model.head.out_features), dtype=np.float32)
-    model.eval()
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
-            logits = model(enc["input_ids"], enc["attention_mask"])["logits"]
-            out[idx] = torch.softmax(logits.float(), dim=-1).numpy()
-    return out
+    return _batched(model, tokenizer, texts, max_length, model.head.out_features,
+                    lambda ids, mask: torch.softmax(model(ids, mask)["logits"].float(), dim=-1))
 
 
 def _warm_start(model: EncoderClassifier, x: np.ndarray, y: np.ndarray, c: float, seed: int) -> float:
@@ -169,8 +165,14 @@ def train_encoder(base_dir: Path | str, train: Sequence[tuple[str, str]], dev: S
     ``train_embeddings``: the frozen encoder's pooled embeddings of ``train`` when the caller has them (the run's
     embedding cache), so the warm start does not compute them again."""
     torch = _torch()
-    from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments
-    from transformers import DataCollatorWithPadding
+    from transformers import (
+        AutoModel,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+    )
 
     out_dir = Path(out_dir)
     done = out_dir / HEAD_CONFIG
