@@ -2,6 +2,8 @@
 
     python examples/subset.py /path/to/shared/datasets
 
+(banking77_few_labels is cut from the bundled examples/banking77/data/train.jsonl.)
+
 Stratified by label/intent, deterministic (seed 0), original row order kept within each subset.
 """
 
@@ -39,6 +41,13 @@ def main(shared: Path) -> None:
     for split, n in (("train", 100), ("test", 20)):
         rows = [{"text": r["text"], "output": r["output"]} for r in read(snips / f"{split}.jsonl")]
         write(here / "snips_slots" / "data" / f"{split}.jsonl", stratified(rows, intent, n))
+    # BANKING77 with few labels: 10 labelled queries per intent, the rest of train as inputs without labels
+    bank = read(here / "banking77" / "data" / "train.jsonl")
+    few = stratified(bank, lambda r: r["label"], 10)
+    chosen = {id(r) for r in few}
+    write(here / "banking77_few_labels" / "data" / "train.jsonl", few)
+    write(here / "banking77_few_labels" / "data" / "unlabelled.jsonl",
+          [{"text": r["text"]} for r in bank if id(r) not in chosen])
     fin = shared / "twitter_fin_sentiment"
     for split, n in (("train", 400), ("test", 100)):
         write(here / "fin_sentiment" / "data" / f"{split}.jsonl", stratified(read(fin / f"{split}.jsonl"),

@@ -87,6 +87,10 @@ class DataSpec(_Strict):
     train: UsablePath
     test: UsablePath
     dev: UsablePath | None = None
+    unlabelled: UsablePath | None = Field(
+        default=None,
+        description="Inputs without outputs (the input fields only): the pool a distill rung's teacher labels.",
+    )
     input: str | list[str] = "text"
     output: str = "label"
     labels: list[str] | UsablePath | None = Field(

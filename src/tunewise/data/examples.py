@@ -65,7 +65,9 @@ class Splits:
 
     ``dev_origin`` and ``test_origin`` are ``"file"`` when the split came from its own file,
     otherwise a sentence saying how it was carved or subsampled. Carved dev examples keep the
-    ``train-`` ids they had in the train file.
+    ``train-`` ids they had in the train file. ``unlabelled`` holds ``data.unlabelled``'s inputs (targets None),
+    the pool a distill rung's teacher labels, hashed on its own (``pool_hash``) so that adding a pool changes
+    neither the data hash nor the frozen splits.
     """
 
     train: tuple[Example, ...]
@@ -75,3 +77,5 @@ class Splits:
     data_hash: str
     dev_origin: str
     test_origin: str = "file"
+    unlabelled: tuple[Example, ...] = ()
+    pool_hash: str | None = None

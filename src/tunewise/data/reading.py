@@ -386,6 +386,21 @@ def _build_examples(
     return tuple(examples)
 
 
+def _build_pool(path: Path, records: list[tuple[int, dict]], *, spec: "TaskSpec") -> tuple[Example, ...]:
+    """Unlabelled inputs (target None): every row kept, ids numbered like :func:`_build_examples`'."""
+    seen: Counter[str] = Counter()
+    examples = []
+    for line, record in records:
+        text, inputs = _render_input(path, line, record, spec.data.input_fields)
+        digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+        seen[digest] += 1
+        suffix = f"-{seen[digest]}" if seen[digest] > 1 else ""
+        examples.append(Example(f"pool-{digest}{suffix}", text, None, inputs, f"{path}:{line}"))
+    if not examples:
+        raise DataError(f"{path}: the unlabelled pool (data.unlabelled) holds no inputs.")
+    return tuple(examples)
+
+
 # --------------------------------------------------------------------------- labels
 
 

@@ -22,6 +22,7 @@ from ..errors import DataError
 from .examples import Example, Splits
 from .reading import (
     _build_examples,
+    _build_pool,
     _check_labels,
     _listed_labels,
     _parse_records,
@@ -141,7 +142,17 @@ def load_splits(spec: "TaskSpec") -> Splits:
     train, dev, dev_origin = _dev_split(loaded, spec=spec, data_hash=data_hash, paths=paths)
     test, test_origin = _test_split(loaded["test"], spec=spec, data_hash=data_hash)
     labels = (listed or tuple(sorted({ex.target for ex in train}))) if classification else None
-    return Splits(train, dev, test, labels, data_hash, dev_origin, test_origin)
+    pool, pool_hash = _pool(spec)
+    return Splits(train, dev, test, labels, data_hash, dev_origin, test_origin, pool, pool_hash)
+
+
+def _pool(spec: "TaskSpec") -> tuple[tuple[Example, ...], str | None]:
+    """``data.unlabelled``'s inputs (their output field, if any, is not read) and the pool's own hash."""
+    if spec.data.unlabelled is None:
+        return (), None
+    path = spec.resolve(spec.data.unlabelled)
+    blob = _read_bytes(path, role="unlabelled")
+    return _build_pool(path, _parse_records(path, blob), spec=spec), _data_hash({"unlabelled": blob}, spec)
 
 
 def _dev_split(loaded: dict, *, spec: "TaskSpec", data_hash: str, paths: dict[str, Path]) -> tuple:

@@ -46,7 +46,7 @@ def _prepare_context(run: RunContext, rung: RungSpec, backend: Any) -> PrepareCo
                           seed=run.spec.seed,
                           artifacts=run.spec.store_dir / "artifacts",
                           wrap_backend=lambda inner: CachedBackend(inner, run.store),
-                          evaluate=evaluate_point, report=run.progress)
+                          evaluate=evaluate_point, report=run.progress, task=run.spec)
 
 
 def attempt(run: RunContext, rung: RungSpec, *, screen: Sequence[int] = (), best: tuple[str, float] | None = None,

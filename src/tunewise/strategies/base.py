@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,8 @@ class PrepareContext:
     report: "Callable[[str, int, int], None] | None" = None  # labelled progress (label, done, total)
     # False: reuse trained artifacts only, a missing one is an error (rebuilding a version to serve it)
     may_train: bool = True
+    task: "TaskSpec | None" = None  # the whole task when it weighs several models (``spec`` is the rung's model's)
+    provenance: dict[str, Any] = field(default_factory=dict)  # recorded in trained artifacts (a distilled teacher)
 
 
 class Candidate(ABC):

@@ -150,7 +150,7 @@ def prepare_encoder_ft(rung: Any, ctx: PrepareContext) -> EncoderCandidate:
     minutes = params.get("time_budget_minutes")
     provenance = {"rung": rung.name, "strategy": "encoder_ft", "task": spec.name, "data_hash": ctx.splits.data_hash,
                   "base_encoder": name, "base_dir": str(base),
-                  "train_subset": describe_subset(subset), "dev_subset": describe_subset(dev), "artifact_key": key}
+                  "train_subset": describe_subset(subset), "dev_subset": describe_subset(dev), "artifact_key": key, **ctx.provenance}
     # the run's embedder is this encoder: its cached embeddings of train are the warm start's input
     cached = None
     if (not reused and recipe.warm_start and ctx.embed is not None and name == spec.embedder

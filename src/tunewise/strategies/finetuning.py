@@ -183,7 +183,7 @@ def _training_job(rung_name: str, ctx: PrepareContext, s: TuneSettings, *,
                   "train_subset": describe_subset(subset), "dev_subset": describe_subset(dev),
                   "prompt": {"template": program.template.to_json(), "instructions": program.variables["instructions"],
                              "chat_template": "the base tokenizer's"},
-                  "labels": labels or None, "artifact_key": key}
+                  "labels": labels or None, "artifact_key": key, **ctx.provenance}
     job = TrainingJob(base_model=spec.model, settings=s, train=pairs(subset), dev=pairs(dev),
                       out_dir=ctx.artifacts / key, seed=ctx.seed, labels=labels if spec.kind == "classification"
                       else (), provenance=provenance, s_per_token=s_per_token)
