@@ -77,5 +77,24 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory):
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random ``BertModel`` (2 layers, hidden 32) and a WordPiece tokenizer over the toy vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from .test_run import WORDS
+
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for s in WORDS.values() for w in s.split()})]
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(directory)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    (directory / "modules.json").write_text("[]")  # a sentence-transformers file: copied beside the tuned model
+    return directory
+
+
 # the OpenAI-compatible stand-in server, for every test module that needs an API model
 from .test_openai_backend import server  # noqa: E402, F401

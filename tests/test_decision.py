@@ -434,3 +434,59 @@ def test_a_cent_of_one_off_cost_does_not_hand_the_win_to_the_weaker_option():
     dearer = rung("encoder_ft", "encoder_ft", acc=(0.938, 0.87, 0.962), eps=200, prepare_s=364 * 3600)
     d = decide(results(probe, dearer), spec(utilisation=None, requests_per_month=100_000), PRICES)
     assert d.winner == "probe"  # a material one-off cost (364 device-hours) still decides
+
+
+def test_a_model_that_answers_without_the_llm_is_priced_on_the_device_even_when_the_task_model_is_an_api():
+    # encoder_ft and a distilled student answer without the (API) model: $3.60/h at 4/s is $0.25 per 1,000,
+    # not the API's token price of an answer that sends no tokens
+    task = {**spec(), "model": "openai:m"}
+    student = rung("distill", "distill", eps=4, prompt_tokens=0, config={"strategy": "distill"})
+    d = decide(results(rung("encoder_ft", "encoder_ft", eps=4, prompt_tokens=0), student), task, PRICES)
+    assert {o.name: o.per_1k_usd for o in d.options} == pytest.approx({"encoder_ft": 0.25, "distill": 0.25})
+
+
+def distilled(teacher_model: str = "openai:m", *, prompt_tokens: int = 1_000_000, completion_tokens: int = 500_000,
+              model_seconds: float = 3600.0, wall_s: float = 360.0, **kw) -> dict:
+    """A distilled student: the teacher's labelling (tokens, model seconds) and the student's 360 s of training."""
+    out = rung("distill", "distill", config={"strategy": "distill"}, eps=4, prompt_tokens=0,
+               training={"device": "cpu", "wall_s": wall_s}, **kw)
+    out["extras"]["distillation"] = {
+        "teacher": "few_shot@m", "teacher_model_id": teacher_model, "teacher_device": "cpu", "labelled": 1000,
+        "teacher_prompt_tokens": prompt_tokens, "teacher_completion_tokens": completion_tokens,
+        "teacher_cached_tokens": 0, "teacher_model_seconds": model_seconds}
+    return out
+
+
+@pytest.mark.parametrize(("teacher", "one_off"), [
+    ("openai:m", 0.36 + 1.0 + 1.0),  # training 0.1 h x $3.60 + 1M prompt x $1/M + 0.5M completion x $2/M
+    ("local:tiny", 0.36 + 3.6),  # training + 1 h of the teacher's model time on the cpu at $3.60/h
+])
+def test_a_distilled_students_one_off_cost_includes_the_teachers_labelling(teacher, one_off):
+    d = decide(results(distilled(teacher)), spec(), PRICES)
+    (o,) = d.options
+    assert o.one_off_usd == pytest.approx(one_off)
+    assert "labelling" in o.one_off_basis
+
+
+def test_distillation_is_reported_against_its_teacher_with_the_volume_at_which_it_pays_for_itself():
+    # teacher few_shot@m: (100 x $1 + 1 x $2) / 1e6 a request = $0.102 per 1,000; the student: $0.25 per 1,000 on
+    # the cpu at 4/s: never cheaper per request than this cheap API teacher
+    teacher = rung("few_shot@m", acc=(0.93, 0.9, 0.95))
+    student = distilled(acc=(0.91, 0.88, 0.93))
+    student["extras"]["distillation"]["teacher"] = "few_shot@m"
+    comparison = {"a": "few_shot@m", "b": "distill", "diff": 0.02, "low": -0.01, "high": 0.05, "p_value": 0.2}
+    task = {**spec(), "model": "openai:m"}
+    d = decide(results(teacher, student, comparisons=[comparison]), task, PRICES)
+    (block,) = d.distillation
+    assert (block["student"], block["teacher"]) == ("distill", "few_shot@m")
+    assert block["comparison"]["diff"] == pytest.approx(-0.02)  # student - teacher
+    assert block["requests_per_month"] is None  # never: the student is dearer per request
+    assert any(r.startswith("distill (distilled from few_shot@m): 91.0% [88.0, 93.0] vs its teacher's 93.0% "
+                            "[90.0, 95.0]") for r in d.reasons)
+    # a dear teacher (eps 0.25 on the cpu: $4.00 per 1,000) pays the student back above a stated volume
+    local = {**spec()}
+    d = decide(results(rung("few_shot@m", eps=0.25), distilled("local:tiny")), local, PRICES)
+    (block,) = d.distillation
+    # one-off $3.96; per request $4.00 vs $0.25 per 1,000: 3.96 / 12 / (3.75 / 1000) = 88 requests a month
+    assert block["requests_per_month"] == pytest.approx(3.96 / 12 / 0.00375)
+    assert block["comparison"] is None and "no paired comparison" in block["said"].lower()

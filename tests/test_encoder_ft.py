@@ -22,23 +22,6 @@ from tunewise.training.encoder import (
 from .test_run import LABELS, WORDS, serve_answer
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny random ``BertModel`` (2 layers, hidden 32) and a WordPiece tokenizer over the toy vocabulary."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for s in WORDS.values() for w in s.split()})]
-    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(directory)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(directory)
-    (directory / "modules.json").write_text("[]")  # a sentence-transformers file: copied beside the tuned model
-    return directory
-
-
 def _rows(n: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     out = []
@@ -219,7 +202,7 @@ def test_distill_trains_the_student_on_the_teachers_labels_and_resumes_without_r
     rung = outcome.results.rungs[0]
     assert rung.status == "finished", rung.error or rung.reason
     info = rung.extras["distillation"]
-    assert info["teacher"] == "few_shot_retrieved" and info["pool_size"] == info["kept"] > 0
+    assert info["teacher"] == "few_shot_retrieved" and info["labelled"] == info["kept"] > 0
     assert info["teacher_agreement_with_gold"] >= 0.95  # the oracle knows the labels (up to repeated texts)
     assert rung.config["strategy"] == "distill" and rung.config["student_config"]["strategy"] == "encoder_ft"
     assert (Path(rung.config["student_config"]["artifact"]) / "tunewise_provenance.json").is_file()
@@ -248,7 +231,8 @@ def test_distill_keeps_only_confident_teacher_labels_and_never_shows_the_teacher
     assert rung.status == "finished", rung.error or rung.reason
     info = rung.extras["distillation"]
     assert info["below_confidence"] > 0
-    assert info["kept"] + info["below_confidence"] + info["unparsed"] == info["pool_size"] == 108  # train, not dev
+    assert info["kept"] + info["below_confidence"] + info["unparsed"] == info["labelled"]
+    assert info["labelled"] + info["in_dev_or_test"] == info["pool_size"] == 108  # train, not dev
     assert info["teacher_agreement_with_gold"] < 0.9  # a random teacher, given no gold label to copy
 
 

@@ -228,7 +228,7 @@ def test_decision_json_round_trips(made):
     options = tuple(Option(**{**o, "constraint_checks": tuple(o["constraint_checks"]),
                               "violations": tuple(o["violations"])}) for o in data.pop("options"))
     rebuilt = Decision(**{**data, "options": options, "pareto": tuple(data["pareto"]),
-                          "reasons": tuple(data["reasons"])})
+                          "reasons": tuple(data["reasons"]), "distillation": tuple(data["distillation"])})
     assert rebuilt == decide(made["results"], made["spec"], DEFAULT_PRICES)
 
 

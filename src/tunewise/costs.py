@@ -37,7 +37,7 @@ from .training.settings import DEFAULT_DEVICE_HOUR_USD
 __all__ = [
     "ApiPrice", "Prices", "DEFAULT_PRICES", "PRICES_AS_OF", "DAYS_PER_MONTH", "HOURS_PER_MONTH", "load_prices",
     "with_api_prices", "Cost", "Amount", "TokenSavings", "SETUP_HOURS",
-    "is_self_hosted", "request_cost", "training_cost", "monthly_cost", "retraining_monthly_cost",
+    "is_self_hosted", "request_cost", "training_cost", "labelling_cost", "monthly_cost", "retraining_monthly_cost",
     "break_even_volume", "prompt_token_savings", "time_to_deploy",
 ]
 
@@ -272,6 +272,30 @@ def training_cost(training: Mapping[str, Any], prices: Prices) -> Amount:
         return Amount(None, f"no device-hour price for '{device}'")
     where = "the price table" if in_table else "the price recorded with the training run"
     return Amount(hours * price, f"measured {hours:.4g} {device} device-hours x ${price:g}/h ({where})")
+
+
+def labelling_cost(labelling: Mapping[str, Any], prices: Prices) -> Amount:
+    """One-off: a distillation teacher's labelling, at its model's token prices (an API model: every prompt,
+    cached and completion token it was sent and wrote) or its measured model seconds x the device-hour price."""
+    model = str(labelling.get("teacher_model_id") or "")
+    if is_self_hosted(model):
+        seconds, device = _finite(labelling.get("teacher_model_seconds")), str(labelling.get("teacher_device") or "cpu")
+        price = prices.device_hour.get(device)
+        if seconds is None or price is None:
+            return Amount(None, f"no measured teacher model time or no device-hour price for '{device}'")
+        return Amount(seconds / 3600 * price, f"labelling: measured {seconds:,.0f} s of {model}'s model time x "
+                      f"${price:g}/{device} device-hour")
+    found = prices.api_price(model)
+    if found is None:
+        return Amount(None, f"labelling: no token price for '{model}' in the price table")
+    key, p = found
+    prompt, cached, completion = (float(labelling.get(k) or 0) for k in (
+        "teacher_prompt_tokens", "teacher_cached_tokens", "teacher_completion_tokens"))
+    cached = min(cached, prompt)
+    cached_price = p.input if p.cached_input is None else p.cached_input
+    usd = ((prompt - cached) * p.input + cached * cached_price + completion * p.output) / 1e6
+    return Amount(usd, f"labelling: {prompt:,.0f} prompt ({cached:,.0f} cached) and {completion:,.0f} completion "
+                  f"tokens of {key} x ${p.input:g} / ${cached_price:g} / ${p.output:g} per million")
 
 
 def monthly_cost(per_request_usd: float, requests_per_month: float, fixed_monthly_usd: float = 0.0) -> float:

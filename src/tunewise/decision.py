@@ -41,6 +41,7 @@ from .costs import (
     Amount,
     Prices,
     break_even_volume,
+    labelling_cost,
     monthly_cost,
     prompt_token_savings,
     request_cost,
@@ -61,6 +62,8 @@ __all__ = ["Option", "Decision", "decide", "rung_kind", "HORIZON_MONTHS"]
 WITH_CONFIDENCE, POINT_ONLY, NOT_MET, NO_TARGET = "with confidence", "point estimate only", "no", "no target set"
 HORIZON_MONTHS = 12  # payback horizon for the break-even volume
 _INF = math.inf
+#: strategies whose candidates answer without an LLM call although they are not ``no_llm`` rungs
+ANSWERS_WITHOUT_LLM = frozenset({"encoder_ft", "distill"})
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class Decision:
     break_even: dict[str, Any] | None
     next_step: str
     reasons: tuple[str, ...]
+    # each distilled student against its teacher: quality, the paired comparison, the payback volume
+    distillation: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)  # every float in it is finite or None
@@ -192,13 +197,20 @@ def _option(rung: RungResult, s: _Spec, env_device: str, prices: Prices, device:
     kind, usage = rung_kind(rung), rung.usage or {}
     training = (rung.extras or {}).get("training") or {}
     dev = (device or (kind == "tuned" and training.get("device")) or (kind != "no_llm" and env_device) or "cpu")
-    cost = request_cost(usage, None if kind == "no_llm" else rung.model or s.model, prices, device=dev.split(":")[0],
+    # a fine-tuned encoder or a distilled student answers without the task's (maybe API) model: device time
+    on_device = kind == "no_llm" or rung.strategy in ANSWERS_WITHOUT_LLM
+    cost = request_cost(usage, None if on_device else rung.model or s.model, prices, device=dev.split(":")[0],
                         requests_per_month=s.constraints.requests_per_month, utilisation=s.constraints.utilisation)
     if training:  # a fine-tuning curve records its last (deployable) point's training, not the whole curve's
         one_off = training_cost(training, prices)
     else:
         prep, price = _num(rung.prepare_s, 0.0), prices.device_hour.get(dev.split(":")[0], 0.0)
         one_off = Amount(prep / 3600 * price, f"measured {prep:.1f} s preparation x ${price:g}/{dev} device-hour")
+    labelling = (rung.extras or {}).get("distillation")
+    if labelling:  # a distilled student: the teacher's labelling is one-off cost too
+        paid = labelling_cost(labelling, prices)
+        one_off = Amount(None if one_off.value is None or paid.value is None else one_off.value + paid.value,
+                         f"{one_off.basis}; {paid.basis}")
     # the latency one user waits: requests measured one per call (no-LLM baselines score 256 inputs per call
     # and LLM rungs batch theirs; neither batch's time says what serving one request takes)
     lat = serving_latency(usage)
@@ -317,6 +329,47 @@ def _break_even(ranked: Sequence[Option], rungs: Mapping[str, RungResult], rpm: 
         lines.append(f"{tuned.name} uses {savings.saved:,.0f} fewer prompt tokens per request than {prompt.name} "
                      f"({savings.after:,.0f} vs {savings.before:,.0f}, {100 * savings.share:.0f}% saved).")
     return out, lines
+
+
+def _distillation(ranked: Sequence[Option], rungs: Mapping[str, RungResult],
+                  comparisons: Sequence[Comparison]) -> tuple[dict[str, Any], ...]:
+    """Each distilled student against its teacher (both scored on the same test split): quality, the paired
+    comparison, how often they give the same answer, and the monthly volume above which the student's one-off
+    cost (labelling + training) is paid back by its cheaper requests over :data:`HORIZON_MONTHS` months."""
+    by_name = {o.name: o for o in ranked}
+    out = []
+    for student in ranked:
+        labelling = (rungs[student.name].extras or {}).get("distillation") or {}
+        teacher = by_name.get(str(labelling.get("teacher")))
+        if not labelling or teacher is None:
+            continue
+        comparison, said = _comparison(comparisons, student.name, teacher.name)
+        agree = _agreement(rungs[student.name], rungs[teacher.name])
+        volume = None
+        if None not in (teacher.per_1k_usd, student.per_1k_usd, student.one_off_usd):
+            volume = break_even_volume(teacher.per_1k_usd / 1000, student.per_1k_usd / 1000, student.one_off_usd,
+                                       horizon_months=HORIZON_MONTHS)
+        costs = (f"{_usd(teacher.per_1k_usd)} vs {_usd(student.per_1k_usd)} per 1,000 requests, "
+                 f"{_usd(student.one_off_usd)} one-off for labelling and training")
+        pays = (f"it never pays for itself on price ({costs})" if volume is None else
+                f"it pays for itself over {HORIZON_MONTHS} months above {volume:,.0f} requests a month ({costs})")
+        text = (f"{student.name} (distilled from {teacher.name}): {_quality(student)} vs its teacher's "
+                f"{_quality(teacher)}" + ("" if agree is None else f"; they give the same answer on "
+                                          f"{100 * agree:.1f}% of the test examples") + f"; {pays}. {said}")
+        out.append({"student": student.name, "teacher": teacher.name, "student_quality": student.quality,
+                    "teacher_quality": teacher.quality, "comparison": comparison, "agreement": agree,
+                    "requests_per_month": volume, "horizon_months": HORIZON_MONTHS,
+                    "teacher_per_1k_usd": teacher.per_1k_usd, "student_per_1k_usd": student.per_1k_usd,
+                    "one_off_usd": student.one_off_usd, "labelled": labelling.get("labelled"),
+                    "kept": labelling.get("kept"), "said": text})
+    return tuple(out)
+
+
+def _agreement(a: RungResult, b: RungResult) -> float | None:
+    """How often two rungs gave the same answer, over the test examples both answered (None: no predictions)."""
+    theirs = {p.example_id: p.output for p in b.predictions}
+    both = [(p.output, theirs[p.example_id]) for p in a.predictions if p.example_id in theirs]
+    return sum(x == y for x, y in both) / len(both) if both else None
 
 
 def _forecast(rungs: Sequence[RungResult]) -> tuple[Mapping[str, Any], int] | None:
@@ -459,8 +512,10 @@ def decide(results: RunResults, spec: TaskSpec | Mapping[str, Any], prices: Pric
     break_even, lines = _break_even(ranked, by_name, s.constraints.requests_per_month, retrain_every_days)
     pareto = _pareto(ranked)
     front = f"Pareto frontier (quality, cost per 1,000 requests, p95 latency): {', '.join(pareto)}." if pareto else ""
-    reasons = [r for r in (*_reasons(win, ranked, s, m), said, *lines, front, *_not_scored(rungs)) if r]
+    distilled = _distillation(ranked, by_name, results.comparisons)
+    reasons = [r for r in (*_reasons(win, ranked, s, m), said, *lines, *(d["said"] for d in distilled), front,
+                           *_not_scored(rungs)) if r]
     return Decision(winner=win.name if win else None, status=_status(win, ranked),
                     runner_up=second.name if second else None, comparison=comparison, options=tuple(ranked),
-                    pareto=pareto, break_even=break_even,
+                    pareto=pareto, break_even=break_even, distillation=distilled,
                     next_step=_next_step(win, ranked, s, rungs, m) + _payback(win, break_even), reasons=tuple(reasons))

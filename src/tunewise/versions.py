@@ -30,10 +30,10 @@ from typing import Any
 from .errors import StoreError
 from .store import Store, VersionRecord
 
-__all__ = ["Version", "DEPLOYABLE", "create_version", "list_versions", "promote", "rollback", "rollback_target",
+__all__ = ["Version", "DEPLOYABLE", "deployable", "create_version", "list_versions", "promote", "rollback", "rollback_target",
            "resolve", "aliases_of", "load_candidate", "register_winner"]
 
-DEPLOYABLE = ("prompt", "finetune", "knn", "probe", "encoder_ft")
+DEPLOYABLE = ("prompt", "finetune", "knn", "probe", "encoder_ft", "distill")
 FORMAT = 1
 _ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _ID_LENGTH = 12
@@ -100,7 +100,21 @@ def _finished_rung(store: Store, run_id: str, rung: str) -> tuple[Any, Any]:
     if strategy not in DEPLOYABLE:
         raise StoreError(f"Rung '{rung}' uses strategy '{strategy}', which cannot be deployed (deployable: "
                          f"{', '.join(DEPLOYABLE)}).")
+    if not deployable(record.result):
+        student = (record.result.get("config") or {}).get("student")
+        raise StoreError(f"Rung '{rung}' distilled into a {student} student, which is not saved as a model to deploy "
+                         "(an encoder_ft student is).")
     return run, record
+
+
+def deployable(result: dict[str, Any]) -> bool:
+    """Whether a finished rung's result can become a version: a deployable strategy, and a distilled student only
+    when it is a saved fine-tuned encoder (its training labels were the teacher's, which a rebuild never remakes)."""
+    config = result.get("config") or {}
+    strategy = result.get("strategy") or config.get("strategy")
+    if strategy == "distill":
+        return (config.get("student_config") or {}).get("strategy") == "encoder_ft"
+    return strategy in DEPLOYABLE
 
 
 def _artifact(store: Store, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -108,12 +122,12 @@ def _artifact(store: Store, config: dict[str, Any]) -> dict[str, Any] | None:
 
     Found by its content key in this store (the recorded path may be relative to where the run started).
     """
-    if config.get("strategy") not in ("finetune", "encoder_ft"):
+    if config.get("strategy") not in ("finetune", "encoder_ft", "distill"):
         return None
     from .backends.model_cache import directory_fingerprint
 
     path = store.directory / "artifacts" / (  # a fine-tuned encoder's directory is the content key itself
-        Path(config["artifact"]).name if config["strategy"] == "encoder_ft"
+        Path(config["artifact"]).name if config["strategy"] in ("encoder_ft", "distill")
         else Path(str(config.get("artifact_key"))) / Path(config["artifact"]).name)
     if not path.is_dir():
         raise StoreError(f"The trained artifact {path} is missing; run the task again to train it.")
@@ -158,7 +172,7 @@ def register_winner(store: Store, run_id: str, winner: str | None, *, alias: str
     if winner is None:
         return None
     record = store.get_rung(run_id, winner)
-    if record is None or not record.result or record.result.get("strategy") not in DEPLOYABLE:
+    if record is None or not record.result or not deployable(record.result):
         return None
     version = create_version(store, run_id, winner)
     return promote(store, version.id, alias)
@@ -296,6 +310,14 @@ def load_candidate(version: Version, store: Store, *, backend: Any = None, servi
                          f"{splits.data_hash}, the version used {version.manifest['data_hash']}).")
     rung = RungSpec(**version.manifest["rung"])
     spec = spec.for_model(rung.model)  # the rung's model and its endpoint settings
+    if rung.strategy == "distill":  # the saved student; the teacher is neither loaded nor asked again
+        from .strategies.encoder_ft import EncoderCandidate
+
+        config = version.manifest["candidate"]
+        candidate = EncoderCandidate(rung=rung.name, config=config,
+                                     path=store.directory / version.manifest["artifact"]["path"])
+        _check_rebuilt(version, candidate)
+        return candidate, None
     cached = build_backend(spec, store, backend=backend) if needs_llm(rung) else None
     inner = cached.inner if cached is not None else None
     embed = EmbeddingCache(store, spec.embedder)

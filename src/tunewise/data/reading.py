@@ -396,8 +396,6 @@ def _build_pool(path: Path, records: list[tuple[int, dict]], *, spec: "TaskSpec"
         seen[digest] += 1
         suffix = f"-{seen[digest]}" if seen[digest] > 1 else ""
         examples.append(Example(f"pool-{digest}{suffix}", text, None, inputs, f"{path}:{line}"))
-    if not examples:
-        raise DataError(f"{path}: the unlabelled pool (data.unlabelled) holds no inputs.")
     return tuple(examples)
 
 

@@ -134,7 +134,16 @@ def uses_policy(spec: TaskSpec, names: Sequence[str] | None = None) -> bool:
 
 
 def policy_ladder(spec: TaskSpec) -> list[RungSpec]:
-    """The default ladder for the task kind, cheapest first, then ``lora`` (and ``learning_curve`` with a target)."""
+    """The default ladder for the task kind, cheapest first, then the tuning rungs: ``encoder_ft`` (classification),
+    ``distill`` when the task has an unlabelled pool (classification), ``lora`` and ``learning_curve`` (with a
+    target)."""
     tuning = [n for n in TUNING_RUNGS if (n != "learning_curve" or spec.target)
               and (n not in CLASSIFICATION_ONLY or spec.kind == "classification")]
-    return resolve_rungs(spec, [*DEFAULT_LADDER[spec.kind], *tuning])
+    rungs = resolve_rungs(spec, [*DEFAULT_LADDER[spec.kind], *tuning])
+    if spec.data.unlabelled is not None and spec.kind == "classification":
+        # one distill rung after the fine-tuned encoder: the walk picks its teacher (the best prompt rung, on
+        # whichever model) and runs it only when that teacher beats the cheaper candidates (ladder/policy.py)
+        at = next((i + 1 for i, r in enumerate(rungs) if r.strategy == "encoder_ft"), len(rungs))
+        rungs.insert(at, RungSpec(name="distill", strategy="distill",
+                                  params={"student": "encoder_ft", "pool": "unlabelled", "gold": True}))
+    return rungs

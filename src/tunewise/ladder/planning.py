@@ -31,10 +31,14 @@ if TYPE_CHECKING:
 __all__ = ["plan", "answer_tokens", "observe", "pricing", "pricings", "budget", "deadline"]
 
 
-def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[Any] = ()) -> PlannedRung:
+def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[Any] = (),
+         pool: Sequence[Any] = ()) -> PlannedRung:
     """A rung before it runs: its family, whether it can be screened, its training work (in tokens, with the subset
-    sizes it may be fitted to; ``dev``: the dev split its trainings evaluate), or why it cannot run."""
+    sizes it may be fitted to; ``dev``: the dev split its trainings evaluate), or why it cannot run. ``pool``:
+    the unlabelled inputs a distill rung's teacher labels."""
     family = rung_family(rung.strategy, rung.params, spec.kind)
+    if family == "distill":
+        return _plan_distill(rung, spec, train, dev, pool)
     screenable = needs_llm(rung) and spec.kind != "extraction"  # extraction's field F1 is not a per-example mean
     if family_kind(family) != "tuned":
         tokens = answer_tokens(rung, spec, train) if family.startswith("prompt_generate") else 0
@@ -50,6 +54,31 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[
     return PlannedRung(rung.name, family, train_example_epochs=work.example_epochs, evaluations=work.evaluations,
                        train_tokens=work.tokens, train_examples=work.examples, fit_sizes=work.fit_sizes,
                        curve_points=work.points, model=rung.model)
+
+
+def _plan_distill(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], dev: Sequence[Any],
+                  pool: Sequence[Any]) -> PlannedRung:
+    """A distill rung in the policy's ladder: the pool its teacher labels (``pool_limit`` of data.unlabelled) and
+    its encoder student's work on the gold examples and those labels together."""
+    from ..strategies.encoder_ft import encoder_work
+
+    if not pool:
+        return PlannedRung(rung.name, "distill", blocked="the task has no unlabelled pool (data.unlabelled)")
+    student = rung.params.get("student", "encoder_ft")
+    if spec.kind != "classification" or student != "encoder_ft":
+        return PlannedRung(rung.name, "distill", blocked="the ladder distils into an encoder_ft student "
+                           "(classification); name a distill rung for another student")
+    limit = rung.params.get("pool_limit")
+    n = min(len(pool), int(limit)) if limit else len(pool)
+    student_rung = rung.model_copy(update={"params": dict(rung.params.get("student_params") or {})})
+    try:
+        work = encoder_work(student_rung, spec, [*train, *pool[:n]], dev)
+        gold = encoder_work(student_rung, spec, train, dev)
+    except TunewiseError as exc:
+        return PlannedRung(rung.name, "distill", blocked=str(exc))
+    return PlannedRung(rung.name, "distill", train_example_epochs=work.example_epochs, train_tokens=work.tokens,
+                       train_examples=work.examples, pool_size=n,
+                       pool_work=(gold.tokens, (work.tokens - gold.tokens) / max(1, n)))
 
 
 def answer_tokens(rung: RungSpec, spec: TaskSpec, train: Sequence[Any]) -> int:

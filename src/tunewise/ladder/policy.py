@@ -60,7 +60,7 @@ import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,7 @@ from ..training.timing import PRIOR_TRAIN_S_PER_TOKEN, largest_fitting
 __all__ = [
     "PlannedRung", "Observed", "Budget", "Pricing", "PricingOf", "PolicyConfig", "Action", "Estimate", "pricing_of",
     "rung_family", "family_kind", "estimate_cost", "next_action", "screen_subset", "screen_sizes",
-    "stratified_order", "upper_bound", "plateau", "spent", "seconds_left", "fit_tuned", "TunedFit",
+    "stratified_order", "upper_bound", "plateau", "spent", "seconds_left", "fit_tuned", "TunedFit", "distill_action",
     "PRIOR_S_PER_EXAMPLE", "PRIOR_S_PER_ANSWER_TOKEN", "PRIOR_API_TOKENS", "PRIOR_TRAIN_S_PER_TOKEN", "DEFAULT_TUNING_HOURS",
 ]
 
@@ -83,7 +83,7 @@ __all__ = [
 PRIOR_S_PER_EXAMPLE = {
     "no_llm": 0.03, "prompt_score": 2.0, "prompt_score_demos": 2.5, "prompt_generate": 0.7,
     "prompt_generate_demos": 0.8, "prompt_cot": 4.5, "prompt_cot_demos": 5.0, "tuned": 1.0, "curve": 1.0,
-    "encoder": 0.03,
+    "encoder": 0.03, "distill": 0.03,
     "other": 2.0,
 }
 #: free generation writes its whole answer budget when the model does not stop (SmolLM2-135M repeats JSON slot lists
@@ -99,6 +99,10 @@ PRIOR_API_TOKENS = {"prompt_score": (300, 2), "prompt_score_demos": (1000, 2), "
 #: 8,965 BANKING77 queries (145k tokens an epoch) and 3 dev evaluations in 354 s (benchmarks/results/encoder_ft.json);
 #: a GPU is assumed 15x faster, as for LLM training
 PRIOR_ENCODER_S_PER_TOKEN = {"cpu": 0.0008, "cuda": 0.0008 / 15}
+#: fewer pool inputs than this are not worth a distillation the budget squeezed
+MIN_DISTILL_POOL = 100
+#: families whose training is an encoder's (a distilled student is encoder_ft on the teacher's labels)
+ENCODER_FAMILIES = ("encoder", "distill")
 #: wall-time budget for the tuning rungs together when the task sets no constraints.budget_hours
 DEFAULT_TUNING_HOURS = 0.5
 
@@ -109,6 +113,8 @@ def rung_family(strategy: str, params: Mapping[str, Any], kind: str = "classific
         return "no_llm"
     if strategy == "encoder_ft":
         return "encoder"
+    if strategy == "distill":  # a teacher's labelling, then a student's training
+        return "distill"
     if strategy == "learning_curve":
         return "no_llm" if params.get("of") == "probe" else "curve"
     if strategy == "finetune":
@@ -125,7 +131,7 @@ def family_kind(family: str) -> str:
     """``no_llm``, ``tuned`` (trains: finetune and its learning curves) or ``prompt`` (every other LLM rung)."""
     if family == "no_llm":
         return "no_llm"
-    return "tuned" if family in ("tuned", "curve", "encoder") else "prompt"
+    return "tuned" if family in ("tuned", "curve", "encoder", "distill") else "prompt"
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,8 @@ class PlannedRung:
     blocked: str | None = None  # why it cannot run here
     model: str | None = None  # the model's short name when the task weighs several (None: its one model, or none)
     answer_tokens: int = 0  # generating prompt rungs: the answer budget in the model's tokens (0: not known)
+    pool_size: int = 0  # distill: the pool inputs its teacher will label
+    pool_work: tuple[float, float] = (0.0, 0.0)  # distill: the student's work tokens on gold alone, and per pool input
 
     @property
     def kind(self) -> str:
@@ -334,8 +342,8 @@ def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: i
 
 def _train_rate(rung: PlannedRung, observed: Mapping[str, Observed], pricing: Pricing) -> tuple[float, str]:
     """Training seconds per token of work: measured on finished tuning rungs of the same model, else the prior."""
-    encoder = rung.family == "encoder"  # a fine-tuned encoder's tokens cost far less than an LLM's
-    tuned = [o for o in observed.values() if o.kind == "tuned" and (o.family == "encoder") == encoder
+    encoder = rung.family in ENCODER_FAMILIES  # a fine-tuned encoder's tokens cost far less than an LLM's
+    tuned = [o for o in observed.values() if o.kind == "tuned" and (o.family in ENCODER_FAMILIES) == encoder
              and o.model == rung.model and o.train_tokens > 0 and o.train_s > 0]
     if tuned:
         rate = sum(o.train_s for o in tuned) / sum(o.train_tokens for o in tuned)
@@ -535,6 +543,8 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
                           f"and going to {', '.join(r.name for r in fitting)}", skipped=rest)
     if nxt.blocked:
         return Action("skip", nxt.name, f"{nxt.name} cannot run here: {nxt.blocked}")
+    if nxt.family == "distill":
+        return distill_action(nxt, observed, budget, n_test, pricing)
     fit = fit_tuned(nxt, observed, budget, n_test, pricing) if nxt.kind == "tuned" else None
     est = fit.estimate if fit else estimate_cost(nxt, observed, n_test, pricing)
     why_not = fit.why_not if fit else _fits(nxt, est, observed, budget)
@@ -554,6 +564,62 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
                       f"against {best.name}'s CI low {_pct(best.low)}"
     return Action("run", nxt.name, reason, estimate_s=est.seconds, estimate_usd=est.usd, screen=screen,
                   params=fit.params if fit else None)
+
+
+def distill_action(rung: PlannedRung, observed: Mapping[str, Observed], budget: Budget, n_test: int,
+                   pricing: PricingOf) -> Action:
+    """Distillation when it can pay: the best finished prompt rung (any model) is the teacher, and it runs only
+    when that teacher beats every cheaper candidate (no-LLM baselines, a fine-tuned encoder) on the test split,
+    since a student of its labels learns its mistakes with them; its cost is the teacher's measured seconds (or
+    dollars) an example x the pool, plus the student's training at the encoder's rate, and it must fit the budget."""
+    prompts = [o for o in observed.values() if o.kind == "prompt" and o.status == "finished" and o.value is not None]
+    if not prompts:
+        return Action("skip", rung.name, f"{rung.name} skipped: no prompted rung finished to be its teacher")
+    teacher = max(prompts, key=lambda o: o.value)
+    cheaper = [o for o in observed.values() if o.status == "finished" and o.value is not None
+               and (o.kind == "no_llm" or o.family == "encoder")]
+    rival = max(cheaper, key=lambda o: o.value) if cheaper else None
+    if rival is not None and rival.value >= teacher.value:
+        return Action("skip", rung.name, f"{rung.name} skipped: the best prompted rung, {teacher.name} "
+                      f"{_ci(teacher)}, does not beat the cheaper {rival.name} {_ci(rival)}; a student of its labels "
+                      "would learn its mistakes too, so it is not expected to beat what is already cheaper")
+    per = teacher.eval_seconds / teacher.examples if teacher.examples else PRIOR_S_PER_EXAMPLE["other"]
+    label_s = per * rung.pool_size
+    rate, why_rate = _train_rate(rung, observed, pricing_of(rung, pricing))
+    train_s = rate * rung.train_tokens
+    eval_per, eval_basis = _per_example(replace(rung, family="encoder"), observed)
+    seconds = label_s + train_s + eval_per * n_test
+    price = pricing_of(rung, pricing).usd_per_second
+    if teacher.usd is not None and price is None:  # an API teacher: its measured dollars an example
+        usd: float | None = teacher.usd / max(1, teacher.examples) * rung.pool_size
+    else:
+        usd = None if price is None else label_s * price
+    if usd is not None and price is not None:
+        usd += (train_s + eval_per * n_test) * price
+    basis = (f"labelling {rung.pool_size:,} pool inputs x {per:.3g} s/example measured on {teacher.name}; training "
+             f"{rung.train_tokens:,.0f} tokens x {why_rate}; {n_test} test examples x {eval_basis}")
+    est = Estimate(seconds, usd, basis)
+    why_not = _fits(rung, est, observed, budget)
+    params: dict[str, Any] = {"teacher": teacher.name.partition("@")[0], "teacher_model": teacher.model}
+    fitted = ""
+    if why_not:  # label the largest sample of the pool that fits (each input: its labelling and its training)
+        left = seconds_left(rung, observed, budget, pricing)
+        gold_tokens, per_input_tokens = rung.pool_work
+        fixed, each = rate * gold_tokens + eval_per * n_test, per + rate * per_input_tokens
+        n = int((left - fixed) / each) if left is not None and each > 0 else 0
+        if left is None or n < MIN_DISTILL_POOL or (budget.usd is not None and price is None):
+            return Action("skip", rung.name, f"{rung.name} skipped to stay within budget: {why_not}"
+                          + (f"; even {MIN_DISTILL_POOL} pool inputs would not fit" if left is not None else ""),
+                          estimate_s=seconds, estimate_usd=usd)
+        seconds = fixed + each * n
+        usd = None if price is None else seconds * price
+        params["pool_limit"] = n
+        fitted = (f"; labelling all {rung.pool_size:,} pool inputs {why_not}, so it labels a random sample of "
+                  f"{n:,} that fits, estimated {_dur(seconds)}")
+    beats = f"beats the cheaper {rival.name} {_ci(rival)}" if rival else "is the only finished candidate"
+    return Action("run", rung.name, f"distil: the best prompted rung, {teacher.name} {_ci(teacher)}, {beats}; it "
+                  f"labels the unlabelled pool for a student, estimated {_dur(seconds)} and {_usd(usd)} ({basis})"
+                  f"{fitted}", estimate_s=seconds, estimate_usd=usd, params=params)
 
 
 # --------------------------------------------------------------------------- early rejection

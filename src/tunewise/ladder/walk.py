@@ -33,7 +33,7 @@ class Climb:
     results: tuple[RungResult, ...]
     reused: tuple[str, ...]  # rungs whose stored results were reused
     ladder: LadderRecord
-    comparisons: tuple[Comparison, ...]  # every finished rung against the best one
+    comparisons: tuple[Comparison, ...]  # every finished rung against the best one; a distilled student vs its teacher
 
 
 def climb(run: RunContext, rungs: Sequence[RungSpec], *, policy: bool,
@@ -45,14 +45,19 @@ def climb(run: RunContext, rungs: Sequence[RungSpec], *, policy: bool,
 
 
 def compare_to_best(run: RunContext, results: Sequence[RungResult]) -> tuple[Comparison, ...]:
-    """Every finished rung against the best one, paired on the same test examples."""
+    """Every finished rung against the best one, and each distilled student against its teacher, paired on the
+    same test examples."""
     done = [r for r in results if r.status == "finished" and r.primary is not None]
     if len(done) < 2:
         return ()
     best = max(done, key=lambda r: r.primary.value)
     vec = {r.name: run.correct(r.predictions) for r in done}  # the task's match rule, as the metric and the policy
-    return tuple(Comparison(a=best.name, b=r.name, **compare_rungs(vec[best.name], vec[r.name], seed=run.spec.seed))
-                 for r in done if r.name != best.name)
+    pairs = [(best.name, r.name) for r in done if r.name != best.name]
+    for r in done:  # a distilled student against its teacher, whichever is the best
+        teacher = ((r.extras or {}).get("distillation") or {}).get("teacher")
+        if teacher in vec and {r.name, teacher} not in [set(p) for p in pairs]:
+            pairs.append((r.name, teacher))
+    return tuple(Comparison(a=a, b=b, **compare_rungs(vec[a], vec[b], seed=run.spec.seed)) for a, b in pairs)
 
 
 _Steps = tuple[tuple[RungResult, ...], tuple[str, ...], LadderRecord]
@@ -74,7 +79,7 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
     """Climb the ladder with the policy, one :class:`Action` at a time."""
     spec = run.spec
     by_name = {r.name: r for r in rungs}
-    planned = [plan(r, spec, run.splits.train, dev=run.splits.dev or ()) for r in rungs]
+    planned = [plan(r, spec, run.splits.train, dev=run.splits.dev or (), pool=run.splits.unlabelled) for r in rungs]
     plan_of = {p.name: p for p in planned}
     budget, price = budget_of(spec), pricings(spec, run.prices)
     target = spec.target.get(run.metric)
@@ -103,7 +108,9 @@ def _walk(run: RunContext, life: Lifecycle, rungs: Sequence[RungSpec], config: P
             continue
         rung = by_name[action.rung]
         if action.params:  # fitted to the budget (a time allowance, a subset of train): another config_hash
-            rung = rung.model_copy(update={"params": {**rung.params, **action.params}})
+            params = dict(action.params)
+            model = params.pop("teacher_model", rung.model)  # distill: runs on its chosen teacher's model
+            rung = rung.model_copy(update={"params": {**rung.params, **params}, "model": model})
         if action.kind == "skip":
             settle(life.skip(rung, action.reason))
             continue

@@ -180,6 +180,8 @@ def prepare_distill(rung: Any, ctx: PrepareContext) -> Candidate:
     student = _train_student(rung, ctx, opts, kept, gold, labelling)
     student.config = {"strategy": "distill", "teacher": labelling["teacher"], "student": opts["student"],
                       "student_config": student.config, "labelling": labelling}
+    if opts["student"] == "encoder_ft":  # the saved student a version serves
+        student.config["artifact"] = student.config["student_config"]["artifact"]
     student.extras = {**student.extras, "distillation": labelling}
     student.rung = rung.name
     return student
