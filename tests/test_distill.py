@@ -204,3 +204,44 @@ def test_the_policy_ladder_has_a_distill_rung_only_with_an_unlabelled_pool(tmp_p
     action = next_action([DISTILL], observed, target=None, metric="accuracy", budget=Budget(), n_test=100,
                          pricing=CPU)
     assert action.kind == "run" and action.params["teacher"] == "few_shot_retrieved"
+
+
+@pytest.mark.parametrize(("teacher_model", "runs"), [("fake:oracle:ORACLE", True), ("fake:random", False)])
+def test_the_walk_picks_the_teacher_and_distils_only_when_it_beats_the_cheaper_candidates(tiny_bert_dir, tmp_path,
+                                                                                          teacher_model, runs):
+    task = _pool_task(tmp_path, tiny_bert_dir, teacher_model=teacher_model)
+    text = task.read_text().replace("rungs:\n  - few_shot_retrieved\n", "rungs:\n  - probe\n  - few_shot_retrieved\n")
+    task.write_text(text.replace("params: {teacher: few_shot_retrieved, ", "params: {"))  # the walk chooses it
+    outcome = run_task(load_task(task), task_path=task, report=False, policy=True)
+    rung = {r.name: r for r in outcome.results.rungs}["distill"]
+    steps = {a.rung: a for a in outcome.results.ladder.actions if a.rung == "distill"}
+    if runs:
+        assert rung.status == "finished", rung.error or rung.reason
+        assert rung.config["teacher"] == "few_shot_retrieved" and steps["distill"].kind == "run"
+        assert "distil: the best prompted rung, few_shot_retrieved" in steps["distill"].reason
+    else:
+        assert rung.status == "skipped" and "does not beat the cheaper probe" in rung.reason
+
+
+def test_an_extraction_teacher_teaches_a_lora_student_and_answers_off_the_schema_are_dropped(tmp_path, tiny_llama_dir):
+    from .test_finetuning import FAST
+    from .test_run import write_extraction
+
+    task = write_extraction(tmp_path)
+    good = {"intent": "PlayMusic", "slots": [{"slot": "artist", "value": "artist 7"}]}
+    pool = [f"play tune {i} by artist 7" for i in range(6)] + ["stop the music", "pause it", "hello", "bye"]
+    answers = [json.dumps(good)] * 6 + [json.dumps({"intent": "Stop"})] * 2 + ["no idea", "nothing"]
+    _jsonl(tmp_path / "pool.jsonl", [{"text": t} for t in pool])
+    _jsonl(tmp_path / "oracle.jsonl", [{"text": t, "label": a} for t, a in zip(pool, answers)])
+    text = task.read_text().replace("output: output}", "output: output, unlabelled: pool.jsonl}")
+    text = text.replace("model: 'fake:echo'\n", "models:\n  - {id: 'fake:oracle:" + str(tmp_path / "oracle.jsonl")
+                        + "', name: teacher}\n  - {id: 'hf:" + str(tiny_llama_dir) + "', name: tiny}\n")
+    task.write_text(text + "rungs:\n  - {name: distill, strategy: distill, model: teacher, params: {teacher: zero_shot,"
+                    f" student: lora, student_model: tiny, student_params: {FAST}}}}}\n")
+    rung = run_task(load_task(task), task_path=task, report=False).results.rungs[0]
+    assert rung.name == "distill@teacher" and rung.status == "finished", rung.error or rung.reason
+    info = rung.extras["distillation"]
+    assert (info["labelled"], info["kept"], info["schema_failures"], info["unparsed"]) == (10, 6, 2, 2)
+    assert info["student_model_id"] == f"hf:{tiny_llama_dir}"
+    assert rung.config["student_config"]["strategy"] == "finetune"
+    assert rung.config["student_config"]["train_subset"]["examples"] == 6 + info["gold_examples"]

@@ -46,13 +46,14 @@ BUILTIN_RUNGS: dict[str, RungSpec] = {
         RungSpec(name="learning_curve", strategy="learning_curve", params={"of": "finetune"}),
         # a small task model: the sentence encoder fine-tuned with a classification head (strategies/encoder_ft.py)
         RungSpec(name="encoder_ft", strategy="encoder_ft"),
-        # a prompted teacher labels train's inputs (labels hidden), encoder_ft learns its labels (strategies/distill.py)
-        RungSpec(name="distill", strategy="distill", params={"teacher": "few_shot_retrieved", "student": "encoder_ft"}),
+        # a prompted teacher labels a pool (data.unlabelled, else train's inputs with labels hidden) and a student
+        # learns its answers: encoder_ft for classification, lora for extraction and generation (strategies/distill.py)
+        RungSpec(name="distill", strategy="distill", params={"teacher": "few_shot_retrieved"}),
         RungSpec(name="probe_curve", strategy="learning_curve", params={"of": "probe", "include_all": True}),
     )
 }
 #: rungs (and strategies) that only make sense for classification
-CLASSIFICATION_ONLY = frozenset({"probe", "lora_classifier", "probe_curve", "encoder_ft", "distill"})
+CLASSIFICATION_ONLY = frozenset({"probe", "lora_classifier", "probe_curve", "encoder_ft"})
 
 DEFAULT_LADDER: dict[str, tuple[str, ...]] = {
     "classification": ("knn", "probe", "zero_shot", "zero_shot_generate", "role", "few_shot_random",
