@@ -245,3 +245,18 @@ def test_an_extraction_teacher_teaches_a_lora_student_and_answers_off_the_schema
     assert info["student_model_id"] == f"hf:{tiny_llama_dir}"
     assert rung.config["student_config"]["strategy"] == "finetune"
     assert rung.config["student_config"]["train_subset"]["examples"] == 6 + info["gold_examples"]
+
+
+def test_a_teacher_named_rung_at_model_puts_the_distill_rung_on_that_model(tmp_path):
+    from tunewise.errors import TaskSpecError
+    from tunewise.ladder.catalogue import resolve_rungs
+
+    task = _pool_task(tmp_path, tmp_path)
+    text = task.read_text().replace("model: 'fake:oracle:", "models:\n  - {name: small, id: 'fake:random'}\n"
+                                    "  - {name: big, id: 'fake:oracle:").replace("jsonl'\nembedder", "jsonl'}\nembedder")
+    task.write_text(text.replace("params: {teacher: few_shot_retrieved,", "params: {teacher: few_shot_retrieved@big,"))
+    spec = load_task(task)
+    names = {r.name: r.model for r in resolve_rungs(spec)}
+    assert names["distill@big"] == "big" and "distill@small" not in names
+    with pytest.raises(TaskSpecError, match="no model named .nosuch."):
+        resolve_rungs(spec, ["distill@nosuch"])

@@ -135,7 +135,11 @@ def prepare_distill(rung: Any, ctx: PrepareContext) -> Candidate:
     if opts["student"] not in STUDENTS[spec.kind]:
         raise TaskSpecError(f"rung '{rung.name}': a {spec.kind} task's student must be one of "
                             f"{', '.join(STUDENTS[spec.kind])}, not '{opts['student']}'.")
-    teacher_rung = _rung(opts["teacher"], spec)
+    base, at, key = opts["teacher"].partition("@")
+    if at and key != rung.model:
+        raise TaskSpecError(f"rung '{rung.name}': its teacher '{opts['teacher']}' is on model '{key}', but the rung "
+                            f"runs on '{rung.model}'; name it {rung.name.partition('@')[0]}@{key}.")
+    teacher_rung = _rung(base, spec)
     if teacher_rung.strategy != "prompt":
         raise TaskSpecError(f"rung '{rung.name}': the teacher must be a prompt rung, not '{teacher_rung.name}'.")
     if ctx.backend is None:
