@@ -72,7 +72,13 @@ CASES = [
     ("plateau escalates to tuning", {"knn": obs("knn", "no_llm", vec(100, 40)),
                                      "zero_shot": obs("zero_shot", "prompt_score", SAME),
                                      "role": obs("role", "prompt_score", SAME)}, 0.9, Budget(),
-     PolicyConfig(patience=1), None, "escalate", "lora", ["plateaued", "McNemar p", "skipping few_shot"]),
+     PolicyConfig(patience=1), None, "run", "lora", ["plateaued", "McNemar p", "goes before the remaining prompt "
+                                                     "rung few_shot", "not skipped"]),
+    # the wall is earned (issue 16.0): after the tuning rungs, the stronger prompt rung still runs
+    ("after the tuning rungs the remaining prompt rungs run", {
+        "knn": obs("knn", "no_llm", vec(100, 40)), "zero_shot": obs("zero_shot", "prompt_score", SAME),
+        "role": obs("role", "prompt_score", SAME), "lora": obs("lora", "tuned", vec(100, 45))}, 0.9, Budget(),
+     PolicyConfig(patience=1), None, "run", "few_shot", ["next cheapest"]),
     ("no plateau after a significant gain", {"zero_shot": obs("zero_shot", "prompt_score", vec(100, 30)),
                                             "knn": obs("knn", "no_llm", vec(100, 10)),
                                             "role": obs("role", "prompt_score", vec(100, 70))}, 0.9, Budget(),
@@ -118,12 +124,13 @@ def test_next_action(observed, target, budget, config, ladder, kind, rung, words
     assert action.reason.count(". ") == 0  # one sentence
 
 
-def test_escalation_lists_the_prompt_rungs_it_skips():
+def test_a_plateau_skips_no_prompt_rung_it_only_puts_tuning_first():
+    """Issue 16.0: the weak rungs' stall is no evidence about the stronger prompt rungs still to come."""
     observed = {"knn": obs("knn", "no_llm", vec(100, 40)), "zero_shot": obs("zero_shot", "prompt_score", SAME),
                 "role": obs("role", "prompt_score", SAME)}
     action = next_action(LADDER, observed, target=0.9, metric="accuracy", budget=Budget(), n_test=100, pricing=CPU,
                          config=PolicyConfig(patience=1))
-    assert action.skipped == ("few_shot",)
+    assert action.kind == "run" and action.rung == "lora" and action.skipped == ()
 
 
 def test_estimate_uses_measured_throughput_of_the_same_family():

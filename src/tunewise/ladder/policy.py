@@ -12,10 +12,14 @@ measured (primary metric with its CI, per-example correctness, seconds and dolla
   rung: with m fixed in advance, the bounds of all rungs at all looks hold together with probability
   >= 97.5%, however the walk stops. When only a point estimate clears the target the policy keeps
   climbing and says so in the next ``run``'s reason.
-* ``escalate`` - prompting plateaued: each of the last :attr:`PolicyConfig.patience` prompt rungs
+* escalation - prompting plateaued: each of the last :attr:`PolicyConfig.patience` prompt rungs
   is not significantly better than the best prompt rung before it (paired McNemar + bootstrap,
   :func:`~tunewise.evaluation.stats.compare_paired`), and a tuning rung is runnable and fits the
-  budget: the remaining prompt rungs are skipped and the ladder goes to the tuning rungs.
+  budget: the tuning rungs ``run`` next, before the remaining prompt rungs of that model. Those are not
+  skipped: weak rungs' stall is no evidence about stronger techniques (retrieved demonstrations,
+  chain-of-thought), so each still runs afterwards when the budget allows, screened first, and is skipped only on
+  evidence about itself (its screen, its budget estimate). (Results of older versions may hold ``escalate``
+  actions, which skipped them.)
 * ``skip`` - a rung cannot run here (``blocked``: e.g. fine-tuning needs a transformers model) or
   its estimated cost does not fit what is left of the budget (a tuning rung: not even shrunk, below).
 * ``run`` - the next rung, with its estimate; for an LLM rung whose metric is a mean of
@@ -532,15 +536,19 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
         return Action("stop", None, f"{out}; not run: {', '.join(r.name for r in pending)}",
                       skipped=tuple(r.name for r in pending))
     nxt = pending[0]
+    escalated = ""
     if nxt.kind == "prompt":  # plateaus are per model: a weak model's stall says nothing of another's prompts
         same_model = [r for r in ladder if r.model == nxt.model]
         flat = plateau(same_model, observed, patience=config.patience, alpha=config.alpha, seed=seed)
-        tuning = [r for r in pending if r.kind == "tuned" and r.blocked is None]
+        tuning = [r for r in pending if r.kind == "tuned" and r.blocked is None and r.family != "distill"]
         fitting = [r for r in tuning if fit_tuned(r, observed, budget, n_test, pricing).why_not is None]
-        if flat and fitting:
-            rest = tuple(r.name for r in pending if r.kind == "prompt" and r.model == nxt.model)
-            return Action("escalate", fitting[0].name, f"prompting plateaued ({flat}): skipping {', '.join(rest)} "
-                          f"and going to {', '.join(r.name for r in fitting)}", skipped=rest)
+        if flat and fitting:  # tuning goes first; the stronger prompt rungs wait, they are not skipped (a wall is
+            # earned on evidence about each rung: its screen or its budget estimate, not its weaker siblings' scores)
+            rest = [r.name for r in pending if r.kind == "prompt" and r.model == nxt.model]
+            escalated = (f"; prompting plateaued ({flat}), so {fitting[0].name} goes before the remaining prompt "
+                         f"rung{'s' if len(rest) > 1 else ''} {', '.join(rest)}, which {'are' if len(rest) > 1 else 'is'}"
+                         " not skipped: each runs after the tuning rungs if the budget allows, screened first")
+            nxt = fitting[0]
     if nxt.blocked:
         return Action("skip", nxt.name, f"{nxt.name} cannot run here: {nxt.blocked}")
     if nxt.family == "distill":
@@ -552,7 +560,7 @@ def next_action(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed],
         return Action("skip", nxt.name, f"{nxt.name} skipped to stay within budget: {why_not}",
                       estimate_s=est.seconds, estimate_usd=est.usd)
     reason = f"next cheapest rung, estimated {_dur(est.seconds)} and {_usd(est.usd)} ({est.basis})"
-    reason += fit.note if fit else ""
+    reason += (fit.note if fit else "") + escalated
     if target is not None and best is not None and best.value >= target:
         reason += (f"; keep climbing: {best.name}'s point estimate {_pct(best.value)} clears the target "
                    f"{_pct(target)} but its {confidence_words(bounds[best.name], candidates)}, does not")
