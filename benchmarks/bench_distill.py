@@ -2,9 +2,9 @@
 than the gold labels alone? (issue 15, ``examples/banking77_few_labels``)
 
 Runs ``python -m tunewise run examples/banking77_few_labels/task.yaml --store STORE --quiet`` (its named rungs:
-knn, probe, encoder_ft on the gold examples only, the teacher few_shot_retrieved on SmolLM2-135M, and distill:
-the teacher labels a sample of the pool and the same encoder_ft student learns from those labels together with the
-gold ones), then reads the run's ``results.json`` and ``decision.json`` and records:
+knn, probe, encoder_ft on the gold examples only, the teacher few_shot_retrieved on SmolLM2-135M, distill: the
+teacher labels a sample of the pool and the same encoder_ft student learns from those labels together with the
+gold ones, and distill_confident: the same labels, only those given with probability >= 0.9), then reads the run's ``results.json`` and ``decision.json`` and records:
 
 * every rung's accuracy with its 95% interval on the same frozen test subset;
 * the two comparisons the question needs, paired on the same test examples (McNemar + bootstrap, tunewise's own
@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "student_vs_gold_only": paired("distill", "encoder_ft"),
         "student_vs_teacher": paired("distill", info["teacher"]),
         "teacher_vs_probe": paired(info["teacher"], "probe"),
+        "confident_vs_gold_only": paired("distill_confident", "encoder_ft") if "distill_confident" in correct else None,
+        "confident_labelling": {k: (rungs["distill_confident"]["extras"]["distillation"] or {}).get(k) for k in (
+            "min_confidence", "labelled", "kept", "below_confidence", "unparsed", "student_examples",
+            "labelling_wall_s")} if "distill_confident" in correct else None,
         "labelling": {k: info.get(k) for k in (
             "teacher", "teacher_model_id", "pool_size", "in_dev_or_test", "has_gold", "not_sampled", "labelled",
             "kept", "unparsed", "below_confidence", "gold_examples", "student_examples", "teacher_model_seconds",
@@ -119,8 +123,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [[n, r["status"], "-" if r["value"] is None else f"{100 * r['value']:.1f}% [{100 * r['low']:.1f}, "
              f"{100 * r['high']:.1f}]"] for n, r in out["rungs"].items()]
     print(C.table(rows, ["rung", "status", "accuracy [95% CI]"]))
-    for key in ("student_vs_gold_only", "student_vs_teacher", "teacher_vs_probe"):
+    for key in ("student_vs_gold_only", "student_vs_teacher", "teacher_vs_probe", "confident_vs_gold_only"):
         c = out[key]
+        if c is None:
+            continue
         print(f"{c['a']} - {c['b']}: {100 * c['diff']:+.1f} points [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}], "
               f"p = {c['p_value']:.3g} ({c['verdict']})")
     print(f"written {path}")
