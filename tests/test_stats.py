@@ -189,7 +189,7 @@ def test_compare_paired_mcnemar_decides() -> None:
     assert result["p_value"] == pytest.approx(0.0625)
     assert result["low"] > 0
     assert result["verdict"] == "not significantly different" and result["decided_by"] == "mcnemar"
-    assert "McNemar's test finds no difference" in result["explanation"]
+    assert "the McNemar exact test finds no difference" in result["explanation"]
 
 
 def test_percentile_and_summarize() -> None:

@@ -135,10 +135,31 @@ class ExtractionSpec(_Strict):
 
 
 class GenerationSpec(_Strict):
-    """Free text scored by a match rule (or a pluggable metric given as ``module:function``)."""
+    """Free text scored by a match rule, or by a per-example ``metric``: ``rouge_l``, ``chrf``,
+    ``embedding_similarity`` or the user's ``module:function`` scoring one (gold, prediction) pair; that metric is
+    then the task's primary one (reported and targeted under its name, a function under its function name)."""
 
     match: MatchMode = "normalized"
     metric: str | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str | None) -> str | None:
+        from .evaluation.metrics import GENERATION_METRICS
+
+        if v is None or v in GENERATION_METRICS:
+            return v
+        module, colon, name = v.partition(":")
+        if not (colon and module and name.isidentifier()):
+            raise ValueError(f"'{shown(v)}' is neither a built-in metric ({', '.join(GENERATION_METRICS)}) nor a "
+                             "module:function")
+        return v
+
+    @property
+    def metric_key(self) -> str | None:
+        from .evaluation.metrics import generation_metric_key
+
+        return None if self.metric is None else generation_metric_key(self.metric)
 
 
 class Constraints(_Strict):
@@ -331,13 +352,22 @@ class TaskSpec(_Strict):
             raise ValueError("the 'generation' section is only allowed with kind: generation")
         if self.backend is not None and not self.model.startswith("openai:"):
             raise ValueError("the 'backend' section only applies to openai: models")
+        own = (self.generation.metric_key,) if self.generation is not None and self.generation.metric else ()
         for metric in self.target:
-            if metric not in TARGET_METRICS[self.kind]:
-                allowed = ", ".join(TARGET_METRICS[self.kind])
+            if metric not in (*TARGET_METRICS[self.kind], *own):
+                allowed = ", ".join((*own, *TARGET_METRICS[self.kind]))
                 raise ValueError(
                     f"target metric '{shown(metric)}' does not apply to {self.kind} (use one of: {allowed})"
                 )
         return self
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric rungs are ranked, screened and targeted on: a generation task's own ``generation.metric``,
+        else the kind's first target metric."""
+        if self.generation is not None and self.generation.metric:
+            return self.generation.metric_key
+        return TARGET_METRICS[self.kind][0]
 
     def resolve(self, path: Path | str | None) -> Path | None:
         """A path from the spec, made absolute relative to the task file."""

@@ -8,6 +8,10 @@ metric          task kinds                       what it needs
 accuracy        classification                   gold labels, predicted labels (None = wrong)
 macro_f1        classification                   gold labels, predicted labels
 exact_match     generation                       gold strings, predicted strings, a match mode
+rouge_l         generation                       gold and predicted strings (rouge-score's ROUGE-L F)
+chrf            generation                       gold and predicted strings (sacrebleu's sentence chrF / 100)
+embedding_sim.  generation                       an embedding function (cosine of the two texts, clipped at 0)
+module:function generation                       the user's function scoring one (gold, prediction) pair
 field_f1        extraction                       gold dicts, predicted dicts (None = invalid)
 json_validity   extraction                       the raw model outputs (and the JSON Schema)
 ==============  ===============================  ==========================================
@@ -53,6 +57,9 @@ __all__ = [
     "METRICS",
     "metric_for",
     "metrics_for_kind",
+    "GENERATION_METRICS",
+    "generation_metric_key",
+    "generation_scores",
 ]
 
 MatchMode = Literal["exact", "normalized", "contains"]
@@ -302,6 +309,80 @@ def field_prf(golds: Sequence[Any], preds: Sequence[Any]) -> dict[str, float]:
     recall = tp / (tp + fn) if tp + fn else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+# --- generation: a score per example ---------------------------------------------------------
+
+#: built-in per-example generation metrics, each a score in [0, 1] (``generation.metric``)
+GENERATION_METRICS = ("rouge_l", "chrf", "embedding_similarity")
+
+
+def generation_metric_key(metric: str) -> str:
+    """The name a generation metric is reported and targeted under: a built-in's name, or a ``module:function``'s
+    function name."""
+    return metric if metric in GENERATION_METRICS else metric.rpartition(":")[2]
+
+
+def _rouge_l(golds: Sequence[Any], preds: Sequence[Any]) -> np.ndarray:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    return np.array([0.0 if p is None else scorer.score(str(g), str(p))["rougeL"].fmeasure
+                     for g, p in zip(golds, preds)], dtype=float)
+
+
+def _chrf(golds: Sequence[Any], preds: Sequence[Any]) -> np.ndarray:
+    from sacrebleu.metrics import CHRF
+
+    chrf = CHRF()
+    return np.array([0.0 if p is None else chrf.sentence_score(str(p), [str(g)]).score / 100
+                     for g, p in zip(golds, preds)], dtype=float)
+
+
+def _embedding_similarity(golds: Sequence[Any], preds: Sequence[Any], embed: Callable[[Sequence[str]], Any]) -> np.ndarray:
+    g = np.asarray(embed([str(x) for x in golds]), dtype=float)
+    p = np.asarray(embed(["" if x is None else str(x) for x in preds]), dtype=float)
+    norms = np.linalg.norm(g, axis=1) * np.linalg.norm(p, axis=1)
+    cos = np.divide((g * p).sum(axis=1), norms, out=np.zeros(len(g)), where=norms > 0)
+    return np.where([x is None for x in preds], 0.0, np.clip(cos, 0.0, 1.0))
+
+
+def _user_function(metric: str) -> Callable[[Any, Any], float]:
+    import importlib
+
+    module, _, name = metric.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise TaskSpecError(f"generation.metric '{metric}' cannot be loaded ({exc.__class__.__name__}: {exc}); give "
+                            f"one of {', '.join(GENERATION_METRICS)} or an importable module:function.") from None
+    if not callable(fn):
+        raise TaskSpecError(f"generation.metric '{metric}' is not a function.")
+    return fn
+
+
+def generation_scores(metric: str, golds: Sequence[Any], preds: Sequence[Any], *,
+                      embed: Callable[[Sequence[str]], Any] | None = None) -> np.ndarray:
+    """One score per example under ``generation.metric``: a built-in (:data:`GENERATION_METRICS`) or the user's
+    ``module:function`` called as ``function(gold, prediction)`` (prediction None when the answer did not parse),
+    which must return a finite number."""
+    if metric == "rouge_l":
+        return _rouge_l(golds, preds)
+    if metric == "chrf":
+        return _chrf(golds, preds)
+    if metric == "embedding_similarity":
+        if embed is None:
+            raise TaskSpecError("generation.metric 'embedding_similarity' needs the task's embedder.")
+        return _embedding_similarity(golds, preds, embed)
+    fn = _user_function(metric)
+    out = []
+    for i, (g, p) in enumerate(zip(golds, preds)):
+        value = fn(g, p)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TaskSpecError(f"generation.metric '{metric}' returned {value!r} for test example {i + 1}; it must "
+                                "return a finite number.")
+        out.append(float(value))
+    return np.array(out, dtype=float)
 
 
 # --- registry ---------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from ..task import TARGET_METRICS
 from .metrics import (
     correct_vector,
     field_counts,
+    generation_metric_key,
+    generation_scores,
     json_validity,
     match_vector,
     per_label_scores,
@@ -30,7 +32,7 @@ from .records import MetricValue, Prediction
 from .stats import BatchStatistic, bca_metric, compare_paired, proportion_metric
 
 __all__ = ["PRIMARY_METRIC", "score_predictions", "per_example_correct", "compare_rungs", "macro_f1_statistic",
-           "field_statistic"]
+           "field_statistic", "mean_metric"]
 
 # the first metric a task kind may target is its primary one: one list, in task.py
 PRIMARY_METRIC = {kind: metrics[0] for kind, metrics in TARGET_METRICS.items()}
@@ -95,13 +97,22 @@ def _canonical(obj: Any) -> Any:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False) if obj is not None else None
 
 
-def per_example_correct(kind: str, golds: Sequence[Any], preds: Sequence[Any], *, match: str = "exact") -> np.ndarray:
-    """The 0/1 vector that paired tests compare."""
+def per_example_correct(kind: str, golds: Sequence[Any], preds: Sequence[Any], *, match: str = "exact",
+                        generation_metric: str | None = None, embed: Any = None) -> np.ndarray:
+    """The vector that paired tests compare: 0/1 correctness, or a generation metric's score per example."""
     if kind == "classification":
         return correct_vector(golds, preds)
     if kind == "extraction":
         return correct_vector([_canonical(g) for g in golds], [_canonical(p) for p in preds])
+    if generation_metric:
+        return generation_scores(generation_metric, golds, preds, embed=embed)
     return match_vector(golds, preds, match)
+
+
+def mean_metric(scores: np.ndarray, seed: int) -> MetricValue:
+    """The mean of per-example scores (a generation metric) with its BCa bootstrap interval over examples."""
+    v = np.asarray(scores, dtype=float)
+    return _stat_metric(lambda rows: v[np.atleast_2d(rows)].mean(axis=1), len(v), seed)
 
 
 def _classification(golds: list[Any], outs: list[Any], labels: Sequence[str], seed: int) -> dict[str, Any]:
@@ -138,8 +149,11 @@ def score_predictions(
     schema: dict[str, Any] | None = None,
     match: str = "normalized",
     seed: int = 0,
+    generation_metric: str | None = None,
+    embed: Any = None,
 ) -> dict[str, Any]:
-    """-> {"metrics": {name: MetricValue}, "per_label": ..., "confusions": ..., "parse": {...}}."""
+    """-> {"metrics": {name: MetricValue}, "per_label": ..., "confusions": ..., "parse": {...}}; a generation task's
+    ``generation_metric`` (``embed``: the embedding function ``embedding_similarity`` needs) adds its mean score."""
     golds, outs = list(golds), [p.output for p in predictions]
     if kind == "classification":
         scored = _classification(golds, outs, labels, seed)
@@ -147,6 +161,10 @@ def score_predictions(
         scored = _extraction(golds, outs, [p.raw for p in predictions], schema, seed)
     else:
         scored = {"metrics": {"exact_match": proportion_metric(match_vector(golds, outs, match).astype(float))}}
+        if generation_metric:
+            scores = generation_scores(generation_metric, golds, outs, embed=embed)
+            scored["metrics"] = {generation_metric_key(generation_metric): mean_metric(scores, seed),
+                                 **scored["metrics"]}
     rules: dict[str, int] = {}
     for p in predictions:
         if p.parse_rule:

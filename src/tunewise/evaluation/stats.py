@@ -372,6 +372,8 @@ def compare_paired(
     ``decided_by`` ("both", "mcnemar" or "bootstrap": the test(s) that found no significant
     difference, or "both" when both found one) and a one-sentence ``explanation``.
     """
+    if not (_binary(a_correct) and _binary(b_correct)):  # a generation metric's scores, not 0/1 correctness
+        return _compare_scores(a_correct, b_correct, resamples=resamples, seed=seed, alpha=alpha)
     a, b = _paired_bools(a_correct, b_correct)
     test = mcnemar_exact(a, b)
     boot = paired_bootstrap_diff(a, b, resamples=resamples, seed=seed, alpha=alpha)
@@ -390,15 +392,50 @@ def compare_paired(
     return result
 
 
-def _explain(r: dict[str, Any]) -> str:
+def _binary(v: Sequence[Any]) -> bool:
+    return bool(np.isin(np.asarray(v, dtype=float), (0.0, 1.0)).all())
+
+
+def wilcoxon_signed_rank(a_scores: Sequence[float], b_scores: Sequence[float]) -> dict[str, Any]:
+    """The two-sided Wilcoxon signed-rank test of paired per-example scores (ties at zero difference dropped, as
+    McNemar drops concordant pairs); ``b01`` counts the examples where B scored higher, ``b10`` where A did."""
+    a, b = np.asarray(a_scores, dtype=float), np.asarray(b_scores, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired vectors must be 1-D and the same length, got {a.shape} and {b.shape}")
+    b01, b10 = int(np.sum(a < b)), int(np.sum(a > b))
+    if b01 + b10 == 0:
+        return {"b01": 0, "b10": 0, "p_value": 1.0}
+    from scipy import stats as _scipy_stats
+
+    p = _scipy_stats.wilcoxon(a - b, zero_method="wilcox", alternative="two-sided").pvalue
+    return {"b01": b01, "b10": b10, "p_value": float(min(1.0, p))}
+
+
+def _compare_scores(a_scores: Sequence[float], b_scores: Sequence[float], *, resamples: int, seed: int,
+                    alpha: float) -> dict[str, Any]:
+    """:func:`compare_paired` for per-example scores: the mean difference with its paired bootstrap interval and
+    the Wilcoxon signed-rank test in McNemar's place; both must agree before a winner is named."""
+    a, b = np.asarray(a_scores, dtype=float), np.asarray(b_scores, dtype=float)
+    test = wilcoxon_signed_rank(a, b)
+    boot = paired_bootstrap_diff(a, b, resamples=resamples, seed=seed, alpha=alpha)
+    verdict, decided_by = _verdict(boot["diff"], boot["low"], boot["high"], test["p_value"], alpha)
+    result = {"n": int(a.size), "accuracy_a": float(a.mean()) if a.size else math.nan,
+              "accuracy_b": float(b.mean()) if b.size else math.nan, **boot, **test, "alpha": alpha,
+              "verdict": verdict, "decided_by": decided_by}
+    result["explanation"] = _explain(result, test="Wilcoxon signed-rank")
+    return result
+
+
+def _explain(r: dict[str, Any], test: str = "McNemar exact") -> str:
     ci = f"{100 * r['diff']:+.1f} points, {1 - r['alpha']:.0%} CI [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
-    test = f"McNemar exact p = {r['p_value']:.3g} on {r['b01'] + r['b10']} discordant examples"
+    name = test
+    test = f"{name} p = {r['p_value']:.3g} on {r['b01'] + r['b10']} discordant examples"
     if r["verdict"] != "not significantly different":
         return f"{r['verdict']}: {ci}; {test}."
     why = {
         "both": "neither test finds a difference",
-        "mcnemar": "McNemar's test finds no difference although the bootstrap interval excludes 0",
-        "bootstrap": "the bootstrap interval includes 0 although McNemar's test is significant",
+        "mcnemar": f"the {name} test finds no difference although the bootstrap interval excludes 0",
+        "bootstrap": f"the bootstrap interval includes 0 although the {name} test is significant",
     }[r["decided_by"]]
     return f"Not significantly different ({why}): {ci}; {test}."
 

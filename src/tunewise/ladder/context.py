@@ -15,7 +15,7 @@ import numpy as np
 
 from ..embeddings import EmbeddingCache
 from ..errors import TunewiseError
-from ..evaluation.scoring import PRIMARY_METRIC, per_example_correct, score_predictions
+from ..evaluation.scoring import per_example_correct, score_predictions
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
@@ -111,7 +111,11 @@ class RunContext:
 
     @property
     def metric(self) -> str:
-        return PRIMARY_METRIC[self.spec.kind]
+        return self.spec.primary_metric
+
+    @property
+    def generation_metric(self) -> str | None:
+        return self.spec.generation.metric if self.spec.generation else None
 
     @property
     def match(self) -> str:
@@ -135,10 +139,10 @@ class RunContext:
         """Metrics with intervals (and per-label scores, confusions, parse counts) on the test split."""
         return score_predictions(self.spec.kind, [e.target for e in self.test], predictions,
                                  labels=self.splits.labels or (), schema=self.schema, match=self.match,
-                                 seed=self.spec.seed)
+                                 seed=self.spec.seed, generation_metric=self.generation_metric, embed=self.embed)
 
     def correct(self, predictions: "Sequence[Prediction]", examples: "Sequence[Example] | None" = None) -> np.ndarray:
         """Per-example correctness (the vector paired tests and early rejection use)."""
         examples = self.test if examples is None else examples
         return per_example_correct(self.spec.kind, [e.target for e in examples], [p.output for p in predictions],
-                                   match=self.match)
+                                   match=self.match, generation_metric=self.generation_metric, embed=self.embed)

@@ -39,7 +39,8 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[
     family = rung_family(rung.strategy, rung.params, spec.kind)
     if family == "distill":
         return _plan_distill(rung, spec, train, dev, pool)
-    screenable = needs_llm(rung) and spec.kind != "extraction"  # extraction's field F1 is not a per-example mean
+    # extraction's field F1 is not a per-example mean, nor a generation metric's score a 0/1 one
+    screenable = needs_llm(rung) and spec.kind != "extraction" and spec.primary_metric in ("accuracy", "exact_match")
     if family_kind(family) != "tuned":
         tokens = answer_tokens(rung, spec, train) if family.startswith("prompt_generate") else 0
         return PlannedRung(rung.name, family, screenable=screenable, model=rung.model, answer_tokens=tokens)

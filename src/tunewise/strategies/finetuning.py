@@ -563,10 +563,9 @@ def _probe_point(rung: Any, ctx: PrepareContext, step: dict[str, Any]) -> tuple[
 
 def _curve_summary(points: list[Any], rows: list[dict[str, Any]], ctx: PrepareContext, of: str,
                    stats: Sequence[Any] | None = None) -> dict[str, Any]:
-    from ..evaluation.scoring import PRIMARY_METRIC
     from ..training.curves import fit_learning_curve, forecast_examples
 
-    metric = PRIMARY_METRIC[ctx.spec.kind]
+    metric = ctx.spec.primary_metric
     target = ctx.spec.target.get(metric)
     joint = None if stats is None or any(st is None for st in stats) else list(stats)
     out: dict[str, Any] = {"of": of, "metric": metric, "target": target, "points": rows,
