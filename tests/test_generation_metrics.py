@@ -100,3 +100,66 @@ def test_a_generation_run_is_scored_ranked_and_decided_on_its_metric(tmp_path):
     (comparison,) = outcome.results.comparisons
     assert "Wilcoxon" in comparison.explanation
     assert outcome.decision.options[0].metric == "overlap"
+
+
+# ------------------------------------------------------------------------------------------------ the LLM judge
+
+
+def _judge(script):
+    from tunewise.backends.fake import FakeBackend
+    from tunewise.evaluation.judge import Judge
+
+    return Judge(FakeBackend("fake:random", script=script), "Grade it.", 5, model="fake:script")
+
+
+def _answer(prompt) -> tuple[str, bool]:
+    """The answer the judge was shown, and whether it came before the reference."""
+    text = prompt[-1].content
+    answer = text.split("Answer to grade:\n", 1)[1].split("\n\n", 1)[0]
+    return answer, text.index("Answer to grade") < text.index("Reference answer")
+
+
+def test_judge_checks_measure_agreement_position_bias_and_length_bias():
+    from tunewise.evaluation.judge import judge_checks
+
+    rows = [{"input": f"q{i}", "reference": "ref", "answer": " ".join(["w"] * (1 + i % 5)), "score": 1 + i % 5}
+            for i in range(40)]
+    # a judge that grades by length (as the people here did) and adds a point when the answer is shown first
+    graded = judge_checks(_judge(lambda p: str(min(5, len(_answer(p)[0].split()) + _answer(p)[1]))), rows)
+    assert graded["agreement"]["weighted_kappa"] == pytest.approx(1.0)
+    low, high = graded["agreement"]["interval"]
+    assert low <= 1.0 <= high + 1e-9
+    bias = graded["position_bias"]
+    assert bias["mean_grade_change"] == pytest.approx(32 / 40) and bias["share_changed"] == pytest.approx(0.8)
+    assert bias["interval"][0] > 0  # the answer-first bonus is found
+    assert graded["length_bias"]["judge_spearman"] == pytest.approx(1.0)
+    # a judge that ignores the answer agrees with nobody
+    flat = judge_checks(_judge(lambda p: "3"), rows)
+    assert flat["agreement"]["weighted_kappa"] == pytest.approx(0.0) and flat["position_bias"]["share_changed"] == 0
+
+
+def test_a_judged_generation_run_scores_with_the_judge_and_reports_its_checks(tmp_path):
+    pairs = [{"text": f"say {w}", "label": w} for w in ["alpha", "beta", "gamma", "delta"] * 5]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[:16]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[16:]))
+    human = [{"input": "say alpha", "reference": "alpha", "answer": "alpha", "score": g} for g in (4, 5, 3, 4)]
+    (tmp_path / "human.jsonl").write_text("".join(json.dumps(r) + "\n" for r in human))
+    (tmp_path / "task.yaml").write_text(
+        "name: judged\nkind: generation\ndata: {train: train.jsonl, test: test.jsonl}\n"
+        "generation: {metric: judge, judge: {model: 'fake:constant:4', scale: 5, human: human.jsonl}}\n"
+        "target: {judge: 0.5}\nmodel: 'fake:echo'\nembedder: hashing\n")
+    outcome = run_task(load_task(tmp_path / "task.yaml"), rungs=["knn"], report=False)
+    (knn,) = outcome.results.rungs
+    assert knn.primary_metric == "judge" and knn.metrics["judge"].value == pytest.approx(0.75)  # grade 4 of 5
+    checks = outcome.results.checks["judge"]
+    assert checks["examples"] == 4 and checks["agreement"]["exact_agreement"] == pytest.approx(0.5)
+    summary = outcome.summary_path.read_text()
+    assert "## LLM judge" in summary and "quadratic-weighted Cohen's kappa" in summary
+    (tmp_path / "human.jsonl").write_text(json.dumps({"input": "q", "answer": "a", "score": 9}) + "\n")
+    from tunewise.errors import DataError
+
+    with pytest.raises(DataError, match=r"human.jsonl: line 1 score 9 is not a whole grade 1..5"):
+        run_task(load_task(tmp_path / "task.yaml"), rungs=["knn"], report=False)
+    with pytest.raises(TaskSpecError, match="metric: judge and a judge section go together"):
+        parse_task({"kind": "generation", "data": {"train": "a.jsonl", "test": "b.jsonl"},
+                    "generation": {"metric": "judge"}})

@@ -129,12 +129,14 @@ def run_task(
                     data_hash=splits.data_hash, task_path=task_path, run_id=run_id)
     run = RunContext(spec, splits, store, run_id, _task_prices(spec, prices or DEFAULT_PRICES), progress=progress,
                      backend=backend)
+    # the LLM judge measured on the user's human grades before any rung (a bad grade file fails here, costing nothing)
+    judged = run.judge_checks()
     try:
         climbed = climb(run, rung_specs, policy=uses_policy(spec, rungs) if policy is None else policy)
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted")
         raise
-    results = _results(run, climbed, checks.to_json())
+    results = _results(run, climbed, {**checks.to_json(), **({"judge": judged} if judged else {})})
     out_dir = spec.store_dir / "runs" / run_id
     results_path = write_json(out_dir / "results.json", results.to_json())
     summary_path = out_dir / "summary.md"

@@ -187,6 +187,37 @@ def _ladder(results: RunResults) -> list[str]:
     return lines + [""]
 
 
+def _judge(results: RunResults) -> list[str]:
+    """The LLM judge measured on the user's human grades (``generation.metric: judge``)."""
+    j = (results.checks or {}).get("judge")
+    if not j:
+        return []
+    lines = ["## LLM judge", "", f"Judge `{j.get('model')}`, grades 1..{j.get('scale', '?')}."]
+    if j.get("warning"):
+        return [*lines, "", f"**{j['warning']}.**", ""]
+
+    def known(x: Any) -> bool:
+        return isinstance(x, (int, float)) and x == x
+
+    def num(x: Any) -> str:
+        return f"{x:+.2f}" if known(x) else "n/a (no spread)"
+
+    def ci(pair: Any) -> str:
+        return f"[{pair[0]:+.2f}, {pair[1]:+.2f}]" if pair and all(known(x) for x in pair) else ""
+
+    a, p, n = j["agreement"], j["position_bias"], j["length_bias"]
+    lines += ["", f"- Agreement with {j['examples']} human grades: quadratic-weighted Cohen's kappa "
+              f"{a['weighted_kappa']:.2f} {ci(a['interval'])}, exact agreement {100 * a['exact_agreement']:.0f}%.",
+              f"- Position bias: answer shown first changes the grade by {p['mean_grade_change']:+.2f} on average "
+              f"{ci(p['interval'])}; {100 * p['share_changed']:.0f}% of grades changed.",
+              f"- Length bias: Spearman of grade and answer length {num(n['judge_spearman'])} "
+              f"{ci(n['judge_interval'])} for the judge, {num(n['human_spearman'])} {ci(n['human_interval'])} for "
+              "the people.", ""]
+    if j.get("unreadable_grades"):
+        lines.insert(-1, f"- {j['unreadable_grades']} grade(s) could not be read and were left out.")
+    return lines
+
+
 def summary_markdown(results: RunResults) -> str:
     task = results.task
     target = ", ".join(f"{k} >= {v}" for k, v in (task.get("target") or {}).items()) or "none set"
@@ -197,7 +228,7 @@ def summary_markdown(results: RunResults) -> str:
         f"Kind **{task.get('kind')}**, {models_words(task)}, target {target}, seed {results.seed}, "
         f"status {results.status}.", "",
         *_rung_table(results), *_ladder(results), *_comparisons(results), *_training(results), *_curves(results),
-        *_best_details(results), *_checks(results),
+        *_best_details(results), *_checks(results), *_judge(results),
         "## What produced these numbers", "",
         "Every rung was scored on the same frozen test split. Intervals (95%): exact Clopper-Pearson for means of "
         "0/1 scores (accuracy, exact match, JSON validity), BCa bootstrap over test examples (2,000 resamples) for "

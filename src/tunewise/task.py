@@ -134,6 +134,18 @@ class ExtractionSpec(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class JudgeSpec(_Strict):
+    """An LLM judge (``generation.metric: judge``): a model grading each answer against the reference on a rubric."""
+
+    model: str = Field(description="The judge model: any id tunewise loads (openai:<name>, local:, hf:, fake:).")
+    backend: BackendOptions | None = Field(default=None, description="How to reach an openai: judge.")
+    rubric: str = Field(default="Grade how well the answer matches the reference answer in meaning and correctness; "
+                        "ignore style and length.", description="What the judge is asked to grade.")
+    scale: int = Field(default=5, ge=2, le=10, description="Grades 1..scale; a grade g scores (g - 1) / (scale - 1).")
+    human: UsablePath | None = Field(default=None, description="JSONL of human grades (input, answer, reference, "
+                                     "score in 1..scale): the judge's agreement and biases are measured on it.")
+
+
 class GenerationSpec(_Strict):
     """Free text scored by a match rule, or by a per-example ``metric``: ``rouge_l``, ``chrf``,
     ``embedding_similarity`` or the user's ``module:function`` scoring one (gold, prediction) pair; that metric is
@@ -141,6 +153,13 @@ class GenerationSpec(_Strict):
 
     match: MatchMode = "normalized"
     metric: str | None = None
+    judge: JudgeSpec | None = None
+
+    @model_validator(mode="after")
+    def _judge_given(self) -> "GenerationSpec":
+        if (self.metric == "judge") != (self.judge is not None):
+            raise ValueError("metric: judge and a judge section go together (the judge's model, rubric and scale)")
+        return self
 
     @field_validator("metric")
     @classmethod
@@ -191,6 +210,10 @@ class BackendOptions(_Strict):
                                      "(default: constraints.budget_usd; null: no cap).")
     prices: dict[str, Any] | UsablePath | None = Field(default=None, description="Price-table overrides or a price file, "
                                                  "e.g. {api: {my-model: {input: 0, output: 0}}}.")
+
+
+JudgeSpec.model_rebuild()  # its backend options are declared above
+GenerationSpec.model_rebuild()
 
 
 class TokenPrices(_Strict):

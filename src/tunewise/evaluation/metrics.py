@@ -314,7 +314,7 @@ def field_prf(golds: Sequence[Any], preds: Sequence[Any]) -> dict[str, float]:
 # --- generation: a score per example ---------------------------------------------------------
 
 #: built-in per-example generation metrics, each a score in [0, 1] (``generation.metric``)
-GENERATION_METRICS = ("rouge_l", "chrf", "embedding_similarity")
+GENERATION_METRICS = ("rouge_l", "chrf", "embedding_similarity", "judge")
 
 
 def generation_metric_key(metric: str) -> str:
@@ -362,10 +362,16 @@ def _user_function(metric: str) -> Callable[[Any, Any], float]:
 
 
 def generation_scores(metric: str, golds: Sequence[Any], preds: Sequence[Any], *,
-                      embed: Callable[[Sequence[str]], Any] | None = None) -> np.ndarray:
-    """One score per example under ``generation.metric``: a built-in (:data:`GENERATION_METRICS`) or the user's
+                      embed: Callable[[Sequence[str]], Any] | None = None, inputs: Sequence[str] = (),
+                      judge: Any = None) -> np.ndarray:
+    """One score per example under ``generation.metric``: a built-in (:data:`GENERATION_METRICS`; ``judge``: an
+    :class:`~tunewise.evaluation.judge.Judge` grading ``inputs``' answers against the golds) or the user's
     ``module:function`` called as ``function(gold, prediction)`` (prediction None when the answer did not parse),
     which must return a finite number."""
+    if metric == "judge":
+        if judge is None:
+            raise TaskSpecError("generation.metric 'judge' needs the task's judge (generation.judge).")
+        return judge.scores(inputs, golds, preds)
     if metric == "rouge_l":
         return _rouge_l(golds, preds)
     if metric == "chrf":

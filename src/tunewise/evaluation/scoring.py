@@ -98,14 +98,15 @@ def _canonical(obj: Any) -> Any:
 
 
 def per_example_correct(kind: str, golds: Sequence[Any], preds: Sequence[Any], *, match: str = "exact",
-                        generation_metric: str | None = None, embed: Any = None) -> np.ndarray:
+                        generation_metric: str | None = None, embed: Any = None, inputs: Sequence[str] = (),
+                        judge: Any = None) -> np.ndarray:
     """The vector that paired tests compare: 0/1 correctness, or a generation metric's score per example."""
     if kind == "classification":
         return correct_vector(golds, preds)
     if kind == "extraction":
         return correct_vector([_canonical(g) for g in golds], [_canonical(p) for p in preds])
     if generation_metric:
-        return generation_scores(generation_metric, golds, preds, embed=embed)
+        return generation_scores(generation_metric, golds, preds, embed=embed, inputs=inputs, judge=judge)
     return match_vector(golds, preds, match)
 
 
@@ -151,6 +152,8 @@ def score_predictions(
     seed: int = 0,
     generation_metric: str | None = None,
     embed: Any = None,
+    inputs: Sequence[str] = (),
+    judge: Any = None,
 ) -> dict[str, Any]:
     """-> {"metrics": {name: MetricValue}, "per_label": ..., "confusions": ..., "parse": {...}}; a generation task's
     ``generation_metric`` (``embed``: the embedding function ``embedding_similarity`` needs) adds its mean score."""
@@ -162,7 +165,7 @@ def score_predictions(
     else:
         scored = {"metrics": {"exact_match": proportion_metric(match_vector(golds, outs, match).astype(float))}}
         if generation_metric:
-            scores = generation_scores(generation_metric, golds, outs, embed=embed)
+            scores = generation_scores(generation_metric, golds, outs, embed=embed, inputs=inputs, judge=judge)
             scored["metrics"] = {generation_metric_key(generation_metric): mean_metric(scores, seed),
                                  **scored["metrics"]}
     rules: dict[str, int] = {}

@@ -139,10 +139,48 @@ class RunContext:
         """Metrics with intervals (and per-label scores, confusions, parse counts) on the test split."""
         return score_predictions(self.spec.kind, [e.target for e in self.test], predictions,
                                  labels=self.splits.labels or (), schema=self.schema, match=self.match,
-                                 seed=self.spec.seed, generation_metric=self.generation_metric, embed=self.embed)
+                                 seed=self.spec.seed, generation_metric=self.generation_metric, embed=self.embed,
+                                 inputs=[e.text for e in self.test], judge=self.judge)
 
     def correct(self, predictions: "Sequence[Prediction]", examples: "Sequence[Example] | None" = None) -> np.ndarray:
         """Per-example correctness (the vector paired tests and early rejection use)."""
         examples = self.test if examples is None else examples
         return per_example_correct(self.spec.kind, [e.target for e in examples], [p.output for p in predictions],
-                                   match=self.match, generation_metric=self.generation_metric, embed=self.embed)
+                                   match=self.match, generation_metric=self.generation_metric, embed=self.embed,
+                                   inputs=[e.text for e in examples], judge=self.judge)
+
+    @cached_property
+    def judge(self) -> Any:
+        """The task's LLM judge behind the call cache (``generation.metric: judge``), else None."""
+        g = self.spec.generation
+        if g is None or g.judge is None:
+            return None
+        from ..backends import build_backend
+        from ..evaluation.judge import Judge
+
+        judged = self.spec.model_copy(update={"model": g.judge.model, "backend": g.judge.backend, "models": None})
+        return Judge(build_backend(judged, self.store, prices=self.prices), g.judge.rubric, g.judge.scale,
+                     model=g.judge.model)
+
+    def judge_checks(self) -> dict[str, Any] | None:
+        """The judge measured on the task's human grades (agreement, position and length bias), when both exist."""
+        g = self.spec.generation
+        if self.judge is None or g is None or g.judge is None:
+            return None
+        if g.judge.human is None:
+            return {"model": g.judge.model, "warning": "no human grades (generation.judge.human): the judge's "
+                    "agreement with people and its biases are not measured"}
+        from ..data.reading import read_records
+        from ..errors import DataError
+        from ..evaluation.judge import judge_checks
+
+        path = self.spec.resolve(g.judge.human)
+        rows = []
+        for line, record in read_records(path, role="generation.judge.human"):
+            missing = [k for k in ("input", "answer", "score") if k not in record]
+            score = record.get("score")
+            if missing or isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= g.judge.scale:
+                why = f"has no {', '.join(missing)}" if missing else f"score {score!r} is not a whole grade 1..{g.judge.scale}"
+                raise DataError(f"{path}: line {line} {why} (a human grade needs input, answer and score).")
+            rows.append(record)
+        return judge_checks(self.judge, rows, seed=self.spec.seed)
