@@ -33,7 +33,7 @@ from .store import Store, VersionRecord
 __all__ = ["Version", "DEPLOYABLE", "deployable", "create_version", "list_versions", "promote", "rollback", "rollback_target",
            "resolve", "aliases_of", "load_candidate", "register_winner"]
 
-DEPLOYABLE = ("prompt", "finetune", "knn", "probe", "encoder_ft", "distill")
+DEPLOYABLE = ("prompt", "finetune", "knn", "probe", "encoder_ft", "distill", "optimize")
 FORMAT = 1
 _ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _ID_LENGTH = 12
@@ -139,7 +139,7 @@ def _manifest(store: Store, run: Any, record: Any) -> dict[str, Any]:
     result, spec = record.result, run.spec
     strategy = result.get("strategy") or record.config["strategy"]
     metric = (result.get("metrics") or {}).get(result.get("primary_metric") or "")
-    llm = strategy in ("prompt", "finetune")
+    llm = strategy in ("prompt", "finetune", "optimize")
     rung = {"name": record.name, "strategy": strategy, "params": record.config.get("params", {})}
     if record.config.get("model") is not None:  # one of several models (one-model versions keep their ids)
         rung["model"] = record.config["model"]

@@ -38,6 +38,8 @@ BUILTIN_RUNGS: dict[str, RungSpec] = {
         _prompt("few_shot_balanced", mode="score", k=8, selection="balanced"),
         _prompt("few_shot_retrieved", mode="score", k=8, selection="retrieved", choices="demos"),
         _prompt("cot", mode="cot"),
+        # an instruction and bootstrapped demonstrations searched on dev within a call budget (strategies/optimize.py)
+        RungSpec(name="optimized", strategy="optimize", params={"k": 4, "candidates": 4, "max_calls": 400}),
         # fine-tuning (see strategies/finetuning.py); parameters are TuneSettings fields
         RungSpec(name="lora", strategy="finetune", params={"method": "lora"}),
         RungSpec(name="qlora", strategy="finetune", params={"method": "qlora"}),

@@ -43,7 +43,9 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[
     screenable = needs_llm(rung) and spec.kind != "extraction" and spec.primary_metric in ("accuracy", "exact_match")
     if family_kind(family) != "tuned":
         tokens = answer_tokens(rung, spec, train) if family.startswith("prompt_generate") else 0
-        return PlannedRung(rung.name, family, screenable=screenable, model=rung.model, answer_tokens=tokens)
+        search = int(rung.params.get("max_calls", 400)) if rung.strategy == "optimize" else 0
+        return PlannedRung(rung.name, family, screenable=screenable, model=rung.model, answer_tokens=tokens,
+                           search_calls=search)
     from ..strategies.encoder_ft import encoder_work
     from ..strategies.finetuning import training_work
 

@@ -123,6 +123,9 @@ def rung_family(strategy: str, params: Mapping[str, Any], kind: str = "classific
         return "no_llm" if params.get("of") == "probe" else "curve"
     if strategy == "finetune":
         return "tuned"
+    if strategy == "optimize":  # answers as a few-shot prompt does; its search is priced apart (search_calls)
+        mode = str(params.get("mode") or ("score" if kind == "classification" else "generate"))
+        return f"prompt_{'generate' if kind != 'classification' and mode == 'score' else mode}_demos"
     if strategy == "prompt":
         mode = str(params.get("mode", "score"))
         if kind != "classification" and mode == "score":
@@ -155,6 +158,7 @@ class PlannedRung:
     model: str | None = None  # the model's short name when the task weighs several (None: its one model, or none)
     answer_tokens: int = 0  # generating prompt rungs: the answer budget in the model's tokens (0: not known)
     pool_size: int = 0  # distill: the pool inputs its teacher will label
+    search_calls: int = 0  # optimized: the model calls its search on dev may make before the test evaluation
     pool_work: tuple[float, float] = (0.0, 0.0)  # distill: the student's work tokens on gold alone, and per pool input
 
     @property
@@ -322,8 +326,9 @@ def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: i
     throughput counts only from rungs of the same family on the same model."""
     pricing = pricing_of(rung, pricing)
     per, basis = _per_example(rung, observed)
-    seconds = per * n_test * max(1, rung.evaluations)
-    parts = [f"{n_test * max(1, rung.evaluations)} test examples x {basis}"]
+    seconds = per * (n_test * max(1, rung.evaluations) + rung.search_calls)
+    parts = [f"{n_test * max(1, rung.evaluations)} test examples" + (
+        f" + {rung.search_calls} search calls on train and dev" if rung.search_calls else "") + f" x {basis}"]
     if rung.kind == "tuned" and rung.train_tokens > 0:
         rate, why = _train_rate(rung, observed, pricing)
         seconds += rate * rung.train_tokens
@@ -335,12 +340,12 @@ def estimate_cost(rung: PlannedRung, observed: Mapping[str, Observed], n_test: i
         same = [o for o in observed.values()
                 if o.family == rung.family and o.model == rung.model and o.examples > 0 and o.usd is not None]
         if same:
-            usd = sum(o.usd or 0.0 for o in same) / sum(o.examples for o in same) * n_test
+            usd = sum(o.usd or 0.0 for o in same) / sum(o.examples for o in same) * (n_test + rung.search_calls)
         elif rung.kind == "no_llm":
             usd = 0.0
         else:
             prior = pricing.api_usd_per_example.get(rung.family)
-            usd = None if prior is None else prior * n_test
+            usd = None if prior is None else prior * (n_test + rung.search_calls)
     return Estimate(seconds, usd, "; ".join(parts))
 
 

@@ -96,7 +96,7 @@ def register(name: str) -> Callable[[Strategy], Strategy]:
 
 def get_strategy(name: str) -> Strategy:
     # importing the modules fills the registry; they are cheap (torch is imported lazily)
-    from . import baselines, distill, encoder_ft, finetuning, prompting  # noqa: F401
+    from . import baselines, distill, encoder_ft, finetuning, optimize, prompting  # noqa: F401
 
     try:
         return STRATEGIES[name]

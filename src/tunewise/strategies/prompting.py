@@ -13,6 +13,7 @@ parameters for it (see ``ladder/catalogue.py``):
   backend without log-probabilities (``can_score`` False, e.g. ``openai:``) label scoring becomes
   generation constrained to the labels (``GenerationRequest.choices``), without a confidence;
 - ``choices``: ``all`` labels, or ``demos`` (only the labels of the retrieved demonstrations);
+- ``demonstrations``: an explicit fixed list of ``{text, target}`` (from train; the optimized rung's search);
 - ``calibrate``: contextual calibration of label scores with content-free inputs.
 
 Out of scope: fine-tuning (``strategies/finetuning.py``), metrics.
@@ -68,7 +69,7 @@ class PromptSettings:
 
     @classmethod
     def from_params(cls, rung_name: str, params: dict[str, Any], kind: str) -> "PromptSettings":
-        known = {f for f in cls.__dataclass_fields__} | {"role", "instructions", "template"}
+        known = {f for f in cls.__dataclass_fields__} | {"role", "instructions", "template", "demonstrations"}
         unknown = sorted(set(params) - known)
         if unknown:
             raise TaskSpecError(f"rung '{rung_name}': unknown parameter '{unknown[0]}' for strategy 'prompt'.")
@@ -304,6 +305,8 @@ def prepare_prompt(rung: Any, ctx: PrepareContext) -> PromptProgram:
     draw_seed = ctx.seed if s.seed is None else s.seed
     fixed = [] if retrieved else [(e.text, e.target) for e in select_demos(ctx.splits.train, k=s.k,
                                                                           selection=s.selection, seed=draw_seed)]
+    if rung.params.get("demonstrations") is not None:  # chosen by the caller (the optimized rung's search)
+        fixed = [(d["text"], d["target"]) for d in rung.params["demonstrations"]]
     if s.order_seed is not None:
         random.Random(s.order_seed).shuffle(fixed)
     program = PromptProgram(

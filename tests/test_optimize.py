@@ -1,0 +1,91 @@
+"""The optimized prompt rung (issue 16, item 1): bootstrapped demonstrations and instruction variants searched on
+dev within a call budget; the winner is scored on test like any rung, its search is its one-off cost, and the
+search replays from the call cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunewise.backends.fake import FakeBackend
+from tunewise.ladder.planning import plan
+from tunewise.ladder.policy import PlannedRung, Pricing, estimate_cost
+from tunewise.run import run_task
+from tunewise.task import load_task
+
+from .test_run import WORDS, write_task
+
+HINT = "Read the whole input carefully"
+
+
+def careful_only(prompt) -> str:
+    """A model that answers right only under the second instruction variant (else always 'top_up')."""
+    text = "\n".join(m.content for m in prompt)
+    query = prompt[-1].content
+    if HINT not in text:
+        return "top_up"
+    return next(label for label, words in WORDS.items() if set(words.split()) <= set(query.replace("#", " ").split()))
+
+
+def _task(tmp_path, params: str = ""):
+    return write_task(tmp_path, extra="rungs:\n  - {name: optimized, strategy: optimize, params: {mode: generate, k: 2, "
+                      f"candidates: 2, max_calls: 120, dev_limit: 6{params}}}}}\n")
+
+
+def test_the_search_finds_the_instruction_that_works_on_dev_and_test_agrees(tmp_path):
+    task = _task(tmp_path)
+    backend = FakeBackend("fake:random", script=careful_only)
+    outcome = run_task(load_task(task), backend=backend, report=False)
+    (rung,) = outcome.results.rungs
+    assert rung.status == "finished", rung.error or rung.reason
+    opt = rung.extras["optimization"]
+    assert opt["winner"]["instruction"] == 1 and opt["winner"]["dev_score"] == 1.0
+    assert HINT in rung.config["instructions"] and rung.config["strategy"] == "optimize"
+    assert rung.primary.value == 1.0  # the winner on test
+    assert opt["dev_examples"] == 6 and opt["calls"] <= 120 + 6  # the budget, overshot by one dev pass at most
+    assert all(t["dev_score"] <= 1.0 for t in opt["trials"]) and len(opt["trials"]) >= 3
+    # zero-shot under the task's own instruction is right only on top_up examples: those are the demonstrations
+    assert opt["bootstrapped"] >= 1 and all(d["target"] == "top_up" for d in rung.config["demonstrations"])
+    assert opt["prompt_tokens"] > 0 and rung.prepare_s > 0  # its one-off cost
+
+    calls = backend.calls
+    again = run_task(load_task(task), backend=backend, report=False, rungs=["optimized"])
+    assert again.reused == ("optimized",) and backend.calls == calls
+
+    from tunewise.store import Store
+    from tunewise.versions import create_version, load_candidate
+
+    with Store(tmp_path / ".tunewise") as store:
+        version = create_version(store, outcome.results.run_id, "optimized")
+        candidate, answer_with = load_candidate(version, store, backend=backend)
+        assert HINT in candidate.config["instructions"] and backend.calls == calls  # rebuilt from the cache
+
+
+def test_demonstrations_are_bootstrapped_from_train_answers_the_model_got_right(tmp_path):
+    task = _task(tmp_path)
+    rung = run_task(load_task(task), backend=FakeBackend("fake:random", script=lambda p: next(
+        label for label, words in WORDS.items()
+        if set(words.split()) <= set(p[-1].content.replace("#", " ").split()))), report=False).results.rungs[0]
+    opt = rung.extras["optimization"]
+    assert opt["bootstrapped"] >= 4 and opt["candidate_sets"] == 2
+    train = {line for line in (tmp_path / "train.jsonl").read_text().splitlines()}
+    for demo in rung.config["demonstrations"]:
+        assert any(demo["text"] in line for line in train)  # demonstrations only ever come from train
+
+
+def test_the_plan_prices_the_search_before_the_test_evaluation(tmp_path):
+    spec = load_task(_task(tmp_path))
+    from tunewise.data import load_splits
+    from tunewise.ladder.catalogue import resolve_rungs
+
+    (rung,) = resolve_rungs(spec)
+    planned = plan(rung, spec, load_splits(spec).train)
+    assert planned.family == "prompt_generate_demos" and planned.search_calls == 120 and planned.screenable
+    est = estimate_cost(planned, {}, 100, {None: Pricing(usd_per_second=0.0)})
+    plain = estimate_cost(PlannedRung("x", "prompt_generate_demos"), {}, 100, {None: Pricing(usd_per_second=0.0)})
+    assert est.seconds == pytest.approx(plain.seconds * 220 / 100) and "120 search calls" in est.basis
+
+
+def test_unknown_parameters_are_one_sentence(tmp_path):
+    task = write_task(tmp_path, extra="rungs:\n  - {name: optimized, strategy: optimize, params: {budget: 3}}\n")
+    (rung,) = run_task(load_task(task), report=False).results.rungs
+    assert rung.status == "failed" and "unknown optimized parameter(s) budget" in rung.error
