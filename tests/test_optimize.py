@@ -89,3 +89,15 @@ def test_unknown_parameters_are_one_sentence(tmp_path):
     task = write_task(tmp_path, extra="rungs:\n  - {name: optimized, strategy: optimize, params: {budget: 3}}\n")
     (rung,) = run_task(load_task(task), report=False).results.rungs
     assert rung.status == "failed" and "unknown optimized parameter(s) budget" in rung.error
+
+
+def test_a_named_proposer_model_adds_its_rewrites_of_the_instruction(tmp_path):
+    task = _task(tmp_path, ", proposer: writer, rewrites: 2")
+    text = task.read_text().replace("model: 'fake:random'\n", "models:\n  - {id: 'fake:random', name: small}\n"
+                                    "  - {id: 'fake:constant:Say which intent. " + HINT + ".', name: writer}\n")
+    task.write_text(text.replace("{name: optimized,", "{name: optimized, model: small,"))
+    outcome = run_task(load_task(task), report=False)
+    rung = {r.name: r for r in outcome.results.rungs}["optimized@small"]
+    assert rung.status == "finished", rung.error or rung.reason
+    instructions = rung.extras["optimization"]["instructions"]
+    assert instructions[-1] == f"Say which intent. {HINT}." and len(instructions) == 4  # two equal rewrites: one

@@ -7,7 +7,8 @@ In the spirit of DSPy's BootstrapFewShotWithRandomSearch, within a fixed budget 
    chain-of-thought, with the rationale the model wrote, so demonstrations show how to reason). Demonstrations
    only ever come from train.
 2. **Candidates.** Each instruction (the task's, then templated variants, then any ``instructions`` the rung
-   lists) is tried with no demonstrations and with ``candidates`` random sets of ``k`` bootstrapped
+   lists, then ``rewrites`` rewrites of the task's instruction written by the ``proposer`` model when the rung
+   names one of the task's models, sampled at temperature 0.7 through the call cache) is tried with no demonstrations and with ``candidates`` random sets of ``k`` bootstrapped
    demonstrations.
 3. **Search on dev only.** Every candidate is scored on the same ``dev_limit`` dev examples (accuracy, field F1,
    or the generation metric's mean) until ``max_calls`` model calls are spent; the best dev score wins (ties:
@@ -36,7 +37,9 @@ from .base import Candidate, PrepareContext, get_strategy, register
 __all__ = ["prepare_optimized", "OPTIMIZE_PARAMS", "instruction_variants"]
 
 OPTIMIZE_PARAMS = ("mode", "k", "candidates", "max_calls", "dev_limit", "bootstrap_limit", "instructions", "seed",
-                   "max_new_tokens", "reasoning_tokens")
+                   "max_new_tokens", "reasoning_tokens", "proposer", "rewrites")
+REWRITE = ("Rewrite the following instruction for a language model so that it is clearer and more precise about what "
+           "to answer. Keep its meaning. Write only the new instruction, in one paragraph.\n\nInstruction: {base}")
 
 
 def instruction_variants(base: str, kind: str) -> list[str]:
@@ -60,6 +63,31 @@ def _dev_score(ctx: PrepareContext, examples: Sequence[Any], preds: Sequence[Any
     if g is not None and g.metric and g.metric != "judge":
         return float(generation_scores(g.metric, golds, outs, embed=ctx.embed).mean())
     return float(match_vector(golds, outs, g.match if g else "normalized").mean())
+
+
+def _proposed(rung: Any, ctx: PrepareContext, base: str, proposer: str, n: int) -> list[str]:
+    """``n`` rewrites of the task's instruction by the ``proposer`` model (one of the task's models), deduplicated;
+    empty or unchanged rewrites are left out."""
+    from ..backends import backend_options, load_backend
+    from ..backends.base import GenerationRequest, messages
+
+    task = ctx.task or ctx.spec
+    spec = task.for_model(proposer if task.models else None)
+    if task.models is None and proposer not in (spec.model, task.model_specs[0].key):
+        raise TaskSpecError(f"rung '{rung.name}': proposer '{proposer}' is not one of the task's models.")
+    inner = load_backend(spec.model, **backend_options(spec))
+    backend = ctx.wrap_backend(inner) if ctx.wrap_backend is not None else inner
+    try:
+        requests = [GenerationRequest(prompt=messages(("user", REWRITE.format(base=base))), max_new_tokens=96,
+                                      temperature=0.7, seed=i) for i in range(n)]
+        texts = [g.text.strip().strip('"').strip() for g in backend.generate(requests)]
+    finally:
+        backend.close()
+    out: list[str] = []
+    for text in texts:
+        if text and text != base and text not in out:
+            out.append(text)
+    return out
 
 
 def _calls(backend: Any) -> int:
@@ -88,6 +116,8 @@ def prepare_optimized(rung: Any, ctx: PrepareContext) -> Candidate:
         raise TaskSpecError(f"rung '{rung.name}': the search needs dev examples (data.dev, or a carved dev split).")
     base = spec.instructions or DEFAULT_INSTRUCTIONS[spec.kind]
     instructions = [*instruction_variants(base, spec.kind), *list(params.get("instructions") or [])]
+    if params.get("proposer"):
+        instructions += _proposed(rung, ctx, base, str(params["proposer"]), int(params.get("rewrites", 3)))
     decoding = {key: params[key] for key in ("max_new_tokens", "reasoning_tokens") if key in params}
     prompt = get_strategy("prompt")
 
