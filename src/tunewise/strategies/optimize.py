@@ -4,8 +4,9 @@ In the spirit of DSPy's BootstrapFewShotWithRandomSearch, within a fixed budget 
 
 1. **Bootstrap demonstrations.** Train examples, in a seeded random order, are answered by the zero-shot program
    (the first instruction); those the model answers correctly under it become candidate demonstrations (for
-   chain-of-thought, with the rationale the model wrote, so demonstrations show how to reason). Demonstrations
-   only ever come from train.
+   chain-of-thought, with the rationale the model wrote, so demonstrations show how to reason). A set with fewer
+   than ``k`` of them is topped up with labelled train examples, as DSPy's ``max_labeled_demos`` does.
+   Demonstrations only ever come from train.
 2. **Candidates.** Each instruction (the task's, then templated variants, then any ``instructions`` the rung
    lists, then ``rewrites`` rewrites of the task's instruction written by the ``proposer`` model when the rung
    names one of the task's models, sampled at temperature 0.7 through the call cache) is tried with no demonstrations and with ``candidates`` random sets of ``k`` bootstrapped
@@ -145,10 +146,16 @@ def prepare_optimized(rung: Any, ctx: PrepareContext) -> Candidate:
         for e, p in zip(chunk, preds):
             if _dev_score(ctx, [e], [p]) >= 1.0:
                 pool.append((e.text, p.raw if mode == "cot" else e.target))
+    # candidate sets: k bootstrapped demonstrations, topped up with labelled train examples when too few were
+    # bootstrapped (as DSPy's max_labeled_demos does): a weak model still gets to try gold demonstrations
     rng = random.Random(seed + 1)
     sets: list[list[tuple[str, Any]]] = [[]]
-    for _ in range(n_sets if pool else 0):
-        sets.append(rng.sample(pool, min(k, len(pool))))
+    labelled = [(e.text, e.target) for e in ctx.splits.train if (e.text, e.target) not in pool]
+    for _ in range(n_sets if k > 0 else 0):
+        demos = rng.sample(pool, min(k, len(pool)))
+        demos += rng.sample(labelled, min(k - len(demos), len(labelled)))
+        rng.shuffle(demos)
+        sets.append(demos)
 
     # 2-3. candidates, scored on dev within the call budget
     trials = []
