@@ -162,11 +162,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dev", type=int, default=32)
     p.add_argument("--test", type=int, default=150)
     p.add_argument("--max-tokens", type=int, default=48, help="DSPy's answer budget (its default is 1,000)")
+    p.add_argument("--reuse-dspy", type=Path, default=None,
+                   help="a previous run's DSPy output directory (cfg.json, dspy_out.json, calls.json) with the same "
+                        "settings: DSPy's side is not rerun (its result does not depend on tunewise's code)")
     args = p.parse_args(argv)
-    import numpy as np
 
     from tunewise.data import load_splits
-    from tunewise.evaluation.stats import compare_paired, proportion_metric
     from tunewise.task import load_task
 
     spec = load_task(TASK)
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"benchmark": "optimizers", "environment": C.environment(), "task": str(TASK.relative_to(C.ROOT)),
                            "model": C.MODEL, "train": len(train), "dev": len(dev), "test": len(test),
                            "test_origin": splits.test_origin, "k": k, "candidates": args.candidates,
+                           "max_tokens": args.max_tokens,
                            "load_average_before": list(os.getloadavg())}
     print("tunewise optimized (generate) ...", flush=True)
     tw = _tunewise(spec, root / "store", "optimized_generate", {**search, "mode": "generate", "max_calls": budget})
@@ -188,13 +190,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tws = _tunewise(spec, root / "store", "optimized_score", {**search, "mode": "score", "max_calls": budget})
     print(f"  {tws['accuracy']:.3f} [{tws['low']:.3f}, {tws['high']:.3f}], {tws['search_calls']} calls", flush=True)
 
+    cfg = {"labels": list(splits.labels), "k": k, "candidates": args.candidates, "max_tokens": args.max_tokens,
+           "train": [{"text": e.text, "label": e.target} for e in train],
+           "dev": [{"text": e.text, "label": e.target} for e in dev],
+           "test": [{"text": e.text, "label": e.target} for e in test]}
+    if args.reuse_dspy is not None:
+        return _finish(out, tw, tws, test, *_reused(args.reuse_dspy, cfg))
     server = Server(C.MODEL)
     try:
-        cfg = {"url": server.url, "labels": list(splits.labels), "k": k, "candidates": args.candidates,
-               "max_tokens": args.max_tokens,
-               "train": [{"text": e.text, "label": e.target} for e in train],
-               "dev": [{"text": e.text, "label": e.target} for e in dev],
-               "test": [{"text": e.text, "label": e.target} for e in test]}
+        cfg["url"] = server.url
         (root / "cfg.json").write_text(json.dumps(cfg))
         (root / "dspy_run.py").write_text(DSPY_SCRIPT)
         print("DSPy BootstrapFewShotWithRandomSearch ...", flush=True)
@@ -208,10 +212,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"the DSPy run exited {proc.returncode}")
         result = json.loads((root / "dspy_out.json").read_text())
         (root / "dspy_stderr.txt").write_text(proc.stderr)
-        print(f"DSPy's log: {root / 'dspy_stderr.txt'}", flush=True)
+        print(f"DSPy's log and outputs: {root}", flush=True)
         calls_total = server.requests
+        (root / "calls.json").write_text(json.dumps({"calls_total": calls_total, "wall_s": wall,
+                                                     "version": (proc.stdout.splitlines() or [""])[0][:40]}))
     finally:
         server.close()
+    return _finish(out, tw, tws, test, result, calls_total, wall, (proc.stdout.splitlines() or [""])[0][:40])
+
+
+def _reused(directory: Path, cfg: dict[str, Any]) -> tuple[dict[str, Any], int, float, str]:
+    """A previous DSPy run's outputs, when its settings and examples are these."""
+    before = json.loads((directory / "cfg.json").read_text())
+    if {k: v for k, v in before.items() if k != "url"} != cfg:
+        raise SystemExit(f"{directory}: that DSPy run used other settings or examples; rerun it")
+    calls = json.loads((directory / "calls.json").read_text()) if (directory / "calls.json").is_file() else {}
+    result = json.loads((directory / "dspy_out.json").read_text())
+    print(f"DSPy: reusing {directory}", flush=True)
+    return result, int(calls.get("calls_total", -1)), float(calls.get("wall_s", float("nan"))), \
+        str(calls.get("version", "3.4.1")) + f" (reused from {directory.name})"
+
+
+def _finish(out: dict[str, Any], tw: dict[str, Any], tws: dict[str, Any], test: list[Any], result: dict[str, Any],
+            calls_total: int, wall: float, version: str) -> dict[str, Any]:
+    import numpy as np
+
+    from tunewise.evaluation.stats import compare_paired, proportion_metric
+
+    k, candidates, max_tokens = out["k"], out["candidates"], out["max_tokens"]
     dspy_out = result["outputs"]
     gold = [e.target for e in test]
     dspy_correct = np.array([o == g for o, g in zip(dspy_out, gold)], dtype=float)
@@ -220,9 +248,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out["dspy"] = {"accuracy": m.value, "low": m.low, "high": m.high, "n": m.n, "search_s": result["search_s"],
                    "test_s": result["test_s"], "wall_s": wall, "calls_total": calls_total,
                    "search_calls_at_least": calls_total - test_calls, "demos": result["demos"],
-                   "unparsed_test_answers": sum(o is None for o in dspy_out), "dspy_version": (proc.stdout.splitlines() or [""])[0][:40],
+                   "unparsed_test_answers": sum(o is None for o in dspy_out), "dspy_version": version,
                    "settings": {"max_bootstrapped_demos": k, "max_labeled_demos": k,
-                                "num_candidate_programs": args.candidates, "max_tokens": args.max_tokens}}
+                                "num_candidate_programs": candidates, "max_tokens": max_tokens}}
     ids = [e.id for e in test]
     for key, res in (("tunewise_generate", tw), ("tunewise_score", tws)):
         correct = np.array([res["outputs"].get(i) == g for i, g in zip(ids, gold)], dtype=float)
