@@ -230,11 +230,17 @@ def request_cost(rung_or_usage: Any, model: str | None, prices: Prices, *, devic
     if prompt is None or completion is None:
         return Cost(None, "no measured token counts to price")
     cached = min(cached or 0.0, prompt)
-    cached_price = p.input if p.cached_input is None else p.cached_input
-    usd = ((prompt - cached) * p.input + cached * cached_price + completion * p.output) / 1e6
+    usd, cached_price = _token_usd(p, prompt, cached, completion)
     return Cost(usd, f"{key}: measured mean {prompt:.1f} prompt ({cached:.1f} cached) and {completion:.1f} "
                 f"completion tokens x ${p.input:g} / ${cached_price:g} / ${p.output:g} per million "
                 f"({p.source or 'price table'})")
+
+
+def _token_usd(p: "ApiPrice", prompt: float, cached: float, completion: float) -> tuple[float, float]:
+    """Dollars for these token counts (``cached`` of the prompt tokens at the cached price, the input price when
+    the table has none), and that cached price."""
+    cached_price = p.input if p.cached_input is None else p.cached_input
+    return ((prompt - cached) * p.input + cached * cached_price + completion * p.output) / 1e6, cached_price
 
 
 def _hosted(price: float, rate: float, *, device: str, source: str, requests_per_month: int | None,
@@ -292,8 +298,7 @@ def labelling_cost(labelling: Mapping[str, Any], prices: Prices) -> Amount:
     prompt, cached, completion = (float(labelling.get(k) or 0) for k in (
         "teacher_prompt_tokens", "teacher_cached_tokens", "teacher_completion_tokens"))
     cached = min(cached, prompt)
-    cached_price = p.input if p.cached_input is None else p.cached_input
-    usd = ((prompt - cached) * p.input + cached * cached_price + completion * p.output) / 1e6
+    usd, cached_price = _token_usd(p, prompt, cached, completion)
     return Amount(usd, f"labelling: {prompt:,.0f} prompt ({cached:,.0f} cached) and {completion:,.0f} completion "
                   f"tokens of {key} x ${p.input:g} / ${cached_price:g} / ${p.output:g} per million")
 

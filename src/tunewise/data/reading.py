@@ -371,31 +371,20 @@ def _content_key(text: str, target: Any) -> str:
 
 
 def _build_examples(
-    path: Path, records: list[tuple[int, dict]], *, role: str, spec: "TaskSpec"
+    path: Path, records: list[tuple[int, dict]], *, role: str, spec: "TaskSpec", labelled: bool = True
 ) -> tuple[Example, ...]:
+    """Examples with stable ids; ``labelled=False``: inputs only (target None, the output field is not read), an
+    id from the text alone (``data.unlabelled``'s pool)."""
     seen: Counter[str] = Counter()
     examples = []
     for line, record in records:
         text, inputs = _render_input(path, line, record, spec.data.input_fields)
-        target = _target(path, line, record, spec.data.output, spec.kind)
-        digest = hashlib.sha1(_content_key(text, target).encode()).hexdigest()[:12]
+        target = _target(path, line, record, spec.data.output, spec.kind) if labelled else None
+        digest = hashlib.sha1((_content_key(text, target) if labelled else text).encode()).hexdigest()[:12]
         seen[digest] += 1
         # exact duplicates get -2, -3 ...: identical content, so the numbering cannot depend on order
         suffix = f"-{seen[digest]}" if seen[digest] > 1 else ""
         examples.append(Example(f"{role}-{digest}{suffix}", text, target, inputs, f"{path}:{line}"))
-    return tuple(examples)
-
-
-def _build_pool(path: Path, records: list[tuple[int, dict]], *, spec: "TaskSpec") -> tuple[Example, ...]:
-    """Unlabelled inputs (target None): every row kept, ids numbered like :func:`_build_examples`'."""
-    seen: Counter[str] = Counter()
-    examples = []
-    for line, record in records:
-        text, inputs = _render_input(path, line, record, spec.data.input_fields)
-        digest = hashlib.sha1(text.encode()).hexdigest()[:12]
-        seen[digest] += 1
-        suffix = f"-{seen[digest]}" if seen[digest] > 1 else ""
-        examples.append(Example(f"pool-{digest}{suffix}", text, None, inputs, f"{path}:{line}"))
     return tuple(examples)
 
 

@@ -22,7 +22,6 @@ from ..errors import DataError
 from .examples import Example, Splits
 from .reading import (
     _build_examples,
-    _build_pool,
     _check_labels,
     _listed_labels,
     _parse_records,
@@ -152,7 +151,8 @@ def _pool(spec: "TaskSpec") -> tuple[tuple[Example, ...], str | None]:
         return (), None
     path = spec.resolve(spec.data.unlabelled)
     blob = _read_bytes(path, role="unlabelled")
-    return _build_pool(path, _parse_records(path, blob), spec=spec), _data_hash({"unlabelled": blob}, spec)
+    pool = _build_examples(path, _parse_records(path, blob), role="pool", spec=spec, labelled=False)
+    return pool, _data_hash({"unlabelled": blob}, spec)
 
 
 def _dev_split(loaded: dict, *, spec: "TaskSpec", data_hash: str, paths: dict[str, Path]) -> tuple:

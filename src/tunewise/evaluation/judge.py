@@ -63,7 +63,6 @@ class Judge:
     rubric: str
     scale: int
     model: str = ""
-    unparsed: int = 0  # grades that could not be read (scored 0)
 
     def grades(self, questions: Sequence[str], references: Sequence[Any], answers: Sequence[Any], *,
                answer_first: bool = False) -> list[int | None]:
@@ -81,9 +80,7 @@ class Judge:
         grades = self.grades([questions[i] for i in asked], [references[i] for i in asked],
                              [answers[i] for i in asked])
         for i, g in zip(asked, grades):
-            if g is None:
-                self.unparsed += 1
-            else:
+            if g is not None:
                 out[i] = (g - 1) / (self.scale - 1)
         return out
 

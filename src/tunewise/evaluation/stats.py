@@ -422,13 +422,12 @@ def _compare_scores(a_scores: Sequence[float], b_scores: Sequence[float], *, res
     result = {"n": int(a.size), "accuracy_a": float(a.mean()) if a.size else math.nan,
               "accuracy_b": float(b.mean()) if b.size else math.nan, **boot, **test, "alpha": alpha,
               "verdict": verdict, "decided_by": decided_by}
-    result["explanation"] = _explain(result, test="Wilcoxon signed-rank")
+    result["explanation"] = _explain(result, name="Wilcoxon signed-rank")
     return result
 
 
-def _explain(r: dict[str, Any], test: str = "McNemar exact") -> str:
+def _explain(r: dict[str, Any], name: str = "McNemar exact") -> str:
     ci = f"{100 * r['diff']:+.1f} points, {1 - r['alpha']:.0%} CI [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
-    name = test
     test = f"{name} p = {r['p_value']:.3g} on {r['b01'] + r['b10']} discordant examples"
     if r["verdict"] != "not significantly different":
         return f"{r['verdict']}: {ci}; {test}."

@@ -126,9 +126,8 @@ def resolve_rungs(spec: TaskSpec, names: Sequence[str] | None = None) -> list[Ru
         if spec.kind != "classification" and (rung.strategy in CLASSIFICATION_ONLY or base in CLASSIFICATION_ONLY):
             raise TaskSpecError(f"rung '{base}' only applies to classification tasks, not {spec.kind}.")
         if rung.strategy == "distill" and not at:  # teacher: rung@model names the model the teacher is prompted on
-            key, at = str(rung.params.get("teacher") or "").partition("@")[2], True
-            if not key:
-                key, at = "", False
+            key = str(rung.params.get("teacher") or "").partition("@")[2]
+            at = "@" if key else ""
         rungs.extend(_on_models(spec, rung, (key if at else None) or rung.model))
     if len({r.name for r in rungs}) != len(rungs):
         raise TaskSpecError("each rung may appear only once in a run.")

@@ -124,8 +124,7 @@ def rung_family(strategy: str, params: Mapping[str, Any], kind: str = "classific
     if strategy == "finetune":
         return "tuned"
     if strategy == "optimize":  # answers as a few-shot prompt does; its search is priced apart (search_calls)
-        mode = str(params.get("mode") or ("score" if kind == "classification" else "generate"))
-        return f"prompt_{'generate' if kind != 'classification' and mode == 'score' else mode}_demos"
+        return rung_family("prompt", {"mode": params.get("mode") or "score", "k": 1}, kind)
     if strategy == "prompt":
         mode = str(params.get("mode", "score"))
         if kind != "classification" and mode == "score":

@@ -246,12 +246,14 @@ def _retriever(ctx: PrepareContext, k: int, *, leave_one_out: bool = False):
     own text (a teacher labelling train's inputs must not be shown their gold labels)."""
     train = list(ctx.splits.train)
     train_vectors = ctx.embed([e.text for e in train])
+    same_text: dict[str, list[int]] = defaultdict(list)
+    for j, e in enumerate(train if leave_one_out else ()):
+        same_text[e.text].append(j)
 
     def retrieve(texts: Sequence[str]) -> list[list[tuple[str, Any]]]:
         sims = ctx.embed(list(texts)) @ train_vectors.T
-        if leave_one_out:
-            for i, text in enumerate(texts):
-                sims[i, [j for j, e in enumerate(train) if e.text == text]] = -np.inf
+        for i, text in enumerate(texts if leave_one_out else ()):
+            sims[i, same_text.get(text, [])] = -np.inf
         top = np.argsort(-sims, axis=1)[:, :k]
         # most similar last: closest to the query in the prompt
         return [[(train[j].text, train[j].target) for j in row[::-1]] for row in top]
