@@ -276,6 +276,15 @@ def test_quick_mode_caps_the_test_subset_and_the_budget(tmp_path):
     assert outcome.results.ladder.budget.hours == QUICK_BUDGET_HOURS
 
 
+def test_a_quick_run_of_named_rungs_keeps_its_budget(tmp_path):
+    """--quick promises minutes: the task's named rungs are walked with the policy, so its budget holds (a fixed
+    list ignores budgets)."""
+    task = write_task(tmp_path, extra="rungs: [knn, zero_shot]\n")
+    outcome = run_task(load_task(task), quick=True, report=False)
+    assert outcome.results.ladder.mode == "policy" and outcome.results.ladder.budget.hours is not None
+    assert run_task(load_task(task), report=False).results.ladder.mode == "fixed"  # a full run runs the list as given
+
+
 def test_comparisons_use_the_tasks_match_rule(tmp_path):
     """Golds alpha/beta/gamma, one rung answers 'Alpha.'/'beta'/'Gamma!': under the default ``normalized`` match
     the metric says 100%, so the paired comparison must see the same correctness (no discordant examples)."""

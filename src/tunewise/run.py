@@ -106,7 +106,8 @@ def run_task(
 
     With no ``rungs`` and no ``rungs:`` in the task, the ladder policy (``ladder/policy.py``) walks the
     default ladder plus the tuning rungs within the task's budgets; named rungs run as a fixed list.
-    ``policy`` forces either way (True: walk the named rungs with the policy; False: run them all).
+    ``policy`` forces either way (True: walk the named rungs with the policy; False: run them all); ``quick`` walks
+    named rungs with the policy too, so its budget holds.
     ``backend``: a backend to use instead of loading the task's model (the caller closes it).
     ``prices``: a :class:`~tunewise.costs.Prices` table (default: the built-in one); it prices the
     budget, the decision and the report, and is recorded in ``results.json`` so that
@@ -132,7 +133,9 @@ def run_task(
     # the LLM judge measured on the user's human grades before any rung (a bad grade file fails here, costing nothing)
     judged = run.judge_checks()
     try:
-        climbed = climb(run, rung_specs, policy=uses_policy(spec, rungs) if policy is None else policy)
+        # a quick run keeps its few minutes even over named rungs: walked with the policy, whose budgets hold
+        walk = (uses_policy(spec, rungs) or quick) if policy is None else policy
+        climbed = climb(run, rung_specs, policy=walk)
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted")
         raise
