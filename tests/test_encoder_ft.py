@@ -113,6 +113,9 @@ def test_encoder_ft_rung_is_scored_reused_and_served_as_a_version(tiny_bert_dir,
     task = _task(tmp_path, tiny_bert_dir)
     outcome = run_task(load_task(task), task_path=task)  # with the report: its sections read the training record
     assert "encoder_ft" in outcome.report_path.read_text()
+    training_row = next(line for line in outcome.summary_path.read_text().splitlines()
+                        if line.startswith("| encoder_ft | full (encoder) / linear |"))
+    assert "None" not in training_row  # fields an encoder's training does not have read as dashes
     rung = outcome.results.rungs[0]
     assert rung.status == "finished", rung.error or rung.reason
     assert rung.model is None and rung.config["strategy"] == "encoder_ft" and not rung.config["artifact_reused"]

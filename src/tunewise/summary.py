@@ -110,11 +110,14 @@ def _training(results: RunResults) -> list[str]:
              "| rung | method / head | examples | steps (epochs) | minutes | tokens/s | device | cost USD | stopped "
              "| lr |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r, t in rows:
+        def said(key: str) -> Any:  # a field a rung's training record does not hold reads as a dash, not "None"
+            return "–" if t.get(key) is None else t[key]
+
         lines.append(
-            f"| {r.name} | {t.get('method')} / {t.get('head')} | {t.get('examples')} | {t.get('steps')} "
+            f"| {r.name} | {said('method')} / {said('head')} | {said('examples')} | {said('steps')} "
             f"({_num(t.get('epochs'), '{:.2f}')}) | {_num((t.get('wall_s') or 0) / 60, '{:.1f}')} "
-            f"| {_num(t.get('tokens_per_s'), '{:.0f}')} | {t.get('device')} x{t.get('world_size', 1)} "
-            f"| {_num(t.get('cost_usd'), '{:.4f}')} | {t.get('stopped')} | {t.get('learning_rate')} |")
+            f"| {_num(t.get('tokens_per_s'), '{:.0f}')} | {said('device')} x{t.get('world_size', 1)} "
+            f"| {_num(t.get('cost_usd'), '{:.4f}')} | {said('stopped')} | {said('learning_rate')} |")
     lines.append("")
     lines.append("Minutes: wall time of the training run including loading and dev evaluations; tokens/s: real "
                  "(non-padding) training tokens per second of training; cost: device-hours x the price per "

@@ -165,7 +165,9 @@ def prepare_encoder_ft(rung: Any, ctx: PrepareContext) -> EncoderCandidate:
               "training": training}
     if params.get("time_budget_minutes") is not None:
         config["time_budget_minutes"] = params["time_budget_minutes"]
-    extras = {"training": {**training, **_measured(training), "examples": len(subset), "reused": reused}}
+    extras = {"training": {**training, **_measured(training), "examples": len(subset), "reused": reused,
+                           "method": "full (encoder)", "head": "linear", "learning_rate": recipe.body_lr,
+                           "stopped": "budget" if training.get("stopped_for_budget") else None}}
     return EncoderCandidate(rung=rung.name, config=config, path=out, extras=extras)
 
 
