@@ -77,11 +77,13 @@ def test_the_plan_prices_the_search_before_the_test_evaluation(tmp_path):
     from tunewise.ladder.catalogue import resolve_rungs
 
     (rung,) = resolve_rungs(spec)
-    planned = plan(rung, spec, load_splits(spec).train)
-    assert planned.family == "prompt_generate_demos" and planned.search_calls == 120 and planned.screenable
+    splits = load_splits(spec)
+    planned = plan(rung, spec, splits.train, dev=splits.dev)
+    calls = planned.search_calls
+    assert planned.family == "prompt_generate_demos" and 0 < calls <= 120 + 6 and planned.screenable
     est = estimate_cost(planned, {}, 100, {None: Pricing(usd_per_second=0.0)})
     plain = estimate_cost(PlannedRung("x", "prompt_generate_demos"), {}, 100, {None: Pricing(usd_per_second=0.0)})
-    assert est.seconds == pytest.approx(plain.seconds * 220 / 100) and "120 search calls" in est.basis
+    assert est.seconds == pytest.approx(plain.seconds * (100 + calls) / 100) and f"{calls} search calls" in est.basis
 
 
 def test_unknown_parameters_are_one_sentence(tmp_path):
@@ -109,3 +111,27 @@ def test_sets_are_topped_up_with_labelled_train_examples_when_too_few_are_bootst
     opt = rung.extras["optimization"]
     assert opt["bootstrapped"] == 0 and opt["candidate_sets"] == 2
     assert {t["demonstrations"] for t in opt["trials"]} == {0, 2}  # k = 2 gold demonstrations a set
+
+
+@pytest.mark.parametrize("params,n_train", [({}, 60), ({"max_calls": 40}, 60), ({"k": 0}, 60),
+                                            ({"candidates": 1, "dev_limit": 3}, 300), ({"max_calls": 1000}, 300)])
+def test_the_policy_prices_the_search_by_a_bound_on_its_calls_that_holds(tmp_path, params, n_train):
+    """The plan's search_calls bounds the calls the search makes (an estimate below them under-prices the rung) and
+    is no looser than the search's own limits allow (the static max_calls over-priced a small task's search)."""
+    import json
+
+    from tunewise.data import load_splits
+    from tunewise.ladder.catalogue import resolve_rungs
+
+    params = {"mode": "generate", "k": 2, "candidates": 2, "max_calls": 120, "dev_limit": 6, **params}
+    task = write_task(tmp_path, n_train=n_train, extra="rungs:\n  - {name: optimized, strategy: optimize, params: "
+                      f"{json.dumps(params)}}}\n")
+    spec = load_task(task)
+    splits = load_splits(spec)
+    (rung,) = resolve_rungs(spec)
+    planned = plan(rung, spec, splits.train, dev=splits.dev)
+    outcome = run_task(spec, backend=FakeBackend("fake:random"), report=False)
+    made = outcome.results.rungs[0].extras["optimization"]["calls"]
+    assert made <= planned.search_calls <= params["max_calls"] + params["dev_limit"] + 16
+    if n_train == 60:  # train, dev and the candidates run out before max_calls: what is left of the bootstrap
+        assert planned.search_calls <= made + 60

@@ -2,7 +2,8 @@
 
 Each built-in rung is a named configuration of a strategy. The default ladder for a task kind
 runs the LLM-free baselines first (the probe for classification only), then the prompt rungs from zero-shot to
-chain-of-thought. Users can name rungs (``--rungs``), list them in ``task.yaml``, or define their
+chain-of-thought, then ``optimized`` (an instruction and demonstrations searched on dev), so a wall is declared only
+after prompting at its best was measured or skipped on its own estimate. Users can name rungs (``--rungs``), list them in ``task.yaml``, or define their
 own ``{name, strategy, params}`` entries.
 
 With no ``--rungs`` and no ``rungs:`` in the task, ``run_task`` walks :func:`policy_ladder` (the
@@ -59,9 +60,9 @@ CLASSIFICATION_ONLY = frozenset({"probe", "lora_classifier", "probe_curve", "enc
 
 DEFAULT_LADDER: dict[str, tuple[str, ...]] = {
     "classification": ("knn", "probe", "zero_shot", "zero_shot_generate", "role", "few_shot_random",
-                       "few_shot_balanced", "few_shot_retrieved", "cot"),
-    "extraction": ("knn", "zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
-    "generation": ("knn", "zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot"),
+                       "few_shot_balanced", "few_shot_retrieved", "cot", "optimized"),
+    "extraction": ("knn", "zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot", "optimized"),
+    "generation": ("knn", "zero_shot", "role", "few_shot_random", "few_shot_retrieved", "cot", "optimized"),
 }
 
 #: appended to the default ladder when the policy walks it (learning_curve only when the task has a target;

@@ -42,8 +42,10 @@ def plan(rung: RungSpec, spec: TaskSpec, train: Sequence[Any], *, dev: Sequence[
     # extraction's field F1 is not a per-example mean, nor a generation metric's score a 0/1 one
     screenable = needs_llm(rung) and spec.kind != "extraction" and spec.primary_metric in ("accuracy", "exact_match")
     if family_kind(family) != "tuned":
+        from ..strategies.optimize import search_calls_bound
+
         tokens = answer_tokens(rung, spec, train) if family.startswith("prompt_generate") else 0
-        search = int(rung.params.get("max_calls", 400)) if rung.strategy == "optimize" else 0
+        search = search_calls_bound(rung.params, len(train), len(dev)) if rung.strategy == "optimize" else 0
         return PlannedRung(rung.name, family, screenable=screenable, model=rung.model, answer_tokens=tokens,
                            search_calls=search)
     from ..strategies.encoder_ft import encoder_work

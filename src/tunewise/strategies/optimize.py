@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import TaskSpecError
 from .base import Candidate, PrepareContext, get_strategy, register
 
-__all__ = ["prepare_optimized", "OPTIMIZE_PARAMS", "instruction_variants"]
+__all__ = ["prepare_optimized", "OPTIMIZE_PARAMS", "instruction_variants", "search_calls_bound"]
 
 OPTIMIZE_PARAMS = ("mode", "k", "candidates", "max_calls", "dev_limit", "bootstrap_limit", "instructions", "seed",
                    "max_new_tokens", "reasoning_tokens", "proposer", "rewrites")
@@ -50,6 +50,20 @@ def instruction_variants(base: str, kind: str) -> list[str]:
               "generation": "Answer with the expected output only, in the same style as the examples."}[kind]
     return [base, f"{base} Read the whole input carefully before answering; details decide the answer.",
             f"{base} {answer}"]
+
+
+def search_calls_bound(params: dict[str, Any], n_train: int, n_dev: int) -> int:
+    """The most model calls the search makes before the test evaluation: the bootstrap (stopped at a quarter of
+    ``max_calls``, checked every 16 examples) and every candidate on the dev examples (stopped once ``max_calls``
+    is spent, checked every candidate), or fewer when train, dev or the candidates run out first."""
+    max_calls, k, n_sets = int(params.get("max_calls", 400)), int(params.get("k", 4)), int(params.get("candidates", 4))
+    dev = min(n_dev, int(params.get("dev_limit", 48)))
+    order = min(n_train, int(params.get("bootstrap_limit", max(8, max_calls // 4))))
+    bootstrap = min(order, max_calls // 4 + 16) if k * n_sets > 0 else 0  # nothing to bootstrap for
+    proposed = int(params.get("rewrites", 3)) if params.get("proposer") else 0
+    instructions = 3 + len(params.get("instructions") or []) + proposed
+    candidates = (1 + (n_sets if k > 0 else 0)) * instructions * dev
+    return min(bootstrap + candidates, max(max_calls, bootstrap) + dev) + proposed
 
 
 def _dev_score(ctx: PrepareContext, examples: Sequence[Any], preds: Sequence[Any]) -> float:
