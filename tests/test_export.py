@@ -201,7 +201,7 @@ def test_versions_without_weights_or_prompt_are_refused_in_one_sentence(tmp_path
         result = export_version(zero, store, fmt="prompt", out=tmp_path / "p")  # the prompt of an API model
     prompt = json.loads((tmp_path / "p" / "prompt.json").read_text())
     assert prompt["model"] == "fake:random" and prompt["base_model"] is None and prompt["demonstrations"] == []
-    assert result.serve_command == "" and prompt["decoding"]["mode"] == "score"
+    assert result.serve_command == "" and prompt["decoding"]["mode"] == "score" and "fake:random" in result.notes[0]
 
 
 def test_gguf_refuses_an_architecture_it_does_not_write(tmp_path, tiny_llama_dir):

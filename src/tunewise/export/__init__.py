@@ -244,6 +244,8 @@ def _prompt_files(plan: _Plan) -> list[Path]:
 
 def _export_prompt(plan: _Plan, _dtype: str) -> str:
     if plan.tokenizer is None:
+        plan.notes.append(f"The version runs on {plan.model}: send that API the messages prompt.md describes, with "
+                          "its decoding settings.")
         return ""
     template = _chat_template(plan, required=False)
     return f"vllm serve {_base(plan)} --chat-template {template}" if template else ""
