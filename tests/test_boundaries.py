@@ -41,7 +41,7 @@ def _files(*names: str) -> list[Path]:
     return out
 
 
-@pytest.mark.parametrize("path", _files("serving", "monitoring", "versions.py", "report", "decision.py"),
+@pytest.mark.parametrize("path", _files("serving", "monitoring", "versions.py", "export", "report", "decision.py"),
                          ids=lambda p: str(p.relative_to(SRC)))
 def test_serving_versions_monitoring_and_report_never_import_the_orchestrator(path):
     bad = sorted(m for m in imports(path) if m.startswith(ORCHESTRATOR))

@@ -14,6 +14,7 @@ __all__ = [
     "BackendError",
     "ModelNotFoundError",
     "StoreError",
+    "ExportError",
     "RungSkipped",
 ]
 
@@ -40,6 +41,10 @@ class ModelNotFoundError(BackendError):
 
 class StoreError(TunewiseError):
     """The run store is unreadable or a run/rung named by the user does not exist."""
+
+
+class ExportError(TunewiseError):
+    """A version cannot be exported in the format asked for (the sentence says why and what to use instead)."""
 
 
 class RungSkipped(TunewiseError):

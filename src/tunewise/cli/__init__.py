@@ -42,6 +42,9 @@ COMMANDS: dict[str, _Entry] = {
     "versions": _Entry(".versions", "versions_group",
                        "Turn finished rungs into deployable versions; move aliases (production, candidate) between "
                        "them."),
+    "export": _Entry(".export", "export_cmd",
+                     "Export VERSION (an id, unique prefix or alias) and print its files and the command that serves "
+                     "them."),
     "serve": _Entry(".serve", "serve_cmd",
                     "Serve the versions in TASK_OR_STORE: /v1/chat/completions, /v1/models, /v1/feedback, /admin/*, "
                     "/metrics."),
