@@ -223,7 +223,7 @@ def test_openai_kind_builds_the_http_backend():  # behaviour: tests/test_openai_
 
 
 def test_backend_kinds_are_exported():
-    assert set(BACKEND_KINDS) == {"fake", "local", "hf", "openai"}
+    assert set(BACKEND_KINDS) == {"fake", "local", "hf", "openai", "vllm"}
 
 
 def test_third_party_backend_via_entry_point(monkeypatch):

@@ -2,7 +2,8 @@
 
 spec -> frozen splits and data checks -> the run store (same task and data -> same run id) -> the climb
 (``ladder/``: every rung scored on the same test split, reusing finished ones) -> ``results.json`` and
-``summary.md`` -> the decision, computed once -> the report -> the winner registered as a version.
+``summary.md`` -> the decision, computed once -> the report -> the winner registered as a version -> the run
+logged to MLflow when the task or the caller asks for it (``tracking.py``).
 
 Every model call goes through the call cache and every finished rung is stored, so an interrupted run
 resumes where it stopped. A user error inside one rung fails that rung with its sentence and the others
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .costs import Prices
     from .decision import Decision
     from .ladder.walk import Climb
+    from .tracking import TrackingRecord
 
 __all__ = ["RunOutcome", "run_task", "train_only", "quick_spec", "Progress", "QUICK_TEST_LIMIT", "QUICK_BUDGET_HOURS"]
 
@@ -49,6 +51,7 @@ class RunOutcome:
     reused: tuple[str, ...]  # rungs whose stored results were reused
     report_path: Path | None = None  # report.html (with report.md, decision.json, edge_cases.md beside it)
     version: str | None = None  # the decision's winner as a deployable version, alias ``candidate``
+    tracking: "TrackingRecord | None" = None  # the MLflow run it was logged to, or why it could not be
 
 
 def _with_limit(spec: TaskSpec, limit: int | None) -> TaskSpec:
@@ -101,6 +104,7 @@ def run_task(
     policy: bool | None = None,
     prices: "Prices | None" = None,
     quick: bool = False,
+    mlflow: str | bool | None = None,
 ) -> RunOutcome:
     """Run (or resume) the task; returns the results, the decision and where they were written.
 
@@ -114,12 +118,16 @@ def run_task(
     ``tunewise report`` recomputes the same decision.
     ``quick``: :func:`quick_spec` (at most :data:`QUICK_TEST_LIMIT` test examples, a
     :data:`QUICK_BUDGET_HOURS` budget): a first answer in minutes, with wider intervals.
+    ``mlflow``: a tracking URI (True: ``MLFLOW_TRACKING_URI``) to log the finished run to, over the task's
+    ``tracking.mlflow``; a logging failure is ``outcome.tracking.warning`` and loses nothing.
     """
     from .costs import DEFAULT_PRICES
     from .decision import decide
     from .ladder.walk import climb
+    from .tracking import log_to_mlflow, mlflow_target
 
     spec = quick_spec(_with_limit(spec, limit)) if quick else _with_limit(spec, limit)
+    tracking = mlflow_target(spec, mlflow)  # mlflow missing fails here, before anything runs
     splits = load_splits(spec)
     checks = check_data(splits, kind=spec.kind)
     walk_default = uses_policy(spec, rungs) and policy is not False
@@ -150,8 +158,10 @@ def run_task(
     version = _register(store, run_id, decision)
     store.close()
     run.close()
+    files = (results_path, summary_path, report_path, report_path.with_name("decision.json") if report_path else None)
+    tracked = log_to_mlflow(tracking, results, decision, files=files) if tracking is not None else None
     return RunOutcome(results=results, decision=decision, results_path=results_path, summary_path=summary_path,
-                      reused=climbed.reused, report_path=report_path, version=version)
+                      reused=climbed.reused, report_path=report_path, version=version, tracking=tracked)
 
 
 def _results(run: RunContext, climbed: "Climb", checks: dict[str, Any]) -> RunResults:

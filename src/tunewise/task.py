@@ -42,6 +42,7 @@ __all__ = [
     "BackendOptions",
     "ModelSpec",
     "RungSpec",
+    "TrackingSpec",
     "TaskSpec",
     "load_task",
     "parse_task",
@@ -281,6 +282,14 @@ class ModelSpec(_Strict):
                 "prices": self.prices.model_dump() if self.prices else None}
 
 
+class TrackingSpec(_Strict):
+    """Where a finished run is logged besides the run store (``tracking.py``); never changes results."""
+
+    mlflow: str | bool | None = Field(default=None, description="MLflow tracking URI (http://..., file:///..., "
+                                      "databricks); true: the MLFLOW_TRACKING_URI environment variable.")
+    experiment: str | None = Field(default=None, description="MLflow experiment (default: the task's name).")
+
+
 class RungSpec(_Strict):
     """One rung: a strategy and its parameters, and the model it runs on when the task weighs several
     (``model``: a model's short name; None: the task's only model, or no LLM). ``name`` is unique in the ladder."""
@@ -328,6 +337,8 @@ class TaskSpec(_Strict):
     )
     store: UsablePath | None = Field(default=None,
                                     description="Run-store directory; default .tunewise/ beside the task file.")
+    tracking: TrackingSpec | None = Field(default=None, description="Log finished runs to MLflow "
+                                          "(needs the tracking extra).")
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("target")
@@ -447,8 +458,8 @@ class TaskSpec(_Strict):
         return parse_task(raw, source="--model", base_dir=self.base_dir)
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not the store location, nor an endpoint's limits)."""
-        blob = self.model_dump_json(exclude={"store", "base_dir", "backend", "models"})
+        """Hash of everything that changes results (not the store location, an endpoint's limits, nor tracking)."""
+        blob = self.model_dump_json(exclude={"store", "base_dir", "backend", "models", "tracking"})
         if self.backend is not None and self.backend.base_url:  # another server may answer differently
             blob += "|" + self.backend.base_url
         if self.models is not None:

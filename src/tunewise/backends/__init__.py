@@ -4,7 +4,8 @@
 
 * ``fake:...`` - :class:`tunewise.backends.fake.FakeBackend` (dry runs, tests);
 * ``local:...`` and ``hf:...`` - :class:`tunewise.backends.local.LocalBackend` (transformers);
-* ``openai:...`` - :class:`tunewise.backends.openai.OpenAIBackend` (any OpenAI-compatible endpoint, httpx).
+* ``openai:...`` - :class:`tunewise.backends.openai.OpenAIBackend` (any OpenAI-compatible endpoint, httpx);
+* ``vllm:...`` - :class:`tunewise.backends.vllm.VLLMBackend` (vLLM's offline engine on a CUDA GPU; the extra).
 
 Built-in kinds are imported lazily, so naming the fake backend never imports torch.
 
@@ -50,6 +51,7 @@ BACKEND_KINDS: dict[str, str] = {
     "local": "local:smollm2-135m",
     "hf": "hf:<model id or path>",
     "openai": "openai:<model>",
+    "vllm": "vllm:<hub id or path>",
     "fake": "fake:random",
 }
 
@@ -85,11 +87,18 @@ def _load_openai(spec: str, **options: Any) -> Backend:
     return OpenAIBackend(spec, **options)
 
 
+def _load_vllm(spec: str, **options: Any) -> Backend:
+    from .vllm import VLLMBackend  # imports vllm itself only when built: a missing vllm is a one-sentence error
+
+    return VLLMBackend(spec, **options)
+
+
 _BUILTIN: dict[str, Callable[..., Backend]] = {
     "fake": _load_fake,
     "local": _load_local,
     "hf": _load_local,
     "openai": _load_openai,
+    "vllm": _load_vllm,
 }
 
 

@@ -84,6 +84,7 @@ __all__ = [
     "TokenTrie",
     "answer_lead",
     "build_trie",
+    "choice_sequences",
     "continuation_ids",
     "continuations_ids",
     "encode",
@@ -229,13 +230,7 @@ class LocalBackend(Backend):
 
     def _continuations(self, request: ScoreRequest) -> tuple[list[int], list[list[int]]]:
         """Prompt ids and each choice's continuation ids (choice tokens + end-of-turn)."""
-        prefix = request.answer_prefix
-        if prefix and not prefix[0].isspace():
-            prefix = self._lead + prefix  # a plain prompt's "Output:" is followed by a space
-        prompt_text = self.render(request.prompt) + prefix
-        prompt_ids = self._encode(prompt_text)
-        eot = [self._eot_id] if self._eot_id is not None else []
-        return prompt_ids, [c + eot for c in continuations_ids(self._tok, prompt_text, prompt_ids, request.choices)]
+        return choice_sequences(self._tok, request, self._eot_id)
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -599,6 +594,20 @@ def answer_lead(tokenizer: Any) -> str:
 
 def encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def choice_sequences(tokenizer: Any, request: ScoreRequest, eot_id: int | None) -> tuple[list[int], list[list[int]]]:
+    """The prompt ids of a score request and each choice's continuation ids (choice tokens + ``eot_id``).
+
+    Every backend that scores choices by log-likelihood (this one, ``vllm.py``) feeds exactly these tokens.
+    """
+    prefix = request.answer_prefix
+    if prefix and not prefix[0].isspace():
+        prefix = answer_lead(tokenizer) + prefix  # a plain prompt's "Output:" is followed by a space
+    prompt_text = render_messages(tokenizer, request.prompt) + prefix
+    prompt_ids = encode(tokenizer, prompt_text)
+    eot = [eot_id] if eot_id is not None else []
+    return prompt_ids, [c + eot for c in continuations_ids(tokenizer, prompt_text, prompt_ids, request.choices)]
 
 
 def continuation_ids(tokenizer: Any, prompt_text: str, prompt_ids: list[int], answer: str) -> list[int]:

@@ -49,9 +49,11 @@ def _verdict(outcome: RunOutcome) -> None:
               help="YAML/JSON price file merged over the default price table (API token and device-hour prices).")
 @click.option("--quick", is_flag=True, help="A first answer in minutes: at most 100 stratified test examples and "
               "a 4-minute budget (wider intervals; rungs that cannot fit are skipped and say so).")
+@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="env", default=None, metavar="[URI]",
+              help="Log the finished run to MLflow at URI (alone: MLFLOW_TRACKING_URI); needs tunewise[tracking].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None, store: Path | None,
-            prices_path: Path | None, quick: bool, quiet: bool) -> None:
+            prices_path: Path | None, quick: bool, mlflow_uri: str | None, quiet: bool) -> None:
     """Run (or resume) TASK: baselines and prompt rungs, each with 95% CIs, tokens and latency."""
     with user_errors():
         spec = load_task(task)
@@ -63,7 +65,7 @@ def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None,
         _quiet_libraries()
         with ProgressBars(enabled=not quiet) as bars:
             outcome = run_task(spec, rungs=names, limit=limit, progress=bars, task_path=task.resolve(),
-                               prices=prices, quick=quick)
+                               prices=prices, quick=quick, mlflow=True if mlflow_uri == "env" else mlflow_uri)
     problems: dict[str, list[str]] = {}
     width = max([22, *(len(r.name) for r in outcome.results.rungs)])  # rung@model names are longer
     for r in outcome.results.rungs:
@@ -83,5 +85,11 @@ def run_cmd(task: Path, rungs: str | None, limit: int | None, model: str | None,
     if outcome.version:
         click.echo(f"version: {outcome.version} (alias candidate; deploy it with "
                    "`tunewise versions promote candidate --alias production`)")
+    tracked = outcome.tracking
+    if tracked is not None and tracked.warning:
+        click.echo(f"warning: {tracked.warning}", err=True)
+    elif tracked is not None:
+        click.echo(f"mlflow:  run {tracked.run_id} in experiment {tracked.experiment!r} "
+                   f"({tracked.uri or 'MLFLOW_TRACKING_URI'})")
     if outcome.results.status != "finished":
         sys.exit(1)
