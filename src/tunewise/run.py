@@ -86,6 +86,7 @@ def _data_info(splits: Splits) -> dict[str, Any]:
         "dev_origin": splits.dev_origin,
         "test_origin": splits.test_origin,
         "labels": list(splits.labels) if splits.labels else None,
+        "sources": dict(splits.sources),
     }
 
 

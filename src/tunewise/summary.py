@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .formats import models_words, pct
+from .formats import hub_sources, models_words, pct
 from .results import RungResult, RunResults
 
 __all__ = ["summary_markdown", "format_metric"]
@@ -76,6 +76,7 @@ def _checks(results: RunResults) -> list[str]:
              f"- Data hash `{d['hash']}`; train {d['sizes']['train']}, dev {d['sizes']['dev']}, "
              f"test {d['sizes']['test']} examples.",
              f"- Dev split: {d['dev_origin']}.", f"- Test split: {d['test_origin']}.",
+             *(f"- Data {role}: {where}." for role, where in hub_sources(d)),
              f"- Volume: {c.get('volume_assessment', '')}",
              f"- Leakage train/test: {c.get('leakage_exact', 0)} exact, {c.get('leakage_near', 0)} near-duplicate.",
              f"- Exact duplicates: {c.get('exact_duplicates', {})}."]

@@ -24,13 +24,16 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from .data.hub import HF_SCHEME, HubData, parse_hub_ref
 from .data.reading import _type_name, lone_surrogate, shown
 from .errors import TaskSpecError
 
@@ -77,6 +80,15 @@ def _usable_path(path: Path) -> Path:
 UsablePath = Annotated[Path, AfterValidator(_usable_path)]
 
 
+def _hub_ref(value: Any) -> Any:
+    return parse_hub_ref(value) if isinstance(value, str) and value.startswith(HF_SCHEME) else value
+
+
+#: a data file, or a Hugging Face dataset split (``hf://owner/name[/config]?split=train``, ``hf://./dir?split=...``)
+DataSource = Annotated[UsablePath | Annotated[HubData, PlainSerializer(str, return_type=str)],
+                       BeforeValidator(_hub_ref)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,10 +96,10 @@ class _Strict(BaseModel):
 class DataSpec(_Strict):
     """Where the examples are and which fields hold input and output."""
 
-    train: UsablePath
-    test: UsablePath
-    dev: UsablePath | None = None
-    unlabelled: UsablePath | None = Field(
+    train: DataSource
+    test: DataSource
+    dev: DataSource | None = None
+    unlabelled: DataSource | None = Field(
         default=None,
         description="Inputs without outputs (the input fields only): the pool a distill rung's teacher labels.",
     )
@@ -650,7 +662,9 @@ def _jsonl(records: Records, role: str) -> bytes:
     return b"".join(lines)
 
 
-def _data_file(records: Records, role: str, directory: Path) -> Path:
+def _data_file(records: Records, role: str, directory: Path) -> Path | str:
+    if isinstance(records, str) and records.startswith(HF_SCHEME):
+        return records
     if isinstance(records, (str, Path)):
         return Path(records).expanduser().resolve()
     blob = _jsonl(records, role)

@@ -17,7 +17,7 @@ from typing import Any
 from .. import __version__
 from ..costs import PRICES_AS_OF, Prices
 from ..decision import Decision, Option
-from ..formats import backend_words, models_words, pct
+from ..formats import backend_words, hub_sources, models_words, pct
 from ..results import LadderRecord, RunResults
 from ..task import TaskSpec
 
@@ -166,6 +166,7 @@ def data_lines(results: RunResults) -> list[str]:
              f"test {sizes.get('test', '?')} examples."]
     lines += [f"{name} split: {d[key]}." for name, key in (("Dev", "dev_origin"), ("Test", "test_origin"))
               if d.get(key)]
+    lines += [f"Data {role}: {where}." for role, where in hub_sources(d)]
     if c.get("volume_assessment"):
         lines.append(f"Volume: {c['volume_assessment']}")
     lines.append(f"Leakage train/test: {c.get('leakage_exact', 0)} exact, {c.get('leakage_near', 0)} near-duplicate.")
