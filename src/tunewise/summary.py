@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .costs import Prices
 from .formats import hub_sources, models_words, pct
 from .results import RungResult, RunResults
 
@@ -240,6 +241,14 @@ def summary_markdown(results: RunResults) -> str:
         "(Bonferroni). Paired tests: exact McNemar on per-example correctness and a paired bootstrap of the "
         "difference. Latency is model time per request as measured when the call was made.", "",
         f"Environment: Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs; {versions}.",
-        "",
+        "", *_prices(env),
     ]
     return "\n".join(lines)
+
+
+def _prices(env: dict[str, Any]) -> list[str]:
+    """Where the run's prices came from and their date (nothing for a run that recorded no price table)."""
+    try:
+        return [f"Prices: {Prices.model_validate(env['prices']).sources_words()}.", ""]
+    except (KeyError, TypeError, ValueError):
+        return []

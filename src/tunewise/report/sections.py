@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..costs import PRICES_AS_OF, Prices
+from ..costs import Prices
 from ..decision import Decision, Option
 from ..formats import backend_words, hub_sources, models_words, pct
 from ..results import LadderRecord, RunResults
@@ -206,7 +206,7 @@ def reproducibility(results: RunResults, spec: TaskSpec | Mapping[str, Any],
             ("package versions", versions or "–")]
     if backend:
         rows.append(("backend", backend))
-    rows += [("prices", f"price table as of {PRICES_AS_OF}; device: {prices.device_source or 'price table'}"),
+    rows += [("prices", prices.sources_words()),
              ("report", f"tunewise {__version__}; the decision is recomputed from results.json by "
                         "tunewise.decision.decide, no model is run")]
     return rows
