@@ -222,6 +222,8 @@ class BackendOptions(_Strict):
                                      "(default: constraints.budget_usd; null: no cap).")
     prices: dict[str, Any] | UsablePath | None = Field(default=None, description="Price-table overrides or a price file, "
                                                  "e.g. {api: {my-model: {input: 0, output: 0}}}.")
+    reasoning_tokens: int | None = Field(default=None, ge=0, description="Completion tokens a reasoning model (o1, "
+                                         "o3, o4, gpt-5) may spend thinking, on top of each answer's (2048).")
 
 
 JudgeSpec.model_rebuild()  # its backend options are declared above
