@@ -9,6 +9,8 @@ import pytest
 # nothing in the test suite may reach the Hugging Face hub
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the built-in price table, whether or not litellm is installed (tests of the maintained table switch it back on)
+os.environ.setdefault("TUNEWISE_PRICE_TABLE", "builtin")
 
 _CHATML = (
     "{% for message in messages %}"

@@ -59,6 +59,7 @@ class FakeOpenAI:
         self.delay_s = 0.03  # every good reply takes a moment, so requests overlap
         self.slow_s = 1.0
         self.rejects_format = False
+        self.refuse: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None  # an HTTP 400's error, or None
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = self.attempts = 0
         self.served: list[tuple[str, dict[str, Any]]] = []  # (last user message, usage) of each good reply
@@ -115,6 +116,9 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return self._send(400, {"error": {"message": f"bad request from key {KEY}"}})
             if fault == "malformed":
                 return self._send(200, b'{"choices": [ {"message": ')
+            refusal = server.refuse(body) if server.refuse else None
+            if refusal is not None:
+                return self._send(400, {"error": refusal})
             if server.rejects_format and "response_format" in body:
                 return self._send(400, {"error": {"message": "response_format json_schema is not supported"}})
             if fault == "slow":

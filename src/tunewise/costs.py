@@ -16,14 +16,21 @@ names both. Formulas:
     ``device_hour_usd / 3600 / examples_per_s / u`` per request.
 * Training, one-off: ``device_hours * device_hour_usd``.
 
+Where token prices come from, later winning key by key: the built-in table (:data:`DEFAULT_PRICES`, dated
+:data:`PRICES_AS_OF`), then LiteLLM's maintained table when the ``litellm`` package is installed
+(``price_tables.py``), then the user's price file (tunewise's layout or LiteLLM's), then explicit overrides (a
+backend's ``prices`` mapping, the task file's ``models[].prices``). :class:`Prices` records which table it
+started from, that table's date, and what was merged over it.
+
 Out of scope: choosing a candidate (``decision.py``) and API fine-tuning fees. Everything here is
-pure except :func:`load_prices`, which reads a price file.
+pure except :func:`load_prices` and :func:`default_prices`, which read price files.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,7 +43,7 @@ from .training.settings import DEFAULT_DEVICE_HOUR_USD
 
 __all__ = [
     "ApiPrice", "Prices", "DEFAULT_PRICES", "PRICES_AS_OF", "DAYS_PER_MONTH", "HOURS_PER_MONTH", "load_prices",
-    "with_api_prices", "Cost", "Amount", "TokenSavings", "SETUP_HOURS",
+    "default_prices", "with_api_prices", "Cost", "Amount", "TokenSavings", "SETUP_HOURS",
     "is_self_hosted", "request_cost", "training_cost", "labelling_cost", "monthly_cost", "retraining_monthly_cost",
     "break_even_volume", "prompt_token_savings", "time_to_deploy",
 ]
@@ -77,6 +84,15 @@ class Prices(_Strict):
         "device and are inside the measured throughput.")
     device_source: str = ""
     embedding_source: str = ""
+    table: str = Field(default="tunewise's built-in table", description="The table the token prices start from.")
+    as_of: str = Field(default=PRICES_AS_OF, description="The date of that table's prices.")
+    overrides: tuple[str, ...] = Field(default=(), description="What was merged over the table, in order.")
+
+    def sources_words(self) -> str:
+        """``API token prices: <table>, as of <date>; then <overrides>; device-hours: <source>`` for reports."""
+        then = f"; then {', '.join(self.overrides)}" if self.overrides else ""
+        return (f"API token prices: {self.table}, as of {self.as_of}{then}; device-hours: "
+                f"{self.device_source or 'price table'}")
 
     def api_price(self, model: str) -> tuple[str, ApiPrice] | None:
         """The entry for ``openai:gpt-4o-mini-2024-07-18``: exact id, exact name, else the longest dated prefix."""
@@ -89,6 +105,11 @@ class Prices(_Strict):
             return None
         best = max(prefixes, key=len)
         return best, self.api[best]
+
+    def restricted(self, models: Iterable[str | None]) -> "Prices":
+        """The table with only the API entries these models are priced by (a maintained table holds thousands)."""
+        keys = {found[0] for m in models if m and (found := self.api_price(m)) is not None}
+        return self.model_copy(update={"api": {k: v for k, v in self.api.items() if k in keys}})
 
 
 _LIST = f"OpenAI list price as of {PRICES_AS_OF}; check your provider"
@@ -129,23 +150,57 @@ def _validated(raw: Mapping[str, Any], source: str) -> Prices:
         raise TaskSpecError(f"{source}: key '{where}': {err['msg'].removeprefix('Value error, ')}.") from None
 
 
+def default_prices() -> Prices:
+    """The built-in table with LiteLLM's maintained table over it when ``litellm`` is installed (see the module
+    docstring; ``TUNEWISE_PRICE_TABLE=builtin`` keeps the built-in one)."""
+    from .price_tables import installed_litellm
+
+    maintained = installed_litellm()
+    if maintained is None:
+        return DEFAULT_PRICES
+    merged = _deep_merge(DEFAULT_PRICES.model_dump(), {"api": maintained.api, "embedding": maintained.embedding})
+    return _validated({**merged, "table": maintained.table, "as_of": maintained.as_of,
+                       "embedding_source": maintained.table}, maintained.table)
+
+
 def load_prices(path: Path | str | None = None, overrides: Mapping[str, Any] | None = None) -> Prices:
-    """Defaults, deep-merged with a YAML/JSON price file, then with ``overrides`` (later wins, key by key)."""
-    prices = DEFAULT_PRICES
+    """:func:`default_prices`, deep-merged with a YAML/JSON price file (tunewise's layout, or LiteLLM's model
+    price file), then with ``overrides`` (later wins, key by key; each recorded in ``Prices.overrides``)."""
+    prices = default_prices()
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            # JSON read as JSON: YAML 1.1 takes LiteLLM's 6e-07 (no decimal point) for a string
+            raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except FileNotFoundError:
             raise TaskSpecError(f"{path}: price file not found.") from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
             raise TaskSpecError(f"{path}: cannot read the price file ({exc.__class__.__name__}).") from None
         if not isinstance(raw, Mapping):
             raise TaskSpecError(f"{path}: the price file must be a mapping of keys to values.")
+        raw, named = _price_file(path, raw)
         prices = _validated(_deep_merge(prices.model_dump(), raw), str(path))
+        prices = prices.model_copy(update={"overrides": (*prices.overrides, named)})
     if overrides:
         prices = _validated(_deep_merge(prices.model_dump(), overrides), "price overrides")
+        prices = prices.model_copy(update={"overrides": (*prices.overrides, "price overrides")})
     return prices
+
+
+def _price_file(path: Path, raw: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """A price file as tunewise's layout, and its name in words; its API entries say they came from it."""
+    from .price_tables import file_date, is_litellm_format, litellm_table
+
+    if is_litellm_format(raw):
+        day = file_date(path)
+        table = litellm_table(raw, table=f"price file {path} (LiteLLM format, dated {day})", as_of=day)
+        return {"api": table.api, "embedding": table.embedding}, table.table
+    api = raw.get("api")
+    if isinstance(api, Mapping):  # an entry it changes no longer carries the built-in table's source sentence
+        named = {k: ({"source": f"price file {path}", **v} if isinstance(v, Mapping) else v) for k, v in api.items()}
+        raw = {**raw, "api": named}
+    return raw, f"price file {path}"
 
 
 def with_api_prices(prices: Prices, entries: Mapping[str, Mapping[str, Any]], source: str) -> Prices:
@@ -154,7 +209,8 @@ def with_api_prices(prices: Prices, entries: Mapping[str, Mapping[str, Any]], so
         return prices
     api = {model: {**{k: v for k, v in entry.items() if v is not None}, "source": source}
            for model, entry in entries.items()}
-    return _validated(_deep_merge(prices.model_dump(), {"api": api}), source)
+    merged = _validated(_deep_merge(prices.model_dump(), {"api": api}), source)
+    return merged.model_copy(update={"overrides": (*merged.overrides, source)})
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MISSING", "pct", "models_words", "backend_words"]
+__all__ = ["MISSING", "pct", "models_words", "backend_words", "hub_sources"]
 
 #: what a missing number prints as, everywhere
 MISSING = "–"
@@ -56,3 +56,9 @@ def backend_words(info: Mapping[str, Any]) -> str:
     if info and all(isinstance(v, Mapping) for v in info.values()):
         return "; ".join(f"{k}: {one(v)}" for k, v in info.items() if one(v))
     return one(info)
+
+
+def hub_sources(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(role, source)`` of a run's roles read from an ``hf://`` dataset (files are named by the data hash alone)."""
+    sources = data.get("sources") or {}
+    return [(role, str(where)) for role, where in sources.items() if str(where).startswith("hf://")]

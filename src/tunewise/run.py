@@ -89,6 +89,8 @@ def _data_info(splits: Splits) -> dict[str, Any]:
         "dev_origin": splits.dev_origin,
         "test_origin": splits.test_origin,
         "labels": list(splits.labels) if splits.labels else None,
+        # hf:// references with their row counts and fingerprints (a file is named by the task and hashed)
+        **({"sources": dict(splits.sources)} if any(s.startswith("hf://") for s in splits.sources.values()) else {}),
     }
 
 
@@ -113,7 +115,7 @@ def run_task(
     ``policy`` forces either way (True: walk the named rungs with the policy; False: run them all); ``quick`` walks
     named rungs with the policy too, so its budget holds.
     ``backend``: a backend to use instead of loading the task's model (the caller closes it).
-    ``prices``: a :class:`~tunewise.costs.Prices` table (default: the built-in one); it prices the
+    ``prices``: a :class:`~tunewise.costs.Prices` table (default: :func:`~tunewise.costs.default_prices`); it prices the
     budget, the decision and the report, and is recorded in ``results.json`` so that
     ``tunewise report`` recomputes the same decision.
     ``quick``: :func:`quick_spec` (at most :data:`QUICK_TEST_LIMIT` test examples, a
@@ -121,7 +123,7 @@ def run_task(
     ``mlflow``: a tracking URI (True: ``MLFLOW_TRACKING_URI``) to log the finished run to, over the task's
     ``tracking.mlflow``; a logging failure is ``outcome.tracking.warning`` and loses nothing.
     """
-    from .costs import DEFAULT_PRICES
+    from .costs import default_prices
     from .decision import decide
     from .ladder.walk import climb
     from .tracking import log_to_mlflow, mlflow_target
@@ -136,7 +138,7 @@ def run_task(
     run_id = run_id_for(spec.fingerprint(), splits.data_hash)
     store.start_run(task_name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=spec.fingerprint(),
                     data_hash=splits.data_hash, task_path=task_path, run_id=run_id)
-    run = RunContext(spec, splits, store, run_id, _task_prices(spec, prices or DEFAULT_PRICES), progress=progress,
+    run = RunContext(spec, splits, store, run_id, _task_prices(spec, prices or default_prices()), progress=progress,
                      backend=backend)
     # the LLM judge measured on the user's human grades before any rung (a bad grade file fails here, costing nothing)
     judged = run.judge_checks()
@@ -168,10 +170,18 @@ def _results(run: RunContext, climbed: "Climb", checks: dict[str, Any]) -> RunRe
     return RunResults(
         run_id=run.run_id, task=run.spec.model_dump(mode="json"), data=_data_info(run.splits), checks=checks,
         rungs=climbed.results, comparisons=climbed.comparisons,
-        environment={**environment_info(), "backend": run.model_info, "prices": run.prices.model_dump(mode="json")},
+        environment={**environment_info(), "backend": run.model_info,
+                     "prices": run.prices.restricted(_priced_models(run, climbed)).model_dump(mode="json")},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=run.spec.seed, ladder=climbed.ladder,
         status="finished" if all(r.status in ("finished", "skipped") for r in climbed.results) else "partial",
     )
+
+
+def _priced_models(run: RunContext, climbed: "Climb") -> set[str]:
+    """Every model a decision may price by tokens: the task's, each rung's, each distillation's teacher."""
+    models = {m.id for m in run.spec.model_specs} | {r.model for r in climbed.results if r.model}
+    teachers = {((r.extras or {}).get("distillation") or {}).get("teacher_model_id") for r in climbed.results}
+    return models | {t for t in teachers if t}
 
 
 def _report(results: RunResults, decision: "Decision", spec: TaskSpec, splits: Splits, prices: "Prices",

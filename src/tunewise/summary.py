@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .formats import models_words, pct
+from .costs import Prices
+from .formats import hub_sources, models_words, pct
 from .results import RungResult, RunResults
 
 __all__ = ["summary_markdown", "format_metric"]
@@ -76,6 +77,7 @@ def _checks(results: RunResults) -> list[str]:
              f"- Data hash `{d['hash']}`; train {d['sizes']['train']}, dev {d['sizes']['dev']}, "
              f"test {d['sizes']['test']} examples.",
              f"- Dev split: {d['dev_origin']}.", f"- Test split: {d['test_origin']}.",
+             *(f"- Data {role}: {where}." for role, where in hub_sources(d)),
              f"- Volume: {c.get('volume_assessment', '')}",
              f"- Leakage train/test: {c.get('leakage_exact', 0)} exact, {c.get('leakage_near', 0)} near-duplicate.",
              f"- Exact duplicates: {c.get('exact_duplicates', {})}."]
@@ -239,6 +241,14 @@ def summary_markdown(results: RunResults) -> str:
         "(Bonferroni). Paired tests: exact McNemar on per-example correctness and a paired bootstrap of the "
         "difference. Latency is model time per request as measured when the call was made.", "",
         f"Environment: Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs; {versions}.",
-        "",
+        "", *_prices(env),
     ]
     return "\n".join(lines)
+
+
+def _prices(env: dict[str, Any]) -> list[str]:
+    """Where the run's prices came from and their date (nothing for a run that recorded no price table)."""
+    try:
+        return [f"Prices: {Prices.model_validate(env['prices']).sources_words()}.", ""]
+    except (KeyError, TypeError, ValueError):
+        return []

@@ -24,13 +24,16 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from .data.hub import HF_SCHEME, HubData, parse_hub_ref
 from .data.reading import _type_name, lone_surrogate, shown
 from .errors import TaskSpecError
 
@@ -78,6 +81,15 @@ def _usable_path(path: Path) -> Path:
 UsablePath = Annotated[Path, AfterValidator(_usable_path)]
 
 
+def _hub_ref(value: Any) -> Any:
+    return parse_hub_ref(value) if isinstance(value, str) and value.startswith(HF_SCHEME) else value
+
+
+#: a data file, or a Hugging Face dataset split (``hf://owner/name[/config]?split=train``, ``hf://./dir?split=...``)
+DataSource = Annotated[UsablePath | Annotated[HubData, PlainSerializer(str, return_type=str)],
+                       BeforeValidator(_hub_ref)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,10 +97,10 @@ class _Strict(BaseModel):
 class DataSpec(_Strict):
     """Where the examples are and which fields hold input and output."""
 
-    train: UsablePath
-    test: UsablePath
-    dev: UsablePath | None = None
-    unlabelled: UsablePath | None = Field(
+    train: DataSource
+    test: DataSource
+    dev: DataSource | None = None
+    unlabelled: DataSource | None = Field(
         default=None,
         description="Inputs without outputs (the input fields only): the pool a distill rung's teacher labels.",
     )
@@ -211,6 +223,8 @@ class BackendOptions(_Strict):
                                      "(default: constraints.budget_usd; null: no cap).")
     prices: dict[str, Any] | UsablePath | None = Field(default=None, description="Price-table overrides or a price file, "
                                                  "e.g. {api: {my-model: {input: 0, output: 0}}}.")
+    reasoning_tokens: int | None = Field(default=None, ge=0, description="Completion tokens a reasoning model (o1, "
+                                         "o3, o4, gpt-5) may spend thinking, on top of each answer's (2048).")
 
 
 JudgeSpec.model_rebuild()  # its backend options are declared above
@@ -661,7 +675,9 @@ def _jsonl(records: Records, role: str) -> bytes:
     return b"".join(lines)
 
 
-def _data_file(records: Records, role: str, directory: Path) -> Path:
+def _data_file(records: Records, role: str, directory: Path) -> Path | str:
+    if isinstance(records, str) and records.startswith(HF_SCHEME):
+        return records
     if isinstance(records, (str, Path)):
         return Path(records).expanduser().resolve()
     blob = _jsonl(records, role)

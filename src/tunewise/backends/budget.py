@@ -2,7 +2,7 @@
 
 Before a batch is sent, :meth:`MoneyCap.admit` adds up each request's worst case: one token per
 UTF-8 byte of the prompt (a byte-level BPE token is at least one byte) plus a few per message, at
-the input price, and ``max_new_tokens`` at the output price. When what is spent, plus what calls in
+the input price, and ``max_new_tokens`` (plus a reasoning model's thinking allowance) at the output price. When what is spent, plus what calls in
 flight could still cost, plus that worst case would pass the budget, the whole batch is refused and
 nothing of it is sent (so no answer that was paid for is thrown away). After each answer,
 :meth:`MoneyCap.charge` books the cost of the usage the endpoint reported, with the formula of
@@ -113,6 +113,7 @@ class MoneyCap:
                 "price for this model; give the model its prices in the task file (models: [{id: ..., prices: "
                 "{input: ..., output: ...}}]).")
         self.what, self.price, self.purse = what, price, purse
+        self.extra_completion_tokens = 0  # a reasoning model's thinking allowance, billed as completion tokens
         self.own = Ledger(budget_usd)
         self._ledgers = (self.own,) if purse is None else (self.own, purse)
         self._admitting = threading.Lock()  # one batch admitted at a time, on every ledger or none
@@ -134,7 +135,7 @@ class MoneyCap:
             return 0.0
         prompt, completion = worst_case_tokens(request)
         p = self.price[1]
-        return (prompt * p.input + completion * p.output) / 1e6
+        return (prompt * p.input + (completion + self.extra_completion_tokens) * p.output) / 1e6
 
     def admit(self, requests: Sequence[GenerationRequest]) -> list[float]:
         """Reserve each request's worst case on every ledger (this endpoint's, then the run's), or refuse them

@@ -28,6 +28,15 @@ requests as plain generation; the text comes back for the caller to map to a cho
 ``json_schema`` (extraction) is sent with that schema as a non-strict ``json_schema`` response format
 (strict mode only accepts a subset of JSON Schema), and the JSON text comes back as it is.
 
+Reasoning models (OpenAI's o1, o3, o4 and gpt-5 families, by name) take ``max_completion_tokens`` instead of
+``max_tokens`` and only their default temperature: such a request is sent with ``max_completion_tokens`` =
+``max_new_tokens`` + ``reasoning_tokens`` (their hidden thinking counts against that limit; default
+:data:`DEFAULT_REASONING_TOKENS`) and no temperature. Any other model whose endpoint answers HTTP 400 that
+``max_tokens`` (or ``temperature``) is unsupported is retried once the same way, and the backend remembers it.
+Reasoning tokens (``usage.completion_tokens_details.reasoning_tokens``) are billed as completion tokens: OpenAI
+counts them inside ``completion_tokens``; a server that reports more of them than completion tokens has left them
+out, and they are added. The money cap's worst case includes the thinking allowance.
+
 Out of scope: scoring by log-probabilities (``can_score`` is False: chat endpoints return top-k
 log-probabilities of generated tokens, which cannot score arbitrary labels), streaming, and the
 official ``openai`` client (not needed).
@@ -40,6 +49,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -49,18 +59,29 @@ from typing import Any
 
 import httpx
 
-from ..costs import DEFAULT_PRICES, Prices, load_prices
+from ..costs import Prices, default_prices, load_prices
 from ..errors import BackendError, ModelNotFoundError
 from .base import Backend, Generation, GenerationRequest
 from .budget import MoneyCap, Purse
 
-__all__ = ["OpenAIBackend", "DEFAULT_BASE_URL", "DEFAULT_KEY_ENV"]
+__all__ = ["OpenAIBackend", "DEFAULT_BASE_URL", "DEFAULT_KEY_ENV", "DEFAULT_REASONING_TOKENS", "is_reasoning_model"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 _MAX_RETRY_AFTER_S = 60.0
 _FORMAT_WORDS = ("response_format", "json_schema")
+#: completion tokens a reasoning model may spend thinking, on top of each request's max_new_tokens
+DEFAULT_REASONING_TOKENS = 2048
+#: OpenAI's reasoning families (o1, o3-mini, o4-mini-2025-04-16, gpt-5, gpt-5-nano ...), after any "provider/"
+_REASONING_NAME = re.compile(r"(?:^|/)(?:o[1-9]|gpt-5)(?:$|[-.:])")
+#: request parameters an endpoint may refuse that a request can do without: what is sent instead
+_ADAPTABLE = ("max_tokens", "temperature")
 log = logging.getLogger(__name__)
+
+
+def is_reasoning_model(model: str) -> bool:
+    """OpenAI's o-series and gpt-5 families, which take max_completion_tokens and only the default temperature."""
+    return bool(_REASONING_NAME.search(model.lower()))
 
 
 class _Retry(Exception):
@@ -73,6 +94,15 @@ class _Retry(Exception):
 
 class _FormatRejected(Exception):
     """The endpoint does not take ``response_format``."""
+
+
+class _Unsupported(Exception):
+    """The endpoint refuses a parameter in :data:`_ADAPTABLE` (HTTP 400); ``refusal`` is the sentence if that
+    cannot be helped."""
+
+    def __init__(self, param: str, refusal: str) -> None:
+        super().__init__(refusal)
+        self.param, self.refusal = param, refusal
 
 
 class _Secret:
@@ -106,13 +136,15 @@ class OpenAIBackend(Backend):
         budget_usd: float | None = None,
         prices: Prices | Mapping[str, Any] | str | Path | None = None,
         purse: Purse | None = None,
+        reasoning_tokens: int = DEFAULT_REASONING_TOKENS,
     ) -> None:
         model = name.split(":", 1)[1] if ":" in name else ""
         if not model:
             raise ModelNotFoundError(f"The model {name!r} names no model; write openai:<model>, e.g. openai:gpt-4o-mini.")
         super().__init__(name)
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
-            raise BackendError(f"The {name} backend needs max_concurrency >= 1, max_retries >= 0 and timeout_s > 0.")
+        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or reasoning_tokens < 0:
+            raise BackendError(f"The {name} backend needs max_concurrency >= 1, max_retries >= 0, timeout_s > 0 and "
+                               "reasoning_tokens >= 0.")
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.endpoint = _public_url(self.base_url)
@@ -126,8 +158,16 @@ class OpenAIBackend(Backend):
         self.calls = self.retries = 0
         self.prompt_tokens = self.completion_tokens = self.cached_tokens = self.usage_estimated = 0
         self.plain_only = False  # the endpoint rejected response_format: constrained requests go as plain ones
+        self.reasoning_tokens = reasoning_tokens
+        self.reasoning_tokens_used = 0
+        # learnt from the model's name, or from the endpoint refusing max_tokens / temperature (then kept)
+        self.completion_limit = "max_tokens"
+        self.send_temperature = True
         self._lock = threading.Lock()
         self._jitter = random.Random()
+        if is_reasoning_model(model):
+            self._adapt("max_tokens")
+            self._adapt("temperature")
         self._client = httpx.Client(
             base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
@@ -140,7 +180,9 @@ class OpenAIBackend(Backend):
         return self.cap.spent_usd
 
     def fingerprint(self) -> str:
-        return f"openai:{self.model}@{self.endpoint}"
+        # a reasoning model's answers depend on how long it may think
+        thinking = f"+thinking{self.reasoning_tokens}" if is_reasoning_model(self.model) else ""
+        return f"openai:{self.model}@{self.endpoint}{thinking}"
 
     def close(self) -> None:
         if self._pool is not None:
@@ -172,12 +214,7 @@ class OpenAIBackend(Backend):
         answered = False
         try:
             constrained = bool(request.choices or request.json_schema is not None) and not self.plain_only
-            try:
-                body, latency = self._post(_payload(self.model, request, constrained=constrained), reserved)
-            except _FormatRejected:
-                log.warning("%s rejects response_format; constrained requests go as plain generation", self.endpoint)
-                self.plain_only, constrained = True, False
-                body, latency = self._post(_payload(self.model, request, constrained=False), reserved)
+            body, latency, constrained = self._send(request, reserved, constrained=constrained)
             generation = self._generation(body, request, latency, constrained=constrained)
             self.cap.charge(reserved, prompt_tokens=generation.prompt_tokens, cached_tokens=generation.cached_tokens,
                             completion_tokens=generation.completion_tokens)
@@ -187,6 +224,37 @@ class OpenAIBackend(Backend):
             if not answered:
                 self.cap.release(reserved)
             self._update_info()
+
+    def _send(self, request: GenerationRequest, reserved: float, *,
+              constrained: bool) -> tuple[dict[str, Any], float, bool]:
+        """The reply, its latency and whether it was constrained, after adapting once to each refused parameter."""
+        for _ in range(len(_ADAPTABLE) + 2):  # one retry per adaptation, one for response_format
+            payload = _payload(self.model, request, constrained=constrained, limit=self.completion_limit,
+                               temperature=self.send_temperature,
+                               extra_tokens=self.reasoning_tokens if self.completion_limit != "max_tokens" else 0)
+            try:
+                return (*self._post(payload, reserved), constrained)
+            except _FormatRejected:
+                log.warning("%s rejects response_format; constrained requests go as plain generation", self.endpoint)
+                self.plain_only, constrained = True, False
+            except _Unsupported as exc:
+                if not self._adapt(exc.param):
+                    raise BackendError(exc.refusal) from None
+                log.warning("%s refuses %s for %s; sent as a reasoning model's request from now on", self.endpoint,
+                            exc.param, self.model)
+        raise BackendError(f"The endpoint {self.endpoint} refused every form of a request for model {self.model!r}.")
+
+    def _adapt(self, param: str) -> bool:
+        """Stop sending ``param`` the refused way; False when it was already adapted (nothing left to try)."""
+        with self._lock:
+            if param == "max_tokens" and self.completion_limit == "max_tokens":
+                self.completion_limit = "max_completion_tokens"
+                self.cap.extra_completion_tokens = self.reasoning_tokens
+                return True
+            if param == "temperature" and self.send_temperature:
+                self.send_temperature = False
+                return True
+        return False
 
     def _post(self, payload: dict[str, Any], reserved: float) -> tuple[dict[str, Any], float]:
         """The reply's JSON and the latency of the attempt that answered, after retries."""
@@ -226,6 +294,9 @@ class OpenAIBackend(Backend):
             raise _Retry(f"HTTP {status}", after=_retry_after(response.headers))
         if status == 400 and "response_format" in payload and any(w in response.text for w in _FORMAT_WORDS):
             raise _FormatRejected()
+        refused = _refused_param(response) if status == 400 else None
+        if refused in payload:
+            raise _Unsupported(refused, self._refusal(status, response))
         raise BackendError(self._refusal(status, response))
 
     def _refusal(self, status: int, response: httpx.Response) -> str:
@@ -256,6 +327,9 @@ class OpenAIBackend(Backend):
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         cached = _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+        reasoning = _count((usage.get("completion_tokens_details") or {}).get("reasoning_tokens")) or 0
+        if completion is not None and reasoning > completion:  # reported apart from completion tokens: add them
+            completion += reasoning
         estimated = prompt is None or completion is None
         if prompt is None:
             prompt = sum(self.count_tokens(m.content) for m in request.prompt)
@@ -266,6 +340,7 @@ class OpenAIBackend(Backend):
             self.prompt_tokens += prompt
             self.completion_tokens += completion
             self.cached_tokens += cached or 0
+            self.reasoning_tokens_used += reasoning
             self.usage_estimated += estimated
         return Generation(text=text, prompt_tokens=prompt, completion_tokens=completion, latency_s=latency,
                           cached_tokens=cached or 0,
@@ -286,20 +361,30 @@ class OpenAIBackend(Backend):
             "usage_estimated": self.usage_estimated,
             "constrained_generation": "plain generation (the endpoint rejects response_format)" if self.plain_only
             else "json_schema response_format",
+            "reasoning_tokens": self.reasoning_tokens_used,
         })
+        adapted = ([f"max_completion_tokens = max_new_tokens + {self.reasoning_tokens} thinking tokens"]
+                   if self.completion_limit != "max_tokens" else []) + \
+            ([] if self.send_temperature else ["the model's default temperature"])
+        if adapted:
+            self.info["reasoning_model"] = ", ".join(adapted)
 
 
 # -------------------------------------------------------------------- pure helpers
 
 
-def _payload(model: str, request: GenerationRequest, *, constrained: bool) -> dict[str, Any]:
+def _payload(model: str, request: GenerationRequest, *, constrained: bool, limit: str = "max_tokens",
+             temperature: bool = True, extra_tokens: int = 0) -> dict[str, Any]:
+    """The request body; ``limit``: the name of the token limit, ``extra_tokens`` added to it (a reasoning model's
+    thinking), ``temperature`` False: the model's default."""
     payload: dict[str, Any] = {
         "model": model,
         "messages": [{"role": m.role, "content": m.content} for m in request.prompt],
-        "max_tokens": request.max_new_tokens,
-        "temperature": request.temperature,
+        limit: request.max_new_tokens + extra_tokens,
         "seed": request.seed,
     }
+    if temperature:
+        payload["temperature"] = request.temperature
     if request.stop:
         payload["stop"] = list(request.stop)
     if constrained and request.json_schema is not None:
@@ -354,6 +439,24 @@ def _retry_after(headers: httpx.Headers) -> float | None:
         return None
 
 
+def _refused_param(response: httpx.Response) -> str | None:
+    """The parameter of :data:`_ADAPTABLE` an HTTP 400 says is unsupported (OpenAI: ``error.param`` and
+    "Unsupported parameter: 'max_tokens' ..."), else None."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict):
+        return None
+    message, named = str(error.get("message") or ""), error.get("param")
+    if "support" not in message.lower() and not str(error.get("code") or "").startswith("unsupported"):
+        return None
+    for param in _ADAPTABLE:
+        if named == param or f"'{param}'" in message or f"`{param}`" in message:
+            return param
+    return None
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         error = response.json().get("error")
@@ -396,7 +499,7 @@ def _read_key(env: str | None, file: str | Path | None) -> tuple[str | None, str
 
 def _prices(prices: Prices | Mapping[str, Any] | str | Path | None) -> Prices:
     if prices is None:
-        return DEFAULT_PRICES
+        return default_prices()
     if isinstance(prices, Prices):
         return prices
     if isinstance(prices, Mapping):

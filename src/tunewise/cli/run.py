@@ -46,7 +46,8 @@ def _verdict(outcome: RunOutcome) -> None:
               "several, comma-separated, are weighed in one decision (rung@model).")
 @click.option("--store", type=click.Path(path_type=Path), help="Run-store directory (default: .tunewise/ beside TASK).")
 @click.option("--prices", "prices_path", type=click.Path(path_type=Path),
-              help="YAML/JSON price file merged over the default price table (API token and device-hour prices).")
+              help="YAML/JSON price file (or a LiteLLM model price JSON) merged over the default price table (API "
+              "token and device-hour prices).")
 @click.option("--quick", is_flag=True, help="A first answer in minutes: at most 100 stratified test examples and "
               "a 4-minute budget (wider intervals; rungs that cannot fit are skipped and say so).")
 @click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="env", default=None, metavar="[URI]",

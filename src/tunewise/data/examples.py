@@ -67,7 +67,8 @@ class Splits:
     otherwise a sentence saying how it was carved or subsampled. Carved dev examples keep the
     ``train-`` ids they had in the train file. ``unlabelled`` holds ``data.unlabelled``'s inputs (targets None),
     the pool a distill rung's teacher labels, hashed on its own (``pool_hash``) so that adding a pool changes
-    neither the data hash nor the frozen splits.
+    neither the data hash nor the frozen splits. ``sources`` says where each role's rows came from (a file's path,
+    or an ``hf://`` reference with its row count and ``datasets`` fingerprint).
     """
 
     train: tuple[Example, ...]
@@ -79,3 +80,4 @@ class Splits:
     test_origin: str = "file"
     unlabelled: tuple[Example, ...] = ()
     pool_hash: str | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)

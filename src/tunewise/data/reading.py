@@ -99,7 +99,7 @@ def surrogate_at(value: Any) -> tuple[str, str] | None:
 
 def _surrogate_error(path: Path, line: int, field: str, char: str) -> DataError:
     return DataError(
-        f"{path}: line {line} field '{shown(field)}' holds {ascii(char)[1:-1]}, half of a UTF-16 surrogate pair, "
+        f"{_at(path, line)} field '{shown(field)}' holds {ascii(char)[1:-1]}, half of a UTF-16 surrogate pair, "
         "which is not a character; fix its escape."
     )
 
@@ -296,21 +296,26 @@ def _not_json(value: Any) -> tuple[str, str] | None:
 # --------------------------------------------------------------------------- building examples
 
 
+def _at(source: Path | str, line: int | str) -> str:
+    """``train.jsonl: line 3`` for a file, ``hf://owner/name?split=train: row 3`` for a dataset's row."""
+    return f"{source}: {'row' if str(source).startswith('hf://') else 'line'} {line}"
+
+
 def _field_value(path: Path, line: int, record: dict, name: str) -> Any:
     if name not in record:
         keys = list(record)
         fields = ", ".join(f"'{shown(str(k), 30)}'" for k in keys[:8]) + (", …" if len(keys) > 8 else "")
-        raise DataError(f"{path}: line {line} has no field '{shown(name)}' (its fields are {fields or 'none'}).")
+        raise DataError(f"{_at(path, line)} has no field '{shown(name)}' (its fields are {fields or 'none'}).")
     value = record[name]
     if value is None:
-        raise DataError(f"{path}: line {line} field '{shown(name)}' is null (it needs a value).")
+        raise DataError(f"{_at(path, line)} field '{shown(name)}' is null (it needs a value).")
     if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN / Infinity, Parquet's NaN
-        raise DataError(f"{path}: line {line} field '{shown(name)}' is not a finite number ({value}); it needs a value.")
+        raise DataError(f"{_at(path, line)} field '{shown(name)}' is not a finite number ({value}); it needs a value.")
     return value
 
 
 def _wrong_type(path: Path, line: int, name: str, value: Any, wanted: str) -> DataError:
-    return DataError(f"{path}: line {line} field '{shown(name)}' is {_type_name(value)}, but {wanted}.")
+    return DataError(f"{_at(path, line)} field '{shown(name)}' is {_type_name(value)}, but {wanted}.")
 
 
 def _render_input(path: Path, line: int, record: dict, fields: Sequence[str]) -> tuple[str, dict]:
@@ -338,7 +343,7 @@ def _target(path: Path, line: int, record: dict, name: str, kind: str) -> Any:
         raise _wrong_type(path, line, name, value, wanted)
     value = str(value)
     if kind == "classification" and not value.strip():
-        raise DataError(f"{path}: line {line} field '{shown(name)}' is empty (every example needs a label).")
+        raise DataError(f"{_at(path, line)} field '{shown(name)}' is empty (every example needs a label).")
     return value
 
 
@@ -348,7 +353,7 @@ def _extraction_target(path: Path, line: int, name: str, value: Any) -> dict:
             value = loads_json(value)  # CSV cells hold the object as JSON text
         except (ValueError, RecursionError) as exc:
             raise DataError(
-                f"{path}: line {line} field '{shown(name)}' is a string that is not valid JSON "
+                f"{_at(path, line)} field '{shown(name)}' is a string that is not valid JSON "
                 f"({json_problem(exc)}), but extraction targets must be JSON objects."
             ) from None
     if not isinstance(value, dict):
@@ -360,7 +365,7 @@ def _extraction_target(path: Path, line: int, name: str, value: Any) -> dict:
     if problem is not None:
         where, what = problem
         raise DataError(
-            f"{path}: line {line} field '{shown(name)}' holds {what} at '{shown(where)}', but extraction targets "
+            f"{_at(path, line)} field '{shown(name)}' holds {what} at '{shown(where)}', but extraction targets "
             "must hold only JSON values (text, finite numbers, true/false, null, lists and objects)."
         )
     return value
@@ -371,7 +376,7 @@ def _content_key(text: str, target: Any) -> str:
 
 
 def _build_examples(
-    path: Path, records: list[tuple[int, dict]], *, role: str, spec: "TaskSpec", labelled: bool = True
+    path: Path | str, records: list[tuple[int, dict]], *, role: str, spec: "TaskSpec", labelled: bool = True
 ) -> tuple[Example, ...]:
     """Examples with stable ids; ``labelled=False``: inputs only (target None, the output field is not read), an
     id from the text alone (``data.unlabelled``'s pool)."""
@@ -393,7 +398,7 @@ def _build_examples(
 
 def _where(example: Example) -> str:
     path, _, line = example.source.rpartition(":")
-    return f"{path}: line {line}"
+    return _at(path, line)
 
 
 def _listed_labels(spec: "TaskSpec") -> tuple[str, ...] | None:

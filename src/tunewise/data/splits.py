@@ -15,11 +15,13 @@ import hashlib
 import json
 import math
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from ..errors import DataError
 from .examples import Example, Splits
+from .hub import HubData, read_hub_rows
 from .reading import (
     _build_examples,
     _check_labels,
@@ -124,38 +126,63 @@ def _data_hash(blobs: dict[str, bytes], spec: "TaskSpec") -> str:
     return h.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class _Source:
+    """One role's data as read: where (a path, or an hf:// reference's text), the bytes hashed, and the records
+    (None for a file until it is parsed, after every file was read)."""
+
+    where: Path | str
+    blob: bytes
+    records: list[tuple[int, dict]] | None
+    provenance: str
+
+    def parsed(self) -> list[tuple[int, dict]]:
+        return self.records if self.records is not None else _parse_records(Path(self.where), self.blob)
+
+
+def _read(spec: "TaskSpec", role: str, given: Path | HubData) -> _Source:
+    """A file's bytes, or an hf:// dataset's rows with their canonical JSON as the bytes hashed."""
+    if isinstance(given, HubData):
+        rows = read_hub_rows(given, base_dir=spec.base_dir, role=role)
+        return _Source(str(given), rows.blob, rows.records, rows.provenance)
+    path = spec.resolve(given)
+    assert path is not None
+    return _Source(path, _read_bytes(path, role=role), None, str(path))
+
+
 def load_splits(spec: "TaskSpec") -> Splits:
     """Load, validate and freeze train / dev / test for a task (see the module docstring)."""
     given = {"train": spec.data.train, "dev": spec.data.dev, "test": spec.data.test}
-    paths = {role: spec.resolve(path) for role, path in given.items() if path is not None}
-    blobs = {role: _read_bytes(path, role=role) for role, path in paths.items()}
-    data_hash = _data_hash(blobs, spec)
+    sources = {role: _read(spec, role, value) for role, value in given.items() if value is not None}
+    data_hash = _data_hash({role: source.blob for role, source in sources.items()}, spec)
     loaded = {
-        role: _build_examples(paths[role], _parse_records(paths[role], blob), role=role, spec=spec)
-        for role, blob in blobs.items()
+        role: _build_examples(source.where, source.parsed(), role=role, spec=spec)
+        for role, source in sources.items()
     }
     classification = spec.kind == "classification"
     listed = _listed_labels(spec) if classification else None
     if classification:
         _check_labels(loaded, listed)
-    train, dev, dev_origin = _dev_split(loaded, spec=spec, data_hash=data_hash, paths=paths)
+    train, dev, dev_origin = _dev_split(loaded, spec=spec, data_hash=data_hash, where=sources["train"].where)
     test, test_origin = _test_split(loaded["test"], spec=spec, data_hash=data_hash)
     labels = (listed or tuple(sorted({ex.target for ex in train}))) if classification else None
-    pool, pool_hash = _pool(spec)
-    return Splits(train, dev, test, labels, data_hash, dev_origin, test_origin, pool, pool_hash)
+    pool, pool_hash, pool_source = _pool(spec)
+    provenance = {role: source.provenance for role, source in sources.items()}
+    if pool_source is not None:
+        provenance["unlabelled"] = pool_source
+    return Splits(train, dev, test, labels, data_hash, dev_origin, test_origin, pool, pool_hash, provenance)
 
 
-def _pool(spec: "TaskSpec") -> tuple[tuple[Example, ...], str | None]:
-    """``data.unlabelled``'s inputs (their output field, if any, is not read) and the pool's own hash."""
+def _pool(spec: "TaskSpec") -> tuple[tuple[Example, ...], str | None, str | None]:
+    """``data.unlabelled``'s inputs (their output field, if any, is not read), the pool's own hash and its source."""
     if spec.data.unlabelled is None:
-        return (), None
-    path = spec.resolve(spec.data.unlabelled)
-    blob = _read_bytes(path, role="unlabelled")
-    pool = _build_examples(path, _parse_records(path, blob), role="pool", spec=spec, labelled=False)
-    return pool, _data_hash({"unlabelled": blob}, spec)
+        return (), None, None
+    source = _read(spec, "unlabelled", spec.data.unlabelled)
+    pool = _build_examples(source.where, source.parsed(), role="pool", spec=spec, labelled=False)
+    return pool, _data_hash({"unlabelled": source.blob}, spec), source.provenance
 
 
-def _dev_split(loaded: dict, *, spec: "TaskSpec", data_hash: str, paths: dict[str, Path]) -> tuple:
+def _dev_split(loaded: dict, *, spec: "TaskSpec", data_hash: str, where: Path | str) -> tuple:
     train = loaded["train"]
     if "dev" in loaded:
         return train, loaded["dev"], "file"
@@ -165,7 +192,7 @@ def _dev_split(loaded: dict, *, spec: "TaskSpec", data_hash: str, paths: dict[st
     if not chosen:
         why = "every label has a single training example" if stratify else "train holds a single example"
         raise DataError(
-            f"{paths['train']}: cannot carve a dev set because {why}; add training examples or give data.dev."
+            f"{where}: cannot carve a dev set because {why}; add training examples or give data.dev."
         )
     how = "stratified by label" if stratify else "hashed random sample"
     origin = f"carved from train: {fraction:.0%} {how}, seed {spec.seed}, {len(chosen)} examples"

@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from ..data.hub import HubData
 from ..task import TaskSpec
 from .traffic import Request, Traffic, agreed_label
 
@@ -137,6 +138,10 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
+def _where(spec: TaskSpec, source: Path | HubData) -> str:
+    return str(source.absolute(spec.base_dir) if isinstance(source, HubData) else spec.resolve(source))
+
+
 def derived_task(spec: TaskSpec, *, test: Path, name: str) -> dict[str, Any]:
     """The task as a mapping with absolute paths, the same store, ``data.test`` = ``test`` and no ``test_limit``."""
     raw = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -145,6 +150,8 @@ def derived_task(spec: TaskSpec, *, test: Path, name: str) -> dict[str, Any]:
         value = getattr(spec.data, key)
         if isinstance(value, Path):
             data[key] = str(spec.resolve(value).resolve())
+        elif isinstance(value, HubData):
+            data[key] = str(value.absolute(spec.base_dir))
     data["test"] = str(test.resolve())
     data.pop("test_limit", None)
     raw.update(name=name, data=data, store=str(spec.store_dir.resolve()))
@@ -192,7 +199,7 @@ def export_labelled(spec: TaskSpec, traffic: Traffic, *, labels: Sequence[str] |
     if new:
         notes.append(f"{len(new)} labelled requests carry labels the task has never seen ({', '.join(new_labels[:5])}"
                      f"{', ...' if len(new_labels) > 5 else ''}): a new intent; add examples of them to train "
-                     f"({spec.resolve(spec.data.train)}) and to the label list, then run the task again.")
+                     f"({_where(spec, spec.data.train)}) and to the label list, then run the task again.")
     if not keep:
         notes.insert(0, "No feedback-labelled request to re-run the decision on; label a random sample of recent "
                         "requests (POST /v1/feedback) and monitor again.")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..costs import DEFAULT_PRICES, PRICES_AS_OF, Prices
+from ..costs import Prices, default_prices
 from ..decision import Decision
 from ..results import RunResults, write_json
 from ..task import TaskSpec
@@ -65,7 +65,8 @@ def decision_payload(results: RunResults, decision: Decision, prices: Prices) ->
         "run_id": results.run_id, "created_at": results.created_at,
         "task": {k: task.get(k) for k in ("name", "kind", "model", "target", "constraints")},
         "data_hash": (results.data or {}).get("hash"), "seed": results.seed,
-        "prices": {"as_of": PRICES_AS_OF, "device_source": prices.device_source,
+        "prices": {"as_of": prices.as_of, "table": prices.table, "overrides": list(prices.overrides),
+                   "device_source": prices.device_source,
                    "device_hour_usd": dict(prices.device_hour)}}}
 
 
@@ -75,11 +76,11 @@ def render_report(results: RunResults, decision: Decision, *, spec: TaskSpec | M
     """Write ``report.html``, ``report.md``, ``decision.json`` and ``edge_cases.md`` into ``out_dir``.
 
     ``decision`` is :func:`~tunewise.decision.decide` of these results, made by the caller with the same
-    ``prices`` (the default table when None), which ``decision.json`` and the reproducibility record name.
+    ``prices`` (:func:`~tunewise.costs.default_prices` when None), which ``decision.json`` and the reproducibility record name.
     ``test_examples`` (the test split's :class:`~tunewise.data.Example` objects) lets the edge cases
     quote inputs and score flips; None renders without them and says so (``data_note`` says why).
     """
-    prices = prices or DEFAULT_PRICES
+    prices = prices or default_prices()
     edge = edge_cases_markdown(results, test_examples, decision, data_note=data_note)
     repro = reproducibility(results, spec, prices)
     figures = build_figures(results, decision, target=_target(decision, spec))

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..costs import PRICES_AS_OF, Prices
+from ..costs import Prices
 from ..decision import Decision, Option
-from ..formats import backend_words, models_words, pct
+from ..formats import backend_words, hub_sources, models_words, pct
 from ..results import LadderRecord, RunResults
 from ..task import TaskSpec
 
@@ -166,6 +166,7 @@ def data_lines(results: RunResults) -> list[str]:
              f"test {sizes.get('test', '?')} examples."]
     lines += [f"{name} split: {d[key]}." for name, key in (("Dev", "dev_origin"), ("Test", "test_origin"))
               if d.get(key)]
+    lines += [f"Data {role}: {where}." for role, where in hub_sources(d)]
     if c.get("volume_assessment"):
         lines.append(f"Volume: {c['volume_assessment']}")
     lines.append(f"Leakage train/test: {c.get('leakage_exact', 0)} exact, {c.get('leakage_near', 0)} near-duplicate.")
@@ -205,7 +206,7 @@ def reproducibility(results: RunResults, spec: TaskSpec | Mapping[str, Any],
             ("package versions", versions or "–")]
     if backend:
         rows.append(("backend", backend))
-    rows += [("prices", f"price table as of {PRICES_AS_OF}; device: {prices.device_source or 'price table'}"),
+    rows += [("prices", prices.sources_words()),
              ("report", f"tunewise {__version__}; the decision is recomputed from results.json by "
                         "tunewise.decision.decide, no model is run")]
     return rows
