@@ -2,7 +2,8 @@
 
     python examples/subset.py /path/to/shared/datasets
 
-(banking77_few_labels is cut from the bundled examples/banking77/data/train.jsonl.)
+(banking77_few_labels is cut from the bundled examples/banking77/data/train.jsonl; snips_nlg is the bundled
+snips_slots subset turned around, see :func:`meaning`.)
 
 Stratified by label/intent, deterministic (seed 0), original row order kept within each subset.
 """
@@ -34,6 +35,18 @@ def write(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
+def meaning(output: dict) -> str:
+    """A SNIPS request's meaning representation, E2E-NLG style: the intent, then each slot as ``name[value]`` in
+    the order the user said them, e.g. ``PlayMusic: artist[clem burke], playlist[Pre-Party R&B Jams]``."""
+    return output["intent"] + ": " + ", ".join(f"{s['slot']}[{s['value']}]" for s in output["slots"])
+
+
+def nlg(rows: list[dict]) -> list[dict]:
+    """Data-to-text rows: the meaning representation in, the request as the user typed it out (its text with the
+    surrounding spaces some source rows carry stripped; nothing else changed)."""
+    return [{"meaning": meaning(r["output"]), "request": r["text"].strip()} for r in rows]
+
+
 def main(shared: Path) -> None:
     here = Path(__file__).parent
     snips = shared / "snips_slots"
@@ -41,6 +54,7 @@ def main(shared: Path) -> None:
     for split, n in (("train", 100), ("test", 20)):
         rows = [{"text": r["text"], "output": r["output"]} for r in read(snips / f"{split}.jsonl")]
         write(here / "snips_slots" / "data" / f"{split}.jsonl", stratified(rows, intent, n))
+        write(here / "snips_nlg" / "data" / f"{split}.jsonl", nlg(read(here / "snips_slots" / "data" / f"{split}.jsonl")))
     # BANKING77 with few labels: 10 labelled queries per intent, the rest of train as inputs without labels
     bank = read(here / "banking77" / "data" / "train.jsonl")
     few = stratified(bank, lambda r: r["label"], 10)
