@@ -135,3 +135,30 @@ def test_the_policy_prices_the_search_by_a_bound_on_its_calls_that_holds(tmp_pat
     assert made <= planned.search_calls <= params["max_calls"] + params["dev_limit"] + 16
     if n_train == 60:  # train, dev and the candidates run out before max_calls: what is left of the bootstrap
         assert planned.search_calls <= made + 60
+
+
+def test_a_continuous_generation_metric_bootstraps_demonstrations_that_reach_its_threshold(tmp_path):
+    """chrF is never exactly 1 for a near answer: requiring a perfect score bootstrapped no demonstration at all on a
+    generation task. A demonstration is kept when its score reaches bootstrap_threshold (default: the task's target
+    on the metric, else 0.5), as a DSPy metric returning score >= threshold under a trace does."""
+    import json
+
+    pairs = [{"text": f"say {w} {i} now", "label": f"{w} {i} now"} for i, w in
+             enumerate(["alpha", "beta", "gamma", "delta"] * 10)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[:32]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[32:]))
+
+    def run(target: str, params: str = "") -> dict:
+        (tmp_path / "task.yaml").write_text(
+            "name: echo\nkind: generation\ndata: {train: train.jsonl, test: test.jsonl}\n"
+            f"generation: {{metric: chrf}}\n{target}model: 'fake:echo'\nembedder: hashing\n"
+            "rungs:\n  - {name: optimized, strategy: optimize, params: {k: 2, candidates: 2, max_calls: 60, "
+            f"dev_limit: 4{params}}}}}\n")
+        (rung,) = run_task(load_task(tmp_path / "task.yaml"), report=False).results.rungs
+        assert rung.status == "finished", rung.error or rung.reason
+        return rung.extras["optimization"]
+
+    # the echo's answers score between 0.5 and 0.9 chrF against their gold answers
+    assert run("")["bootstrapped"] >= 1 and run("")["bootstrap_threshold"] == 0.5
+    assert run("target: {chrf: 0.95}\n")["bootstrapped"] == 0  # none reaches the task's target
+    assert run("target: {chrf: 0.95}\n", ", bootstrap_threshold: 0.3")["bootstrapped"] >= 1

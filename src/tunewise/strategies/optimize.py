@@ -3,7 +3,8 @@
 In the spirit of DSPy's BootstrapFewShotWithRandomSearch, within a fixed budget of model calls:
 
 1. **Bootstrap demonstrations.** Train examples, in a seeded random order, are answered by the zero-shot program
-   (the first instruction); those the model answers correctly under it become candidate demonstrations (for
+   (the first instruction); those the model answers correctly under it (a continuous generation metric: at least
+   ``bootstrap_threshold``, see :func:`bootstrap_threshold`) become candidate demonstrations (for
    chain-of-thought, with the rationale the model wrote, so demonstrations show how to reason). A set with fewer
    than ``k`` of them is topped up with labelled train examples, as DSPy's ``max_labeled_demos`` does.
    Demonstrations only ever come from train.
@@ -37,8 +38,8 @@ from .base import Candidate, PrepareContext, get_strategy, register
 
 __all__ = ["prepare_optimized", "OPTIMIZE_PARAMS", "instruction_variants", "search_calls_bound"]
 
-OPTIMIZE_PARAMS = ("mode", "k", "candidates", "max_calls", "dev_limit", "bootstrap_limit", "instructions", "seed",
-                   "max_new_tokens", "reasoning_tokens", "proposer", "rewrites")
+OPTIMIZE_PARAMS = ("mode", "k", "candidates", "max_calls", "dev_limit", "bootstrap_limit", "bootstrap_threshold",
+                   "instructions", "seed", "max_new_tokens", "reasoning_tokens", "proposer", "rewrites")
 REWRITE = ("Rewrite the following instruction for a language model so that it is clearer and more precise about what "
            "to answer. Keep its meaning. Write only the new instruction, in one paragraph.\n\nInstruction: {base}")
 
@@ -78,6 +79,18 @@ def _dev_score(ctx: PrepareContext, examples: Sequence[Any], preds: Sequence[Any
     if g is not None and g.metric and g.metric != "judge":
         return float(generation_scores(g.metric, golds, outs, embed=ctx.embed).mean())
     return float(match_vector(golds, outs, g.match if g else "normalized").mean())
+
+
+def bootstrap_threshold(spec: Any, params: dict[str, Any]) -> float:
+    """The score a train example's answer must reach to become a demonstration: ``bootstrap_threshold`` when the
+    rung sets it; for a continuous generation metric (never exactly 1 for a near answer), the task's target on it,
+    else 0.5; otherwise 1 (right: the label, the whole JSON object, the exact text)."""
+    if params.get("bootstrap_threshold") is not None:
+        return float(params["bootstrap_threshold"])
+    g = spec.generation
+    if spec.kind == "generation" and g is not None and g.metric:
+        return float(spec.target.get(spec.primary_metric, 0.5))
+    return 1.0
 
 
 def _proposed(rung: Any, ctx: PrepareContext, base: str, proposer: str, n: int) -> list[str]:
@@ -150,6 +163,7 @@ def prepare_optimized(rung: Any, ctx: PrepareContext) -> Candidate:
     random.Random(seed).shuffle(order)
     order = order[: int(params.get("bootstrap_limit", max(8, max_calls // 4)))]
     zero = program(instructions[0], [])
+    threshold = bootstrap_threshold(spec, params)
     pool: list[tuple[str, Any]] = []
     for i in range(0, len(order), 16):
         if len(pool) >= k * n_sets or spent() >= max_calls // 4:
@@ -158,7 +172,7 @@ def prepare_optimized(rung: Any, ctx: PrepareContext) -> Candidate:
         preds = evaluate(zero, chunk, backend=ctx.backend).predictions
         usage.extend(preds)
         for e, p in zip(chunk, preds):
-            if _dev_score(ctx, [e], [p]) >= 1.0:
+            if _dev_score(ctx, [e], [p]) >= threshold:
                 pool.append((e.text, p.raw if mode == "cot" else e.target))
     # candidate sets: k bootstrapped demonstrations, topped up with labelled train examples when too few were
     # bootstrapped (as DSPy's max_labeled_demos does): a weak model still gets to try gold demonstrations
@@ -195,7 +209,7 @@ def prepare_optimized(rung: Any, ctx: PrepareContext) -> Candidate:
     optimization = {
         "method": "bootstrapped demonstrations x instruction variants, random search on dev (DSPy-style "
                   "BootstrapFewShotWithRandomSearch)", "mode": mode, "k": k, "candidate_sets": len(sets) - 1,
-        "bootstrapped": len(pool), "bootstrap_tried": len(order), "instructions": instructions,
+        "bootstrapped": len(pool), "bootstrap_tried": len(order), "bootstrap_threshold": threshold, "instructions": instructions,
         "dev_examples": len(dev), "max_calls": max_calls, "calls": spent(), "trials": trials,
         "winner": {"instruction": instructions.index(instruction), "demonstrations": len(demos),
                    "dev_score": best[0][0]},
