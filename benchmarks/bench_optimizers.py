@@ -14,7 +14,15 @@ Reported for both: test accuracy with its 95% Clopper-Pearson interval, the pair
 winners, model calls during the search, and wall time (search, test evaluation). tunewise's rung answers by free
 generation here (``mode: generate``), as DSPy does; its default, label scoring, is reported beside it.
 
+``--task snips_nlg`` runs the same comparison on the bundled generation example (data-to-text, a task SmolLM2 can
+do with demonstrations): both optimisers answer by free generation and score candidates by sentence chrF
+(sacrebleu, the same function for both), and a demonstration is bootstrapped when its chrF reaches the task's
+target (DSPy: the metric returns ``score >= target`` under a trace; tunewise: ``bootstrap_threshold``'s default).
+Quality is then mean chrF with its BCa interval, compared by the paired bootstrap and Wilcoxon's signed-rank test.
+
 Run:  python benchmarks/bench_optimizers.py --dspy-python /tmp/dspyenv/bin/python      (~20 min on 2 idle cores)
+      python benchmarks/bench_optimizers.py --dspy-python V/bin/python --task snips_nlg --out optimizers_nlg
+      (V needs dspy and sacrebleu)
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from fastapi import Request  # noqa: E402 - at module level: FastAPI resolves the handler's annotation here
 
-TASK = C.ROOT / "examples" / "fin_sentiment" / "task.yaml"
+TASKS = {name: C.ROOT / "examples" / name / "task.yaml" for name in ("fin_sentiment", "snips_nlg")}
 
 DSPY_SCRIPT = r'''
 import json, sys, time
@@ -45,29 +53,43 @@ import dspy
 
 print(dspy.__version__, flush=True)
 cfg = json.load(open(sys.argv[1]))
-labels = tuple(cfg["labels"])
-Label = Literal[labels]  # type: ignore[valid-type]
+if cfg["kind"] == "classification":
+    labels = tuple(cfg["labels"])
+    Label = Literal[labels]  # type: ignore[valid-type]
 
+    class Task(dspy.Signature):
+        """Classify the sentiment of the financial news tweet for the stock it mentions."""
 
-class Sentiment(dspy.Signature):
-    """Classify the sentiment of the financial news tweet for the stock it mentions."""
+        text: str = dspy.InputField()
+        label: Label = dspy.OutputField()
 
-    text: str = dspy.InputField()
-    label: Label = dspy.OutputField()
+    def metric(example, pred, trace=None):
+        return getattr(pred, "label", None) == example.label
+else:  # data-to-text, scored by sentence chrF as tunewise scores it
+    from sacrebleu.metrics import CHRF
+
+    chrf = CHRF()
+
+    class Task(dspy.Signature):
+        __doc__ = cfg["instructions"]
+
+        text: str = dspy.InputField(desc="the intent and its slot values")
+        label: str = dspy.OutputField(desc="the request")
+
+    def metric(example, pred, trace=None):
+        answer = getattr(pred, "label", None)
+        score = 0.0 if answer is None else chrf.sentence_score(str(answer), [example.label]).score / 100
+        return score >= cfg["threshold"] if trace is not None else score
 
 
 def ex(row):
     return dspy.Example(text=row["text"], label=row["label"]).with_inputs("text")
 
 
-def metric(example, pred, trace=None):
-    return getattr(pred, "label", None) == example.label
-
-
 lm = dspy.LM("openai/smollm2", api_base=cfg["url"], api_key="local", temperature=0.0, max_tokens=cfg["max_tokens"],
              cache=False, num_retries=0)
 dspy.configure(lm=lm)
-program = dspy.Predict(Sentiment)
+program = dspy.Predict(Task)
 optimizer = dspy.BootstrapFewShotWithRandomSearch(metric=metric, max_bootstrapped_demos=cfg["k"],
                                                   max_labeled_demos=cfg["k"],
                                                   num_candidate_programs=cfg["candidates"], num_threads=1,
@@ -148,7 +170,7 @@ def _tunewise(spec: Any, store: Path, name: str, params: dict[str, Any]) -> dict
     if r.status != "finished":
         raise SystemExit(f"{name}: {r.status}: {r.error or r.reason}")
     opt = r.extras["optimization"]
-    return {"accuracy": r.primary.value, "low": r.primary.low, "high": r.primary.high, "n": r.primary.n,
+    return {r.primary_metric: r.primary.value, "low": r.primary.low, "high": r.primary.high, "n": r.primary.n,
             "search_calls": opt["calls"], "search_s": opt["wall_s"], "test_model_s": r.usage["model_seconds"],
             "wall_s": wall, "winner": opt["winner"], "bootstrapped": opt["bootstrapped"], "params": params,
             "outputs": {p.example_id: p.output for p in r.predictions}}
@@ -157,6 +179,8 @@ def _tunewise(spec: Any, store: Path, name: str, params: dict[str, Any]) -> dict
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dspy-python", required=True, help="a Python with dspy installed")
+    p.add_argument("--task", choices=sorted(TASKS), default="fin_sentiment")
+    p.add_argument("--out", default="optimizers", help="the result's name under benchmarks/results/")
     p.add_argument("--candidates", type=int, default=2)
     p.add_argument("--train", type=int, default=48, help="training examples both optimisers bootstrap from")
     p.add_argument("--dev", type=int, default=32)
@@ -170,7 +194,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tunewise.data import load_splits
     from tunewise.task import load_task
 
-    spec = load_task(TASK)
+    task = TASKS[args.task]
+    spec = load_task(task)
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"test_limit": args.test})})
     splits = load_splits(spec)
     train, dev, test = list(splits.train[: args.train]), list(splits.dev[: args.dev]), list(splits.test)
@@ -178,19 +203,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     k, search = 4, {"k": 4, "candidates": args.candidates, "dev_limit": args.dev, "bootstrap_limit": args.train}
     # tunewise's calls: the two instructions' zero-shot passes on dev, the bootstrap, the candidate sets on dev
     budget = args.train + args.dev * 3 * (args.candidates + 1)
-    out: dict[str, Any] = {"benchmark": "optimizers", "environment": C.environment(), "task": str(TASK.relative_to(C.ROOT)),
+    out: dict[str, Any] = {"benchmark": "optimizers", "environment": C.environment(), "task": str(task.relative_to(C.ROOT)),
                            "model": C.MODEL, "train": len(train), "dev": len(dev), "test": len(test),
                            "test_origin": splits.test_origin, "k": k, "candidates": args.candidates,
-                           "max_tokens": args.max_tokens,
-                           "load_average_before": list(os.getloadavg())}
+                           "max_tokens": args.max_tokens, "kind": spec.kind, "metric": spec.primary_metric,
+                           "name": args.out, "load_average_before": list(os.getloadavg())}
     print("tunewise optimized (generate) ...", flush=True)
     tw = _tunewise(spec, root / "store", "optimized_generate", {**search, "mode": "generate", "max_calls": budget})
-    print(f"  {tw['accuracy']:.3f} [{tw['low']:.3f}, {tw['high']:.3f}], {tw['search_calls']} calls", flush=True)
-    print("tunewise optimized (score) ...", flush=True)
-    tws = _tunewise(spec, root / "store", "optimized_score", {**search, "mode": "score", "max_calls": budget})
-    print(f"  {tws['accuracy']:.3f} [{tws['low']:.3f}, {tws['high']:.3f}], {tws['search_calls']} calls", flush=True)
+    print(f"  {tw[spec.primary_metric]:.3f} [{tw['low']:.3f}, {tw['high']:.3f}], {tw['search_calls']} calls",
+          flush=True)
+    tws = None
+    if spec.kind == "classification":  # label scoring, tunewise's default for classification
+        print("tunewise optimized (score) ...", flush=True)
+        tws = _tunewise(spec, root / "store", "optimized_score", {**search, "mode": "score", "max_calls": budget})
+        print(f"  {tws['accuracy']:.3f} [{tws['low']:.3f}, {tws['high']:.3f}], {tws['search_calls']} calls",
+              flush=True)
 
-    cfg = {"labels": list(splits.labels), "k": k, "candidates": args.candidates, "max_tokens": args.max_tokens,
+    cfg = {"kind": spec.kind, "instructions": spec.instructions or "",
+           "threshold": spec.target.get(spec.primary_metric, 0.5), "labels": list(splits.labels or []), "k": k, "candidates": args.candidates, "max_tokens": args.max_tokens,
            "train": [{"text": e.text, "label": e.target} for e in train],
            "dev": [{"text": e.text, "label": e.target} for e in dev],
            "test": [{"text": e.text, "label": e.target} for e in test]}
@@ -233,37 +263,49 @@ def _reused(directory: Path, cfg: dict[str, Any]) -> tuple[dict[str, Any], int, 
         str(calls.get("version", "3.4.1")) + f" (reused from {directory.name})"
 
 
-def _finish(out: dict[str, Any], tw: dict[str, Any], tws: dict[str, Any], test: list[Any], result: dict[str, Any],
+def _finish(out: dict[str, Any], tw: dict[str, Any], tws: dict[str, Any] | None, test: list[Any], result: dict[str, Any],
             calls_total: int, wall: float, version: str) -> dict[str, Any]:
     import numpy as np
 
+    from tunewise.evaluation.metrics import generation_scores
+    from tunewise.evaluation.scoring import mean_metric
     from tunewise.evaluation.stats import compare_paired, proportion_metric
 
-    k, candidates, max_tokens = out["k"], out["candidates"], out["max_tokens"]
+    k, candidates, max_tokens, metric = out["k"], out["candidates"], out["max_tokens"], out["metric"]
     dspy_out = result["outputs"]
     gold = [e.target for e in test]
-    dspy_correct = np.array([o == g for o, g in zip(dspy_out, gold)], dtype=float)
-    m = proportion_metric(dspy_correct)
+
+    def scores(outputs: list[Any]) -> Any:  # per example: right or wrong, or the task's generation metric
+        if out["kind"] == "classification":
+            return np.array([o == g for o, g in zip(outputs, gold)], dtype=float)
+        return generation_scores(metric, gold, outputs)
+
+    def quality(per_example: Any) -> Any:
+        return proportion_metric(per_example) if out["kind"] == "classification" else mean_metric(per_example, 0)
+
+    dspy_scores = scores(dspy_out)
+    m = quality(dspy_scores)
     test_calls = len(test)  # at least one a test example (an adapter's retry makes more)
-    out["dspy"] = {"accuracy": m.value, "low": m.low, "high": m.high, "n": m.n, "search_s": result["search_s"],
+    out["dspy"] = {metric: m.value, "low": m.low, "high": m.high, "n": m.n, "search_s": result["search_s"],
                    "test_s": result["test_s"], "wall_s": wall, "calls_total": calls_total,
                    "search_calls_at_least": calls_total - test_calls, "demos": result["demos"],
                    "unparsed_test_answers": sum(o is None for o in dspy_out), "dspy_version": version,
                    "settings": {"max_bootstrapped_demos": k, "max_labeled_demos": k,
                                 "num_candidate_programs": candidates, "max_tokens": max_tokens}}
     ids = [e.id for e in test]
-    for key, res in (("tunewise_generate", tw), ("tunewise_score", tws)):
-        correct = np.array([res["outputs"].get(i) == g for i, g in zip(ids, gold)], dtype=float)
-        c = compare_paired(correct, dspy_correct)
+    ours = [("tunewise_generate", "tunewise optimized (generate)", tw)]
+    if tws is not None:
+        ours.append(("tunewise_score", "tunewise optimized (score)", tws))
+    for key, _, res in ours:
+        c = compare_paired(scores([res["outputs"].get(i) for i in ids]), dspy_scores)
         out[key] = {k2: v for k2, v in res.items() if k2 != "outputs"}
         out[key]["vs_dspy"] = {x: c[x] for x in ("diff", "low", "high", "p_value", "verdict")}
     out["load_average_after"] = list(os.getloadavg())
-    path = C.write_result("optimizers", out)
-    rows = [[name, f"{100 * r['accuracy']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]",
+    path = C.write_result(out["name"], out)
+    rows = [[name, f"{100 * r[metric]:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]",
              r.get("search_calls", r.get("search_calls_at_least")), f"{r['search_s'] / 60:.1f}"]
-            for name, r in (("tunewise optimized (generate)", out["tunewise_generate"]),
-                            ("tunewise optimized (score)", out["tunewise_score"]), ("DSPy BootstrapRS", out["dspy"]))]
-    print(C.table(rows, ["optimiser", "test accuracy [95% CI]", "search calls", "search min"]))
+            for name, r in [*((label, out[key]) for key, label, _ in ours), ("DSPy BootstrapRS", out["dspy"])]]
+    print(C.table(rows, ["optimiser", f"test {metric} [95% CI]", "search calls", "search min"]))
     print(f"written {path}")
     return out
 
