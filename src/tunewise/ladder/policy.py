@@ -85,7 +85,8 @@ __all__ = [
 #: (SmolLM2-135M, 2-core CPU, BANKING77's 77 labels: label scoring ~2 s, chain-of-thought ~4.5 s,
 #: free generation ~0.7 s, embeddings ~0.03 s; a tuned model scores its labels in ~1 s)
 PRIOR_S_PER_EXAMPLE = {
-    "no_llm": 0.03, "prompt_score": 2.0, "prompt_score_demos": 2.5, "prompt_generate": 0.7,
+    "no_llm": 0.03, "prompt_score": 2.0, "prompt_score_demos": 2.5, "prompt_score_demo_labels": 1.0,
+    "prompt_generate": 0.7,
     "prompt_generate_demos": 0.8, "prompt_cot": 4.5, "prompt_cot_demos": 5.0, "tuned": 1.0, "curve": 1.0,
     "encoder": 0.03, "distill": 0.03,
     "other": 2.0,
@@ -96,7 +97,8 @@ PRIOR_S_PER_EXAMPLE = {
 PRIOR_S_PER_ANSWER_TOKEN = 0.015
 PRIOR_ANSWER_TOKENS = 32
 #: (prompt tokens, completion tokens) per request assumed for an API model before a rung of the family ran
-PRIOR_API_TOKENS = {"prompt_score": (300, 2), "prompt_score_demos": (1000, 2), "prompt_generate": (300, 16),
+PRIOR_API_TOKENS = {"prompt_score": (300, 2), "prompt_score_demos": (1000, 2), "prompt_score_demo_labels": (1000, 2),
+                    "prompt_generate": (300, 16),
                     "prompt_generate_demos": (1000, 16), "prompt_cot": (300, 80), "prompt_cot_demos": (1000, 80),
                     "other": (500, 32)}
 #: seconds a token of encoder_ft work takes before one ran: all-MiniLM-L6-v2, batch 32, 2-core CPU, 3 epochs over
@@ -112,7 +114,9 @@ DEFAULT_TUNING_HOURS = 0.5
 
 
 def rung_family(strategy: str, params: Mapping[str, Any], kind: str = "classification") -> str:
-    """Rungs of one family have similar cost per example: ``no_llm``, ``prompt_<mode>[_demos]``, ``tuned``, ``curve``."""
+    """Rungs of one family have similar cost per example: ``no_llm``, ``prompt_<mode>[_demos]``, ``tuned``, ``curve``;
+    a scoring rung that scores only its demonstrations' labels (``choices: demos``, few_shot_retrieved: <= k of
+    BANKING77's 77) is ``prompt_score_demo_labels``, several times faster than one scoring every label."""
     if strategy in ("knn", "probe"):
         return "no_llm"
     if strategy == "encoder_ft":
@@ -129,6 +133,8 @@ def rung_family(strategy: str, params: Mapping[str, Any], kind: str = "classific
         mode = str(params.get("mode", "score"))
         if kind != "classification" and mode == "score":
             mode = "generate"
+        if mode == "score" and params.get("k") and params.get("choices") == "demos":
+            return "prompt_score_demo_labels"
         return f"prompt_{mode}" + ("_demos" if params.get("k") else "")
     return "other"
 
