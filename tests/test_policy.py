@@ -371,3 +371,28 @@ def test_scoring_only_the_demonstrations_labels_is_its_own_cost_family():
     est = estimate_cost(PlannedRung("optimized", fam["optimized"], search_calls=400), {"few_shot_retrieved": retrieved},
                         308, {None: Pricing(usd_per_second=0.0)})
     assert "prior" in est.basis and est.seconds == pytest.approx(PRIOR_S_PER_EXAMPLE["prompt_score_demos"] * 708)
+
+
+def test_a_generation_metrics_scores_reach_the_plateau_rule_as_scores():
+    """observe() turned per-example scores into bools, so on a chrF task every non-empty answer was 'correct' and
+    few_shot_random (chrF 0.43) looked no better than zero_shot (0.25): the snips_nlg benchmark escalated to LoRA on
+    a plateau that was not there, before few_shot_retrieved ran."""
+    from types import SimpleNamespace
+
+    from tunewise.costs import load_prices
+    from tunewise.ladder.planning import observe
+    from tunewise.ladder.policy import plateau
+
+    rng = np.random.default_rng(0)
+    zero, role = rng.uniform(0.1, 0.4, 140), rng.uniform(0.1, 0.4, 140)
+    random_demos = np.clip(zero + 0.18 + rng.normal(0, 0.05, 140), 0, 1)
+    observed = {}
+    for name, scores in (("zero_shot", zero), ("role", role), ("few_shot_random", random_demos)):
+        result = SimpleNamespace(name=name, status="finished", usage={}, prepare_s=0.0, extras={},
+                                 primary=proportion_metric(np.round(scores)))
+        result.primary = result.primary.__class__(float(scores.mean()), 0.0, 1.0, 140, "test")
+        observed[name] = observe(result, "prompt_generate", pricing=Pricing(usd_per_second=0.0), model="fake:x",
+                                 prices=load_prices(), correct=scores)
+        assert observed[name].correct == tuple(float(s) for s in scores)
+    ladder = [PlannedRung(n, "prompt_generate") for n in observed]
+    assert plateau(ladder, observed) is None  # few_shot_random is significantly better: no plateau

@@ -116,8 +116,9 @@ def _token_counter(model: str) -> Any:
 
 
 def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, prices: "Prices",
-            correct: Sequence[bool] | None, key: str | None = None) -> Observed:
-    """What the policy needs from a rung result: scores, per-example ``correct``ness and measured cost.
+            correct: Sequence[float] | None, key: str | None = None) -> Observed:
+    """What the policy needs from a rung result: scores, per-example ``correct``ness (0/1, or a generation
+    metric's score: kept as it is, since the plateau's paired test compares the scores) and measured cost.
     ``model``: the id of the rung's model (its prices); ``key``: its short name when the task weighs several."""
     from ..costs import is_self_hosted, request_cost
 
@@ -140,7 +141,7 @@ def observe(result: RungResult, family: str, *, pricing: Pricing, model: str, pr
                         seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd, model=key)
     m = result.primary
     return Observed(result.name, family, "finished", value=m.value, low=m.low, high=m.high, metric=m,
-                    correct=tuple(bool(c) for c in correct) if correct is not None else None,
+                    correct=tuple(float(c) for c in correct) if correct is not None else None,
                     seconds=seconds, eval_seconds=eval_s, examples=examples, usd=usd, train_s=train_s,
                     train_example_epochs=train_work, train_tokens=train_tokens, model=key)
 

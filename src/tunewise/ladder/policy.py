@@ -181,7 +181,7 @@ class Observed:
     value: float | None = None
     low: float | None = None
     high: float | None = None
-    correct: tuple[bool, ...] | None = None  # per-example correctness on the full test split
+    correct: tuple[float, ...] | None = None  # per-example correctness (0/1) or score on the full test split
     seconds: float = 0.0  # measured: preparation (training included) + model time
     eval_seconds: float = 0.0  # model time of the evaluation
     examples: int = 0  # test examples evaluated
