@@ -163,3 +163,24 @@ def test_a_judged_generation_run_scores_with_the_judge_and_reports_its_checks(tm
     with pytest.raises(TaskSpecError, match="metric: judge and a judge section go together"):
         parse_task({"kind": "generation", "data": {"train": "a.jsonl", "test": "b.jsonl"},
                     "generation": {"metric": "judge"}})
+
+
+def test_a_generation_runs_paired_tests_are_named_wilcoxon_wherever_they_are_shown(tmp_path):
+    """The comparisons of per-example scores use Wilcoxon's signed-rank test, but summary.md's table was headed
+    'McNemar exact p' and the decision's and the plateau's sentences said 'McNemar p' (seen on snips_nlg)."""
+    from tunewise.summary import summary_markdown
+
+    pairs = [{"text": f"say {w} now", "label": f"{w} now"} for w in ["alpha", "beta", "gamma", "delta"] * 6]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[:16]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[16:]))
+    (tmp_path / "task.yaml").write_text(
+        "name: echo\nkind: generation\ndata: {train: train.jsonl, test: test.jsonl}\n"
+        f"generation: {{metric: '{__name__}:overlap'}}\ntarget: {{overlap: 0.99}}\nmodel: 'fake:echo'\n"
+        "embedder: hashing\n")
+    outcome = run_task(load_task(tmp_path / "task.yaml"), rungs=["knn", "zero_shot"], report=False)
+    (comparison,) = outcome.results.comparisons
+    assert comparison.test == "Wilcoxon signed-rank"
+    text = summary_markdown(outcome.results)
+    assert "Wilcoxon signed-rank p" in text and "McNemar" not in text
+    assert any("Wilcoxon p = " in r for r in outcome.decision.reasons)
+    assert not any("McNemar" in r for r in outcome.decision.reasons)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -396,3 +397,7 @@ def test_a_generation_metrics_scores_reach_the_plateau_rule_as_scores():
         assert observed[name].correct == tuple(float(s) for s in scores)
     ladder = [PlannedRung(n, "prompt_generate") for n in observed]
     assert plateau(ladder, observed) is None  # few_shot_random is significantly better: no plateau
+    ladder[2] = PlannedRung("few_shot_random", "prompt_generate")
+    observed["few_shot_random"] = replace(observed["role"], name="few_shot_random")
+    said = plateau(ladder, observed)
+    assert said is not None and "Wilcoxon p = " in said and "McNemar" not in said

@@ -286,7 +286,7 @@ def _comparison(comparisons: Sequence[Comparison], a: str, b: str) -> tuple[dict
             out = {"a": a, "b": b, "diff": diff + 0.0, "low": low + 0.0, "high": high + 0.0,  # + 0.0: no "-0.0"
                    "p_value": _num(c.p_value),
                    "verdict": verdict or "not significantly different"}
-            p = "" if out["p_value"] is None else f", McNemar p = {out['p_value']:.3g}"
+            p = "" if out["p_value"] is None else f", {c.test.split()[0]} p = {out['p_value']:.3g}"
             return out, (f"{a} vs {b}: {out['verdict']} ({100 * out['diff']:+.1f} points [{100 * out['low']:+.1f}, "
                          f"{100 * out['high']:+.1f}]{p}).")
     return None, f"No paired comparison of {a} and {b} in the results (comparisons are against the best rung only)."

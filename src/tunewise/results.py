@@ -84,6 +84,7 @@ class Comparison:
     verdict: str  # "A better" | "B better" | "not significantly different"
     decided_by: str
     explanation: str
+    test: str = "McNemar exact"  # the p-value's test: "McNemar exact", or "Wilcoxon signed-rank" for scores
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

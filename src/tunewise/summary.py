@@ -60,11 +60,20 @@ def _rung_table(results: RunResults) -> list[str]:
     return lines + [_rung_row(r, secondary) for r in results.rungs] + [""] + [x for n in notes for x in (n, "")]
 
 
+def _paired_tests(results: RunResults) -> str:
+    """The paired tests the run's comparisons used, in words (per-example scores: Wilcoxon in McNemar's place)."""
+    words = {"McNemar exact": "exact McNemar on per-example correctness",
+             "Wilcoxon signed-rank": "the Wilcoxon signed-rank test on per-example scores"}
+    tests = dict.fromkeys(c.test for c in results.comparisons) or {"McNemar exact": None}
+    return " / ".join(words.get(t, t) for t in tests)
+
+
 def _comparisons(results: RunResults) -> list[str]:
     if not results.comparisons:
         return []
+    tests = " / ".join(dict.fromkeys(c.test for c in results.comparisons))  # one test a run: one metric
     lines = ["## Paired comparisons against the best rung (same test examples)", "",
-             "| best | other | difference, points [95% CI] | McNemar exact p | verdict |", "|---|---|---|---|---|"]
+             f"| best | other | difference, points [95% CI] | {tests} p | verdict |", "|---|---|---|---|---|"]
     for c in results.comparisons:
         lines.append(f"| {c.a} | {c.b} | {100 * c.diff:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}] "
                      f"| {c.p_value:.3g} | {c.verdict} |")
@@ -237,8 +246,8 @@ def summary_markdown(results: RunResults) -> str:
         "## What produced these numbers", "",
         "Every rung was scored on the same frozen test split. Intervals (95%): exact Clopper-Pearson for means of "
         "0/1 scores (accuracy, exact match, JSON validity), BCa bootstrap over test examples (2,000 resamples) for "
-        "macro-F1 and field scores; 'with confidence' uses the lower bound adjusted for the rungs compared "
-        "(Bonferroni). Paired tests: exact McNemar on per-example correctness and a paired bootstrap of the "
+        "macro-F1, field scores and a generation metric's mean; 'with confidence' uses the lower bound adjusted for "
+        f"the rungs compared (Bonferroni). Paired tests: {_paired_tests(results)} and a paired bootstrap of the "
         "difference. Latency is model time per request as measured when the call was made.", "",
         f"Environment: Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs; {versions}.",
         "", *_prices(env),

@@ -387,6 +387,7 @@ def compare_paired(
         "alpha": alpha,
         "verdict": verdict,
         "decided_by": decided_by,
+        "test": "McNemar exact",
     }
     result["explanation"] = _explain(result)
     return result
@@ -421,7 +422,7 @@ def _compare_scores(a_scores: Sequence[float], b_scores: Sequence[float], *, res
     verdict, decided_by = _verdict(boot["diff"], boot["low"], boot["high"], test["p_value"], alpha)
     result = {"n": int(a.size), "accuracy_a": float(a.mean()) if a.size else math.nan,
               "accuracy_b": float(b.mean()) if b.size else math.nan, **boot, **test, "alpha": alpha,
-              "verdict": verdict, "decided_by": decided_by}
+              "verdict": verdict, "decided_by": decided_by, "test": "Wilcoxon signed-rank"}
     result["explanation"] = _explain(result, name="Wilcoxon signed-rank")
     return result
 

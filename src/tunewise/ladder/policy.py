@@ -385,7 +385,7 @@ def plateau(ladder: Sequence[PlannedRung], observed: Mapping[str, Observed], *, 
             return None
         sentences.append(f"{last.name} {_pct(last.value)} vs {best.name} {_pct(best.value)} "
                          f"(diff {100 * c['diff']:+.1f} points [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}], "
-                         f"McNemar p = {c['p_value']:.3g})")
+                         f"{c['test'].split()[0]} p = {c['p_value']:.3g})")
     return "; ".join(sentences)
 
 
