@@ -80,6 +80,7 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self._done()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -90,6 +91,7 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self._open = True
             with server.lock:
                 server.attempts += 1
                 server.in_flight += 1
@@ -102,7 +104,14 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
-                with server.lock:
+                self._done()
+
+        def _done(self) -> None:
+            """The request leaves the in-flight count once, before its reply is written: counted after the write, a
+            loaded machine let the client's next request arrive first and saw one request too many in flight."""
+            with server.lock:
+                if getattr(self, "_open", False):
+                    self._open = False
                     server.in_flight -= 1
 
         def _reply(self, fault: str, body: dict[str, Any]) -> None:
