@@ -83,7 +83,8 @@ def test_paired_scores_are_compared_with_a_wilcoxon_test_and_the_bootstrap():
     assert same["verdict"] == "not significantly different" and same["p_value"] == 1.0
 
 
-def test_a_generation_run_is_scored_ranked_and_decided_on_its_metric(tmp_path):
+def _echo_run(tmp_path):
+    """knn and zero_shot on a toy generation task scored by ``overlap``, the echoing fake model answering."""
     pairs = [{"text": f"say {w} now", "label": f"{w} now"} for w in ["alpha", "beta", "gamma", "delta"] * 6]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[:16]))
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[16:]))
@@ -92,6 +93,11 @@ def test_a_generation_run_is_scored_ranked_and_decided_on_its_metric(tmp_path):
         f"generation: {{metric: '{__name__}:overlap'}}\ntarget: {{overlap: 0.99}}\nmodel: 'fake:echo'\n"
         "embedder: hashing\n")
     outcome = run_task(load_task(tmp_path / "task.yaml"), rungs=["knn", "zero_shot"], report=False)
+    return outcome
+
+
+def test_a_generation_run_is_scored_ranked_and_decided_on_its_metric(tmp_path):
+    outcome = _echo_run(tmp_path)
     knn, echo = outcome.results.rungs
     assert knn.primary_metric == echo.primary_metric == "overlap"
     m = echo.metrics["overlap"]
@@ -170,14 +176,7 @@ def test_a_generation_runs_paired_tests_are_named_wilcoxon_wherever_they_are_sho
     'McNemar exact p' and the decision's and the plateau's sentences said 'McNemar p' (seen on snips_nlg)."""
     from tunewise.summary import summary_markdown
 
-    pairs = [{"text": f"say {w} now", "label": f"{w} now"} for w in ["alpha", "beta", "gamma", "delta"] * 6]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[:16]))
-    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs[16:]))
-    (tmp_path / "task.yaml").write_text(
-        "name: echo\nkind: generation\ndata: {train: train.jsonl, test: test.jsonl}\n"
-        f"generation: {{metric: '{__name__}:overlap'}}\ntarget: {{overlap: 0.99}}\nmodel: 'fake:echo'\n"
-        "embedder: hashing\n")
-    outcome = run_task(load_task(tmp_path / "task.yaml"), rungs=["knn", "zero_shot"], report=False)
+    outcome = _echo_run(tmp_path)
     (comparison,) = outcome.results.comparisons
     assert comparison.test == "Wilcoxon signed-rank"
     text = summary_markdown(outcome.results)
