@@ -64,16 +64,20 @@ def _paired_tests(results: RunResults) -> str:
     """The paired tests the run's comparisons used, in words (per-example scores: Wilcoxon in McNemar's place)."""
     words = {"McNemar exact": "exact McNemar on per-example correctness",
              "Wilcoxon signed-rank": "the Wilcoxon signed-rank test on per-example scores"}
-    tests = dict.fromkeys(c.test for c in results.comparisons) or {"McNemar exact": None}
-    return " / ".join(words.get(t, t) for t in tests)
+    return " / ".join(words.get(t, t) for t in _tests(results) or ["McNemar exact"])
+
+
+def _tests(results: RunResults) -> list[str]:
+    """The paired tests of the run's comparisons, each once, in order (one test a run: one metric)."""
+    return list(dict.fromkeys(c.test for c in results.comparisons))
 
 
 def _comparisons(results: RunResults) -> list[str]:
     if not results.comparisons:
         return []
-    tests = " / ".join(dict.fromkeys(c.test for c in results.comparisons))  # one test a run: one metric
     lines = ["## Paired comparisons against the best rung (same test examples)", "",
-             f"| best | other | difference, points [95% CI] | {tests} p | verdict |", "|---|---|---|---|---|"]
+             f"| best | other | difference, points [95% CI] | {' / '.join(_tests(results))} p | verdict |",
+             "|---|---|---|---|---|"]
     for c in results.comparisons:
         lines.append(f"| {c.a} | {c.b} | {100 * c.diff:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}] "
                      f"| {c.p_value:.3g} | {c.verdict} |")
